@@ -1,0 +1,98 @@
+// The engine's public surface: the only engine header that pipeline/ and service/ include
+// (besides engine/model/tokenizer.h). Contract between the layers; extend, don't break.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace avserve::engine {
+
+// Token type ids as transformers' mm_token_type_ids: 0 text, 1 image, 2 video, 3 audio.
+enum class TokenType : uint8_t { kText = 0, kImage = 1, kVideo = 2, kAudio = 3 };
+
+// A piece of the prompt, appended to a Sequence in order. Rows of vision_patches / audio_frames
+// are consumed, in order, by the positions whose type is image/video resp. audio.
+// A maximal run of image/video positions is one bidirectional block; a chunk never splits one.
+struct PromptChunk {
+  std::vector<int32_t> ids;               // [n] token ids (placeholder ids at media positions)
+  std::vector<TokenType> types;           // [n]
+  std::vector<float> vision_patches;      // [num_vision, 6912] HWC patch vectors in [0,1]
+  std::vector<int32_t> vision_positions;  // [num_vision, 2] (x = column, y = row) in the patch grid
+  std::vector<float> audio_frames;        // [num_audio, 640] 16 kHz mono samples
+  size_t size() const { return ids.size(); }
+};
+
+// Ids and sizes read from the checkpoint's config.json / generation_config.json (never hard-coded:
+// small test checkpoints remap them).
+struct ModelInfo {
+  std::string model_type;                 // "gemma4_unified"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int num_layers = 0;
+  int64_t max_context = 0;                // max_position_embeddings
+  int32_t pad_id = 0, bos_id = 2, eos_id = 1;
+  int32_t boi_id = 0, eoi_id = 0, image_id = 0, video_id = 0;  // <|image> <image|> <|image|> <|video|>
+  int32_t boa_id = 0, eoa_id = 0, audio_id = 0;                // <|audio> <audio|> <|audio|>
+  std::vector<int32_t> stop_ids;          // generation_config eos_token_id (falls back to config)
+  std::vector<int32_t> suppress_ids;      // never sampled (eoi, eoa at least)
+  int vision_soft_tokens = 280;           // default image budget
+};
+
+// Parses only config.json (+ generation_config.json when present) of a checkpoint folder.
+absl::StatusOr<ModelInfo> LoadModelInfo(const std::string& checkpoint_dir);
+
+enum class BackendKind { kCpu, kCuda };
+
+struct EngineOptions {
+  std::string checkpoint_dir;
+  BackendKind backend = BackendKind::kCpu;
+  int num_threads = 0;                    // CPU backend; 0 = all cores
+  bool bidirectional_all_layers = false;  // vision blocks on full layers too (HF plain-forward variant)
+  int64_t max_context = 0;                // 0: the model's max_position_embeddings
+};
+
+struct SamplingOptions {
+  float temperature = 0.0f;               // 0: greedy
+  int top_k = 0;                          // 0: off
+  float top_p = 1.0f;                     // 1: off
+  uint64_t seed = 0;
+  int max_new_tokens = 256;
+};
+
+// The state of one prompt (KV cache + position). Not thread-safe; one owner at a time.
+class Sequence {
+ public:
+  virtual ~Sequence() = default;
+  virtual int64_t length() const = 0;        // positions consumed so far
+  virtual size_t memory_bytes() const = 0;   // KV state held
+  // Appends a prompt chunk; `cancel` (may be null) is polled between layers/chunks:
+  // on cancellation returns CANCELLED and the sequence must be discarded.
+  virtual absl::Status Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) = 0;
+  // An independent copy of the state (prefix reuse: prefill a video once, fork per question).
+  virtual absl::StatusOr<std::unique_ptr<Sequence>> Fork() const = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+
+  virtual const ModelInfo& info() const = 0;
+  virtual std::string backend_name() const = 0;
+  // A fresh, empty sequence able to hold `max_tokens` positions (RESOURCE_EXHAUSTED if it can't).
+  virtual absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) = 0;
+  // Samples after the last prefilled position, then feeds each sampled token back, until a stop id,
+  // max_new_tokens, `on_token` returning false, or cancellation. Stop ids are not passed to on_token.
+  virtual absl::Status Generate(Sequence& seq, const SamplingOptions& options,
+                                const std::function<bool(int32_t)>& on_token,
+                                const std::atomic<bool>* cancel) = 0;
+};
+
+}  // namespace avserve::engine
