@@ -1,0 +1,168 @@
+// The compute interface the model is written against (design.md §4, style.md §7).
+//
+// One model definition (engine/model/gemma4.cc) calls these coarse ops; each backend (cpu/, cuda/)
+// implements them. Tensors are non-owning views; memory comes from Backend::Allocate.
+//
+// Numerics contract (every backend, checked against the CPU backend by parity tests):
+//  * Inputs are read in their dtype and widened to fp32; accumulation is fp32.
+//  * An op rounds ONCE to the output dtype at its end, unless its comment names intermediate
+//    rounding points (these reproduce transformers' bf16 rounding, spec §5.7).
+//  * Row-wise ops treat a tensor as [rows, last_dim]; the last dim must be contiguous
+//    (strides[rank-1] == 1), rows may be strided.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/api.h"
+
+namespace avserve::engine {
+
+enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kCount };
+enum class Device : uint8_t { kCpu, kCuda, kCount };
+
+// Bytes per element.
+constexpr size_t DTypeSize(DType t) { return t == DType::kBF16 || t == DType::kF16 ? 2 : 4; }
+const char* DTypeName(DType t);
+
+// A non-owning strided view. Shapes have up to 4 dims; strides are in ELEMENTS.
+struct Tensor {
+  static constexpr int kMaxRank = 4;
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  Device device = Device::kCpu;
+  int rank = 0;
+  std::array<int64_t, kMaxRank> shape{};
+  std::array<int64_t, kMaxRank> strides{};
+
+  // A contiguous (row-major) view of `data` with `shape`.
+  static Tensor Contiguous(void* data, DType dtype, Device device, std::initializer_list<int64_t> shape);
+
+  int64_t dim(int i) const { return shape[i < 0 ? rank + i : i]; }
+  int64_t numel() const;
+  bool is_contiguous() const;
+  size_t bytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype); }
+  // Rows when viewed as [rows, last_dim] (product of all leading dims).
+  int64_t rows() const { return rank == 0 ? 1 : numel() / shape[rank - 1]; }
+  // Same storage, new shape; requires a contiguous tensor and equal numel (checked).
+  Tensor Reshape(std::initializer_list<int64_t> new_shape) const;
+  // Rows [begin, end) of dim 0 (shares storage).
+  Tensor Slice(int64_t begin, int64_t end) const;
+  template <typename T>
+  T* ptr() const { return static_cast<T*>(data); }
+};
+
+// Memory owned by a backend; freed on destruction. Move-only through unique_ptr.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual void* data() const = 0;
+  virtual size_t bytes() const = 0;
+  virtual Device device() const = 0;
+  // A contiguous view of the start of this buffer (checked to fit).
+  Tensor View(DType dtype, std::initializer_list<int64_t> shape) const;
+};
+
+// RoPE flavour ("rotate half" pairing: dim j pairs with j + head_dim/2).
+// Frequency of pair j: theta^(-2j/head_dim) for j < rotated_pairs, 0 (identity) otherwise.
+//  * default (sliding layers): rotated_pairs = head_dim/2.
+//  * proportional (full layers): rotated_pairs = partial_rotary_factor * head_dim / 2; the
+//    exponent's denominator stays the full head_dim (spec §5.4).
+struct RopeParams {
+  float theta = 10000.0f;
+  int head_dim = 0;
+  int rotated_pairs = 0;
+};
+
+// Which keys a query row may see (spec §5.5). Query row i has absolute position q_pos_start + i.
+// The KV views hold positions [kv_pos_begin, kv_pos_end); position p lives in row p % kv_capacity
+// (a ring for sliding layers; kv_capacity >= kv_pos_end for full storage). The current chunk's
+// keys must already be written (kv_pos_end >= q_pos_start + num_queries).
+// Visible(q, k) for a key k in range:
+//   causal  = k <= q
+//   window  = sliding_window == 0 || k > q - sliding_window
+//   block   = q_block_ids && k >= q_pos_start && id(q) >= 0 && id(q) == id(k)
+//             (id(p) = q_block_ids[p - q_pos_start]: blocks never straddle chunks)
+//   block_or_windowed_causal == false:  window && (causal || block)    [documented HF intent]
+//   block_or_windowed_causal == true:   (window && causal) || block    [HF plain-forward variant]
+struct AttentionParams {
+  int64_t q_pos_start = 0;
+  int64_t kv_pos_begin = 0;
+  int64_t kv_pos_end = 0;
+  int64_t kv_capacity = 0;
+  int sliding_window = 0;
+  bool block_or_windowed_causal = false;
+  float scale = 1.0f;  // Gemma 4: 1.0 (q/k norms replace 1/sqrt(d))
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;
+  virtual Device device() const = 0;
+  // True when host pointers (e.g. mmapped weights) can be used as tensors directly.
+  virtual bool SharesHostMemory() const = 0;
+
+  // Memory. Allocation failure is RESOURCE_EXHAUSTED. Contents are uninitialised.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) = 0;
+  // Copies `bytes` of host memory into dst (contiguous), and back.
+  virtual absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) = 0;
+  virtual absl::Status Download(const Tensor& src, void* host, size_t bytes) = 0;
+  virtual void Synchronize() = 0;
+
+  // ---- Ops. Shapes are checked with AVSERVE_CHECK (a mismatch is a programming error). ----
+
+  // y[n, m] = x[n, k] · w[m, k]ᵀ (+ bias[m]). w may be bf16/f16/f32; fp32 accumulate, bias added
+  // before the single rounding to y's dtype.
+  virtual void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
+  // Row-wise y = x · (mean(x²) + eps)^-1/2 (· weight when weight != nullptr). In place allowed.
+  virtual void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) = 0;
+  // Row-wise y = (x - mean) / sqrt(var + eps) · weight + bias (biased variance). In place allowed.
+  virtual void LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
+                         const Tensor& y) = 0;
+  // In place on x[n, heads, head_dim]; positions[n] int32. cos/sin computed in fp32 from
+  // angle = pos · freq (fp32), rounded to x's dtype; then x·cos and rotate_half(x)·sin and their
+  // sum each rounded to x's dtype (spec §5.7 #4).
+  virtual void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) = 0;
+  // out[n, Hq, D] = softmax(q·kᵀ·scale + mask) · v with GQA (query head h reads kv head
+  // h / (Hq/Hkv)). q[n, Hq, D]; k, v[kv_capacity, Hkv, D]. fp32 scores/softmax; one rounding.
+  // q_block_ids: [n] int32 or nullptr (no vision blocks in this chunk).
+  virtual void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
+                         const AttentionParams& params, const Tensor& out) = 0;
+  // out = round(round(gelu_tanh(gate)) · up) (spec §5.7 #7). In place on gate allowed.
+  virtual void GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) = 0;
+  // out = a + b (same shape). In place allowed.
+  virtual void Add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  // out = x · s. In place allowed.
+  virtual void Scale(const Tensor& x, float s, const Tensor& out) = 0;
+  // out[n, d] = table[ids[i]] · scale (one rounding; pass scale already rounded to table dtype).
+  // ids: [n] int32, each in [0, table rows) (checked by the caller).
+  virtual void Embed(const Tensor& table, const Tensor& ids, float scale, const Tensor& out) = 0;
+  // out[n, d] = x + round(table[pos[i,0], 0, :] + table[pos[i,1], 1, :]); table [P, 2, d],
+  // positions [n, 2] int32 (x = column, y = row). The sum of the two rows is rounded to x's dtype
+  // before the add (spec §2.2 step 4). In place allowed.
+  virtual void AddPosition2d(const Tensor& x, const Tensor& table, const Tensor& positions,
+                             const Tensor& out) = 0;
+  // out = cap · tanh(x / cap), each of the three steps rounded to out's dtype.
+  virtual void Softcap(const Tensor& x, float cap, const Tensor& out) = 0;
+  // out = x converted to out's dtype (same shape; strided rows allowed).
+  virtual void Convert(const Tensor& x, const Tensor& out) = 0;
+  // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).
+  virtual void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) = 0;
+};
+
+// Explicit factories (no static registration). CreateBackend dispatches on the kind from api.h;
+// a kind that was not compiled in is UNIMPLEMENTED.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num_threads);
+// CPU reference backend (engine/backend/cpu/, target avserve_backend_cpu). num_threads 0 = all.
+std::unique_ptr<Backend> CreateCpuBackend(int num_threads);
+// CUDA backend: defined in engine/backend/cuda/ (target avserve_backend_cuda, built only with
+// AVSERVE_ENABLE_CUDA); device or driver problems come back as a Status, never an abort.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend();
+
+}  // namespace avserve::engine
