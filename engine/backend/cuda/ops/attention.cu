@@ -1,0 +1,376 @@
+#include "engine/backend/cuda/ops/attention.cuh"
+
+#include <algorithm>
+#include <cfloat>
+
+#include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/mma.cuh"
+
+namespace avserve::engine::cuda {
+namespace {
+
+// Note [Attention tiling]
+// A CTA of 4 warps owns 64 "rows" = (query position, query head) pairs of one KV head: row r is position
+// r / group, head kv_head * group + r % group, so the group's heads share each K/V tile (GQA 16 loads K/V once
+// for 16 heads). Each warp owns 16 rows. K/V tiles of 64 keys stream through shared memory (cp.async, K and V
+// in separate buffers so the next K loads during P·V). The output dimension is cut into chunks of kDv = 256
+// (head_dim 512 runs two CTAs per tile, each recomputing Q·Kᵀ), which keeps the fp32 accumulator at 128
+// registers per thread.
+template <int kHeadDim_, int kDv_>
+struct AttentionTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kDv = kDv_;
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockM = 64;
+  static constexpr int kBlockN = 64;
+  static constexpr int kQkStride = kHeadDim + 8;  // +16 B per row: ldmatrix rows hit distinct banks
+  static constexpr int kVStride = kDv + 8;
+  static constexpr size_t kSmemBytes =
+      sizeof(bf16) * (size_t{kBlockM} * kQkStride + size_t{kBlockN} * kQkStride + size_t{kBlockN} * kVStride);
+};
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ int BlockIdAt(const AttentionParams& p, int pos) {
+  if (p.block_ids == nullptr) return -1;
+  const int i = pos - p.block_pos0;
+  return (i >= 0 && i < p.block_len) ? p.block_ids[i] : -1;
+}
+
+__device__ __forceinline__ bool Allowed(const AttentionParams& p, int qpos, int kpos, int bq, int bk) {
+  if (kpos < p.kv_begin || kpos >= p.kv_end) return false;
+  const bool in_window = p.window <= 0 || kpos > qpos - p.window;
+  const bool same_block = bq >= 0 && bq == bk;
+  if (p.block_overrides_window) return (in_window && kpos <= qpos) || same_block;
+  return in_window && (kpos <= qpos || same_block);
+}
+
+// Key range [lo, hi) that any row of the tile can see.
+__device__ void TileKeyRange(const AttentionParams& p, int qp_min, int qp_max, int* lo, int* hi) {
+  int k_lo = p.kv_begin;
+  if (p.window > 0) k_lo = max(k_lo, qp_min - p.window + 1);
+  int k_hi = qp_max + 1;
+  const int bid_last = BlockIdAt(p, qp_max);
+  if (bid_last >= 0) {
+    while (BlockIdAt(p, k_hi) == bid_last) ++k_hi;
+  }
+  if (p.block_overrides_window && p.window > 0) {
+    const int bid_first = BlockIdAt(p, qp_min);
+    if (bid_first >= 0) {
+      int b = qp_min;
+      while (BlockIdAt(p, b - 1) == bid_first) --b;
+      k_lo = max(p.kv_begin, min(k_lo, b));
+    }
+  }
+  *lo = k_lo;
+  *hi = min(k_hi, p.kv_end);
+}
+
+// Copies `rows` rows of `cols` bf16 from global to shared (16 B per cp.async); rows flagged invalid are zeroed.
+template <int kCols, int kThreads, typename RowPtr>
+__device__ __forceinline__ void LoadTile(bf16* smem, int smem_stride, int rows, RowPtr row_ptr) {
+  constexpr int kChunks = kCols / 8;
+  for (int c = threadIdx.x; c < rows * kChunks; c += kThreads) {
+    const int r = c / kChunks;
+    const int col = (c % kChunks) * 8;
+    bf16* dst = smem + r * smem_stride + col;
+    const bf16* src = row_ptr(r);
+    if (src != nullptr) {
+      CpAsync16(dst, src + col);
+    } else {
+      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+    }
+  }
+}
+
+template <typename Tr>
+__global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* q_s = reinterpret_cast<bf16*>(smem_raw);                // [kBlockM][kQkStride]
+  bf16* k_s = q_s + Tr::kBlockM * Tr::kQkStride;                // [kBlockN][kQkStride]
+  bf16* v_s = k_s + Tr::kBlockN * Tr::kQkStride;                // [kBlockN][kVStride]
+  __shared__ int key_block[Tr::kBlockN];
+
+  const int group = p.num_heads / p.num_kv_heads;
+  const int total_rows = p.q_len * group;
+  const int row0 = blockIdx.x * Tr::kBlockM;
+  const int kv_head = blockIdx.y;
+  const int num_dchunks = p.head_dim / Tr::kDv;
+  const int dchunk = blockIdx.z % num_dchunks;
+  const int split = blockIdx.z / num_dchunks;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+
+  // Query rows -> Q tile (rows past the end are zero).
+  LoadTile<Tr::kHeadDim, Tr::kThreads>(q_s, Tr::kQkStride, Tr::kBlockM, [&](int r) -> const bf16* {
+    const int row = row0 + r;
+    if (row >= total_rows) return nullptr;
+    return p.q + (row / group) * p.q_token_stride + (kv_head * group + row % group) * p.q_head_stride;
+  });
+  CpAsyncCommit();
+
+  const int last_row = min(row0 + Tr::kBlockM, total_rows) - 1;
+  const int qp_min = p.q_pos0 + row0 / group;
+  const int qp_max = p.q_pos0 + last_row / group;
+  int k_lo, k_hi;
+  TileKeyRange(p, qp_min, qp_max, &k_lo, &k_hi);
+  const int tile0 = (k_lo >= 0 ? k_lo / Tr::kBlockN : 0) * Tr::kBlockN;
+  const int num_tiles = k_hi > tile0 ? (k_hi - tile0 + Tr::kBlockN - 1) / Tr::kBlockN : 0;
+  const int per_split = (num_tiles + p.num_splits - 1) / p.num_splits;
+  const int tile_begin = split * per_split;
+  const int tile_end = min(num_tiles, tile_begin + per_split);
+
+  const int kv_begin = p.kv_begin, kv_end = p.kv_end, kv_capacity = p.kv_capacity;
+  auto key_ptr = [=](const bf16* base, int64_t slot_stride, int64_t head_stride, int64_t col_offset, int key0) {
+    return [=](int r) -> const bf16* {
+      const int pos = key0 + r;
+      if (pos < kv_begin || pos >= kv_end) return nullptr;
+      return base + (pos % kv_capacity) * slot_stride + kv_head * head_stride + col_offset;
+    };
+  };
+  auto load_k = [&](int tile) {
+    const int key0 = tile0 + tile * Tr::kBlockN;
+    LoadTile<Tr::kHeadDim, Tr::kThreads>(k_s, Tr::kQkStride, Tr::kBlockN,
+                                         key_ptr(p.k, p.k_slot_stride, p.k_head_stride, 0, key0));
+    CpAsyncCommit();
+  };
+  auto load_v = [&](int tile) {
+    const int key0 = tile0 + tile * Tr::kBlockN;
+    LoadTile<Tr::kDv, Tr::kThreads>(v_s, Tr::kVStride, Tr::kBlockN,
+                                    key_ptr(p.v, p.v_slot_stride, p.v_head_stride, dchunk * Tr::kDv, key0));
+    CpAsyncCommit();
+  };
+
+  // Per thread: rows g and g + 8 of this warp's 16.
+  int my_row[2], my_qpos[2], my_block[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    my_row[i] = row0 + warp * 16 + g + 8 * i;
+    my_qpos[i] = p.q_pos0 + my_row[i] / group;
+    my_block[i] = BlockIdAt(p, my_qpos[i]);
+  }
+  const bool warp_active = row0 + warp * 16 < total_rows;
+  float o_acc[Tr::kDv / 8][4];
+#pragma unroll
+  for (int j = 0; j < Tr::kDv / 8; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.f;
+  float row_max[2] = {-FLT_MAX, -FLT_MAX};
+  float row_sum[2] = {0.f, 0.f};
+  const float scale_log2 = p.scale * kLog2e;
+
+  if (tile_begin < tile_end) {
+    load_k(tile_begin);
+    load_v(tile_begin);
+  }
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int key0 = tile0 + tile * Tr::kBlockN;
+    if (threadIdx.x < Tr::kBlockN) key_block[threadIdx.x] = BlockIdAt(p, key0 + threadIdx.x);
+    CpAsyncWait<1>();  // Q and K of this tile have landed (V may still be in flight)
+    __syncthreads();
+    float s[Tr::kBlockN / 8][4];
+#pragma unroll
+    for (int j = 0; j < Tr::kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    if (warp_active) {
+#pragma unroll 4
+      for (int kk = 0; kk < Tr::kHeadDim / 16; ++kk) {
+        uint32_t a[4];
+        Ldmatrix4(a, q_s + (warp * 16 + lane % 16) * Tr::kQkStride + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+        for (int np = 0; np < Tr::kBlockN / 16; ++np) {
+          uint32_t b[4];
+          const int mi = lane / 8;
+          Ldmatrix4(b, k_s + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kQkStride + kk * 16 + (mi % 2) * 8);
+          Mma16816(s[2 * np], a, b[0], b[1]);
+          Mma16816(s[2 * np + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with k_s
+    if (tile + 1 < tile_end) load_k(tile + 1);
+
+    // Mask (skipped for tiles entirely visible to every row) and online softmax.
+    const bool full_tile = key0 >= p.kv_begin && key0 + Tr::kBlockN <= p.kv_end &&
+                           key0 + Tr::kBlockN - 1 <= qp_min && (p.window <= 0 || key0 > qp_max - p.window);
+    float tile_max[2] = {-FLT_MAX, -FLT_MAX};
+#pragma unroll
+    for (int j = 0; j < Tr::kBlockN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e / 2;
+        const int kcol = j * 8 + 2 * t + (e % 2);
+        if (!full_tile && !Allowed(p, my_qpos[i], key0 + kcol, my_block[i], key_block[kcol])) s[j][e] = -INFINITY;
+        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
+      const float new_max = fmaxf(row_max[i], tile_max[i]);
+      corr[i] = exp2f((row_max[i] - new_max) * scale_log2);
+      row_max[i] = new_max;
+      row_sum[i] *= corr[i];
+    }
+    uint32_t pfrag[Tr::kBlockN / 16][4];
+#pragma unroll
+    for (int j = 0; j < Tr::kBlockN / 8; ++j) {
+      float pv[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e / 2;
+        pv[e] = exp2f((s[j][e] - row_max[i]) * scale_log2);  // -inf -> 0
+        row_sum[i] += pv[e];
+      }
+      pfrag[j / 2][(j % 2) * 2 + 0] = PackBf16(pv[0], pv[1]);
+      pfrag[j / 2][(j % 2) * 2 + 1] = PackBf16(pv[2], pv[3]);
+    }
+#pragma unroll
+    for (int j = 0; j < Tr::kDv / 8; ++j) {
+      o_acc[j][0] *= corr[0];
+      o_acc[j][1] *= corr[0];
+      o_acc[j][2] *= corr[1];
+      o_acc[j][3] *= corr[1];
+    }
+    if (tile + 1 < tile_end) {
+      CpAsyncWait<1>();  // V of this tile (the next K may still be in flight)
+    } else {
+      CpAsyncWait<0>();
+    }
+    __syncthreads();
+    if (warp_active) {
+#pragma unroll
+      for (int kc = 0; kc < Tr::kBlockN / 16; ++kc) {
+        // pfrag[kc] = {rows g / g+8 of keys 16kc+2t.., rows g / g+8 of keys 16kc+8+2t..}: reorder to a0..a3.
+        const uint32_t a[4] = {pfrag[kc][0], pfrag[kc][1], pfrag[kc][2], pfrag[kc][3]};
+#pragma unroll
+        for (int dp = 0; dp < Tr::kDv / 16; ++dp) {
+          uint32_t b[4];
+          const int mi = lane / 8;
+          Ldmatrix4Trans(b, v_s + (kc * 16 + (mi % 2) * 8 + lane % 8) * Tr::kVStride + dp * 16 + (mi / 2) * 8);
+          Mma16816(o_acc[2 * dp], a, b[0], b[1]);
+          Mma16816(o_acc[2 * dp + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with v_s
+    if (tile + 1 < tile_end) load_v(tile + 1);
+  }
+  CpAsyncWait<0>();
+
+  // Finish: quad-reduce the row sums, then write bf16 (one split) or fp32 partials (split-KV).
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = my_row[i];
+    if (row >= total_rows) continue;
+    const int qi = row / group, head = kv_head * group + row % group;
+    if (p.num_splits == 1) {
+      const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
+      bf16* out = p.o + qi * p.o_token_stride + head * p.o_head_stride + dchunk * Tr::kDv;
+#pragma unroll
+      for (int j = 0; j < Tr::kDv / 8; ++j) {
+        *reinterpret_cast<__nv_bfloat162*>(out + j * 8 + 2 * t) =
+            __floats2bfloat162_rn(o_acc[j][2 * i] * inv, o_acc[j][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t flat = static_cast<int64_t>(qi) * p.num_heads + head;
+      const int64_t rows_all = static_cast<int64_t>(p.q_len) * p.num_heads;
+      float* part_o = static_cast<float*>(p.workspace) + (split * rows_all + flat) * p.head_dim + dchunk * Tr::kDv;
+      float* part_ml = static_cast<float*>(p.workspace) + p.num_splits * rows_all * p.head_dim;
+#pragma unroll
+      for (int j = 0; j < Tr::kDv / 8; ++j) {
+        *reinterpret_cast<float2*>(part_o + j * 8 + 2 * t) = make_float2(o_acc[j][2 * i], o_acc[j][2 * i + 1]);
+      }
+      if (dchunk == 0 && t == 0) {
+        part_ml[2 * (split * rows_all + flat)] = row_max[i];
+        part_ml[2 * (split * rows_all + flat) + 1] = row_sum[i];
+      }
+    }
+  }
+}
+
+// Merges split-KV partials: one block per (query, head).
+__global__ void CombineSplitsKernel(AttentionParams p) {
+  const int64_t flat = blockIdx.x;
+  const int qi = static_cast<int>(flat / p.num_heads), head = static_cast<int>(flat % p.num_heads);
+  const int64_t rows_all = static_cast<int64_t>(p.q_len) * p.num_heads;
+  const float* part_o = static_cast<const float*>(p.workspace);
+  const float* part_ml = part_o + p.num_splits * rows_all * p.head_dim;
+  const float scale_log2 = p.scale * kLog2e;
+  float global_max = -FLT_MAX;
+  for (int s = 0; s < p.num_splits; ++s) global_max = fmaxf(global_max, part_ml[2 * (s * rows_all + flat)]);
+  float total = 0.f;
+  for (int s = 0; s < p.num_splits; ++s) {
+    total += part_ml[2 * (s * rows_all + flat) + 1] * exp2f((part_ml[2 * (s * rows_all + flat)] - global_max) * scale_log2);
+  }
+  const float inv = total > 0.f ? 1.f / total : 0.f;
+  bf16* out = p.o + qi * p.o_token_stride + head * p.o_head_stride;
+  for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < p.num_splits; ++s) {
+      const float w = exp2f((part_ml[2 * (s * rows_all + flat)] - global_max) * scale_log2);
+      acc += w * part_o[(s * rows_all + flat) * p.head_dim + d];
+    }
+    out[d] = __float2bfloat16(acc * inv);
+  }
+}
+
+template <int kHeadDim>
+void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
+  using Tr = AttentionTraits<kHeadDim, 256>;
+  const int group = p.num_heads / p.num_kv_heads;
+  const int row_tiles = (p.q_len * group + Tr::kBlockM - 1) / Tr::kBlockM;
+  // The dynamic shared-memory limit is raised once per instantiation (thread-safe static init).
+  static const bool attribute_set = [] {
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(AttentionKernel<Tr>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(Tr::kSmemBytes)));
+    return true;
+  }();
+  (void)attribute_set;
+  const dim3 grid(row_tiles, p.num_kv_heads, p.num_splits * (kHeadDim / Tr::kDv));
+  AttentionKernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+int ChooseAttentionSplits(const AttentionParams& p, int num_sms) {
+  const int group = p.num_heads / p.num_kv_heads;
+  const int row_tiles = (p.q_len * group + 63) / 64;
+  const int ctas = row_tiles * p.num_kv_heads * (p.head_dim / 256);
+  const int key_tiles = (p.kv_end - p.kv_begin + 63) / 64;
+  if (ctas >= num_sms) return 1;
+  const int want = (2 * num_sms + ctas - 1) / ctas;
+  return std::max(1, std::min({want, key_tiles / 2, 64}));
+}
+
+size_t AttentionWorkspaceBytes(const AttentionParams& p) {
+  if (p.num_splits <= 1) return 0;
+  const size_t rows_all = static_cast<size_t>(p.q_len) * p.num_heads;
+  return sizeof(float) * p.num_splits * rows_all * (p.head_dim + 2);
+}
+
+void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
+  AVSERVE_CHECK(p.head_dim == 256 || p.head_dim == 512, "Attention: head_dim must be 256 or 512");
+  AVSERVE_CHECK(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0, "Attention: bad GQA grouping");
+  AVSERVE_CHECK(p.kv_capacity > 0 && p.kv_end - p.kv_begin <= p.kv_capacity, "Attention: keys exceed the cache");
+  AVSERVE_CHECK(p.num_splits >= 1 && (p.num_splits == 1 || p.workspace != nullptr), "Attention: no workspace");
+  if (p.q_len == 0) return;
+  if (p.head_dim == 256) {
+    LaunchFor<256>(p, stream);
+  } else {
+    LaunchFor<512>(p, stream);
+  }
+  if (p.num_splits > 1) {
+    CombineSplitsKernel<<<p.q_len * p.num_heads, 128, 0, stream>>>(p);
+    AVSERVE_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace avserve::engine::cuda

@@ -1,0 +1,34 @@
+// RMSNorm over rows, with optional fused RoPE (q/k norms), residual add and layer scale (post norms).
+//   y = bf16(x * (mean(x^2) + eps)^-1/2 * w)              (spec §5.2; no weight when weight == nullptr)
+//   then, if positions: y = RoPE(y) in bf16 (spec §5.4, §5.7.4)
+//   then, if residual:  y = bf16(residual + y); if out_scale: y = bf16(y * out_scale[0])   (spec §5.3)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace avserve::engine::cuda {
+
+struct RmsNormParams {
+  const __nv_bfloat16* x = nullptr;         // [tokens, heads, dim] with the strides below
+  __nv_bfloat16* y = nullptr;               // same layout as x (may alias x)
+  const __nv_bfloat16* weight = nullptr;    // [dim] or nullptr
+  const __nv_bfloat16* residual = nullptr;  // same layout as y, or nullptr (may alias y)
+  const __nv_bfloat16* out_scale = nullptr; // [1] device scalar (layer_scalar) or nullptr
+  int64_t token_stride = 0;                 // elements between tokens (x, y and residual)
+  int64_t head_stride = 0;                  // elements between heads of one token
+  int tokens = 0;
+  int heads = 1;                            // rows per token
+  int dim = 0;                              // multiple of 8
+  float eps = 1e-6f;
+  // RoPE after the norm (rotate-half pairing), when positions != nullptr.
+  const int32_t* positions = nullptr;       // [tokens] absolute positions
+  float rope_theta = 10000.f;
+  int rope_pairs = 0;                       // pairs (j, j+dim/2) that rotate: dim/2 (default), 64 (proportional)
+};
+
+void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
+
+}  // namespace avserve::engine::cuda
