@@ -154,6 +154,9 @@ class Backend {
   virtual void Convert(const Tensor& x, const Tensor& out) = 0;
   // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).
   virtual void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) = 0;
+  // dst[indices[i], :] = src[i, :] (converted to dst's dtype); indices [m] int32, distinct.
+  // Puts image/audio soft-token embeddings at their placeholder rows.
+  virtual void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) = 0;
 };
 
 // Explicit factories (no static registration). CreateBackend dispatches on the kind from api.h;
