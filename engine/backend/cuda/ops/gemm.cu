@@ -17,9 +17,9 @@ using UniqueMatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, LtDeleter>;
 using UniqueLayout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, LtDeleter>;
 using UniquePreference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, LtDeleter>;
 
-UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld) {
+UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld, cudaDataType_t type = CUDA_R_16BF) {
   cublasLtMatrixLayout_t layout = nullptr;
-  AVSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_16BF, rows, cols, ld));
+  AVSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   return UniqueLayout(layout);
 }
 
@@ -50,7 +50,7 @@ absl::Status LaunchGemm(const CublasHandle& handle, const GemmParams& p, cudaStr
   }
   UniqueLayout layout_w = MakeLayout(p.k, p.n, ldb);  // bᵀ, column-major k x n
   UniqueLayout layout_x = MakeLayout(p.k, p.m, lda);  // aᵀ, column-major k x m
-  UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc);  // cᵀ, column-major n x m
+  UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc, p.c_fp32 ? CUDA_R_32F : CUDA_R_16BF);  // cᵀ, n x m
   cublasLtMatmulPreference_t pref_raw = nullptr;
   AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_raw));
   UniquePreference pref(pref_raw);

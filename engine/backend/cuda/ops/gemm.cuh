@@ -16,7 +16,8 @@ namespace avserve::engine::cuda {
 struct GemmParams {
   const __nv_bfloat16* a = nullptr;     // [m, k], row stride lda (>= k)
   const __nv_bfloat16* b = nullptr;     // [n, k], row stride ldb (>= k)
-  __nv_bfloat16* c = nullptr;           // [m, n], row stride ldc (>= n)
+  void* c = nullptr;                    // [m, n] bf16 (or fp32 when c_fp32), row stride ldc (>= n)
+  bool c_fp32 = false;
   const __nv_bfloat16* bias = nullptr;  // [n] or nullptr (fused epilogue)
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;    // 0 means dense (k, k, n)

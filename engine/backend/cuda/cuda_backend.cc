@@ -1,0 +1,372 @@
+#include "engine/backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/ops/attention.cuh"
+#include "engine/backend/cuda/ops/elementwise.cuh"
+#include "engine/backend/cuda/ops/gemm.cuh"
+#include "engine/backend/cuda/ops/layer_norm.cuh"
+#include "engine/backend/cuda/ops/rms_norm.cuh"
+#include "engine/backend/cuda/ops/tensor_ops.cuh"
+#include "engine/base/status_macros.h"
+
+namespace avserve::engine {
+namespace cuda {
+namespace {
+
+constexpr size_t kStagingBytes = size_t{64} << 20;
+
+class CudaBuffer final : public Buffer {
+ public:
+  explicit CudaBuffer(DeviceBuffer<unsigned char> mem) : mem_(std::move(mem)) {}
+  void* data() const override { return mem_.get(); }
+  size_t bytes() const override { return mem_.bytes(); }
+  Device device() const override { return Device::kCuda; }
+
+ private:
+  DeviceBuffer<unsigned char> mem_;
+};
+
+const __nv_bfloat16* Bf16(const Tensor& t) {
+  AVSERVE_CHECK(t.dtype == DType::kBF16 && t.device == Device::kCuda, "CUDA backend: expected a bf16 GPU tensor");
+  return static_cast<const __nv_bfloat16*>(t.data);
+}
+__nv_bfloat16* MutBf16(const Tensor& t) { return const_cast<__nv_bfloat16*>(Bf16(t)); }
+
+ElemType ToElemType(DType t) {
+  AVSERVE_CHECK(t == DType::kF32 || t == DType::kBF16, "CUDA backend: only F32 and BF16 here");
+  return t == DType::kF32 ? ElemType::kF32 : ElemType::kBF16;
+}
+
+// Leading dims of t as a row layout (last dim contiguous).
+RowLayout Rows(const Tensor& t) {
+  AVSERVE_CHECK(t.rank >= 1 && t.rank <= 4 && t.strides[t.rank - 1] == 1, "CUDA backend: last dim must be contiguous");
+  RowLayout l;
+  l.num_lead = std::max(1, t.rank - 1);
+  if (t.rank == 1) {
+    l.dims[0] = 1;
+    l.strides[0] = 0;
+    return l;
+  }
+  AVSERVE_CHECK(t.rank - 1 <= 3, "CUDA backend: at most 3 leading dims");
+  for (int d = 0; d < t.rank - 1; ++d) {
+    l.dims[d] = t.shape[d];
+    l.strides[d] = t.strides[d];
+  }
+  return l;
+}
+
+// Row stride of a tensor viewed as [rows, last]: every leading dim must collapse into one stride.
+int64_t RowStride(const Tensor& t) {
+  if (t.rank <= 1) return t.rank == 1 ? t.shape[0] : 1;
+  for (int d = 0; d < t.rank - 2; ++d) {
+    AVSERVE_CHECK(t.shape[d + 1] == 1 || t.strides[d] == t.strides[d + 1] * t.shape[d + 1],
+                  "CUDA backend: leading dims must collapse to one row stride");
+  }
+  return t.strides[t.rank - 2];
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_index) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("no CUDA device: ", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices"));
+  }
+  if (device_index < 0 || device_index >= count) return absl::InvalidArgumentError("CUDA device index out of range");
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_index), "cudaSetDevice"));
+  cudaDeviceProp prop{};
+  RETURN_IF_ERROR(CudaStatus(cudaGetDeviceProperties(&prop, device_index), "cudaGetDeviceProperties"));
+  if (prop.major < 9) {
+    return absl::FailedPreconditionError(absl::StrCat("CUDA backend is built for sm_90; device is sm_", prop.major, prop.minor));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->name_ = absl::StrCat("cuda:", prop.name);
+  b->num_sms_ = prop.multiProcessorCount;
+  ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
+  ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
+  for (int i = 0; i < 2; ++i) {
+    ASSIGN_OR_RETURN(b->staging_[i], PinnedBuffer<unsigned char>::Create(kStagingBytes));
+    ASSIGN_OR_RETURN(b->staging_done_[i], CudaEvent::Create());
+  }
+  return b;
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
+  ASSIGN_OR_RETURN(auto mem, DeviceBuffer<unsigned char>::Create(std::max<size_t>(bytes, 1)));
+  return std::unique_ptr<Buffer>(new CudaBuffer(std::move(mem)));
+}
+
+// Pageable host memory (e.g. an mmapped checkpoint) goes through two pinned staging buffers, so the copy into
+// staging of chunk i+1 overlaps the DMA of chunk i.
+absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& dst) {
+  if (dst.device != Device::kCuda || !dst.is_contiguous() || bytes > dst.bytes()) {
+    return absl::InvalidArgumentError("Upload: destination must be a contiguous GPU tensor large enough");
+  }
+  const auto* src = static_cast<const unsigned char*>(host);
+  auto* out = static_cast<unsigned char*>(dst.data);
+  for (size_t off = 0, chunk = 0; off < bytes; off += kStagingBytes, ++chunk) {
+    const int slot = static_cast<int>(chunk % 2);
+    const size_t n = std::min(kStagingBytes, bytes - off);
+    RETURN_IF_ERROR(CudaStatus(cudaEventSynchronize(staging_done_[slot].get()), "Upload: staging wait"));
+    std::memcpy(staging_[slot].get(), src + off, n);
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(out + off, staging_[slot].get(), n, cudaMemcpyHostToDevice, stream()),
+                               "Upload: cudaMemcpyAsync"));
+    RETURN_IF_ERROR(CudaStatus(cudaEventRecord(staging_done_[slot].get(), stream()), "Upload: event"));
+  }
+  return CudaStatus(cudaStreamSynchronize(stream()), "Upload: synchronize");
+}
+
+absl::Status CudaBackend::Download(const Tensor& src, void* host, size_t bytes) {
+  if (src.device != Device::kCuda || !src.is_contiguous() || bytes > src.bytes()) {
+    return absl::InvalidArgumentError("Download: source must be a contiguous GPU tensor large enough");
+  }
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(host, src.data, bytes, cudaMemcpyDeviceToHost, stream()), "Download"));
+  return CudaStatus(cudaStreamSynchronize(stream()), "Download: synchronize");
+}
+
+void CudaBackend::Synchronize() { AVSERVE_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+  GemmParams p;
+  p.a = Bf16(x);
+  p.b = Bf16(w);
+  AVSERVE_CHECK(y.dtype == DType::kBF16 || y.dtype == DType::kF32, "MatMul: y must be bf16 or f32");
+  p.c = y.data;
+  p.c_fp32 = y.dtype == DType::kF32;
+  p.bias = bias != nullptr ? Bf16(*bias) : nullptr;
+  p.m = x.rows();
+  p.k = x.dim(-1);
+  p.n = w.dim(0);
+  AVSERVE_CHECK(w.rank == 2 && w.dim(1) == p.k && y.dim(-1) == p.n && y.rows() == p.m, "MatMul: shape mismatch");
+  p.lda = RowStride(x);
+  p.ldb = RowStride(w);
+  p.ldc = RowStride(y);
+  const absl::Status st = LaunchGemm(cublas_, p, stream());
+  AVSERVE_CHECK(st.ok(), "MatMul: cuBLASLt has no algorithm for this shape");
+}
+
+void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) {
+  RmsNormParams p;
+  p.x = Bf16(x);
+  p.y = MutBf16(y);
+  p.weight = weight != nullptr ? Bf16(*weight) : nullptr;
+  p.dim = static_cast<int>(x.dim(-1));
+  if (x.rank == 3) {  // [tokens, heads, dim], e.g. heads of a fused projection
+    p.tokens = static_cast<int>(x.dim(0));
+    p.heads = static_cast<int>(x.dim(1));
+    p.token_stride = x.strides[0];
+    p.head_stride = x.strides[1];
+    AVSERVE_CHECK(y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1], "RmsNorm: layouts differ");
+  } else {
+    p.tokens = static_cast<int>(x.rows());
+    p.token_stride = RowStride(x);
+    AVSERVE_CHECK(RowStride(y) == p.token_stride && y.rows() == x.rows(), "RmsNorm: x and y layouts differ");
+  }
+  p.eps = eps;
+  LaunchRmsNorm(p, stream());
+}
+
+void CudaBackend::LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& y) {
+  AVSERVE_CHECK(x.is_contiguous() && y.is_contiguous(), "LayerNorm: contiguous tensors only");
+  LayerNormParams p;
+  p.x = Bf16(x);
+  p.y = MutBf16(y);
+  p.weight = Bf16(weight);
+  p.bias = Bf16(bias);
+  p.rows = static_cast<int>(x.rows());
+  p.dim = static_cast<int>(x.dim(-1));
+  p.eps = eps;
+  LaunchLayerNorm(p, stream());
+}
+
+void CudaBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) {
+  AVSERVE_CHECK(x.rank == 3 && x.strides[2] == 1 && positions.dtype == DType::kI32, "Rope: x[n, heads, d], int32 pos");
+  RopeOpParams p;
+  p.x = MutBf16(x);
+  p.token_stride = x.strides[0];
+  p.head_stride = x.strides[1];
+  p.positions = positions.ptr<const int32_t>();
+  p.tokens = static_cast<int>(x.dim(0));
+  p.heads = static_cast<int>(x.dim(1));
+  p.head_dim = static_cast<int>(x.dim(2));
+  AVSERVE_CHECK(params.head_dim == p.head_dim, "Rope: head_dim mismatch");
+  p.theta = params.theta;
+  p.rotated_pairs = params.rotated_pairs;
+  LaunchRope(p, stream());
+}
+
+void* CudaBackend::AttentionWorkspace(size_t bytes) {
+  if (attention_workspace_.bytes() < bytes) {
+    AVSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));  // the old workspace may still be in use
+    auto ws = DeviceBuffer<unsigned char>::Create(bytes);
+    AVSERVE_CHECK(ws.ok(), "Attention: cannot allocate the split-KV workspace");
+    attention_workspace_ = std::move(*ws);
+  }
+  return attention_workspace_.get();
+}
+
+void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
+                            const engine::AttentionParams& params, const Tensor& out) {
+  AVSERVE_CHECK(q.rank == 3 && k.rank == 3 && v.rank == 3 && out.rank == 3, "Attention: rank-3 tensors expected");
+  cuda::AttentionParams p;
+  p.q = Bf16(q);
+  p.k = Bf16(k);
+  p.v = Bf16(v);
+  p.o = MutBf16(out);
+  p.q_token_stride = q.strides[0], p.q_head_stride = q.strides[1];
+  p.k_slot_stride = k.strides[0], p.k_head_stride = k.strides[1];
+  p.v_slot_stride = v.strides[0], p.v_head_stride = v.strides[1];
+  p.o_token_stride = out.strides[0], p.o_head_stride = out.strides[1];
+  p.q_len = static_cast<int>(q.dim(0));
+  p.num_heads = static_cast<int>(q.dim(1));
+  p.head_dim = static_cast<int>(q.dim(2));
+  p.num_kv_heads = static_cast<int>(k.dim(1));
+  AVSERVE_CHECK(k.dim(2) == p.head_dim && v.dim(2) == p.head_dim && out.dim(2) == p.head_dim, "Attention: dims");
+  p.q_pos0 = static_cast<int>(params.q_pos_start);
+  p.kv_begin = static_cast<int>(params.kv_pos_begin);
+  p.kv_end = static_cast<int>(params.kv_pos_end);
+  p.kv_capacity = static_cast<int>(params.kv_capacity);
+  AVSERVE_CHECK(p.kv_capacity <= k.dim(0) && p.kv_capacity <= v.dim(0), "Attention: capacity exceeds the views");
+  p.window = params.sliding_window;
+  p.block_overrides_window = params.block_or_windowed_causal;
+  p.scale = params.scale;
+  if (q_block_ids != nullptr) {
+    AVSERVE_CHECK(q_block_ids->dtype == DType::kI32 && q_block_ids->numel() == p.q_len, "Attention: block ids");
+    p.block_ids = q_block_ids->ptr<const int32_t>();
+    p.block_pos0 = p.q_pos0;
+    p.block_len = p.q_len;
+  }
+  p.num_splits = ChooseAttentionSplits(p, num_sms_);
+  if (p.num_splits > 1) p.workspace = AttentionWorkspace(AttentionWorkspaceBytes(p));
+  LaunchAttention(p, stream());
+}
+
+void CudaBackend::GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  GegluParams p;
+  p.gate = Bf16(gate);
+  p.up = Bf16(up);
+  p.out = MutBf16(out);
+  p.gate_stride = RowStride(gate);
+  p.up_stride = RowStride(up);
+  p.out_stride = RowStride(out);
+  p.rows = static_cast<int>(gate.rows());
+  p.cols = static_cast<int>(gate.dim(-1));
+  AVSERVE_CHECK(up.rows() == p.rows && out.rows() == p.rows && up.dim(-1) == p.cols, "GeluTanhMul: shapes");
+  LaunchGeglu(p, stream());
+}
+
+namespace {
+ElementwiseParams Unary(ElementwiseParams::Op op, const Tensor& a, const Tensor& out) {
+  AVSERVE_CHECK(a.numel() == out.numel() && a.dim(-1) == out.dim(-1), "elementwise: shape mismatch");
+  ElementwiseParams p;
+  p.op = op;
+  p.a = a.data;
+  p.out = out.data;
+  p.a_type = ToElemType(a.dtype);
+  p.out_type = ToElemType(out.dtype);
+  p.a_rows = Rows(a);
+  p.out_rows = Rows(out);
+  p.rows = a.rows();
+  p.cols = a.dim(-1);
+  return p;
+}
+}  // namespace
+
+void CudaBackend::Add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  ElementwiseParams p = Unary(ElementwiseParams::Op::kAdd, a, out);
+  AVSERVE_CHECK(b.numel() == a.numel() && b.dim(-1) == a.dim(-1), "Add: shape mismatch");
+  p.b = b.data;
+  p.b_type = ToElemType(b.dtype);
+  p.b_rows = Rows(b);
+  LaunchElementwise(p, stream());
+}
+
+void CudaBackend::Scale(const Tensor& x, float s, const Tensor& out) {
+  ElementwiseParams p = Unary(ElementwiseParams::Op::kScale, x, out);
+  p.scalar = s;
+  LaunchElementwise(p, stream());
+}
+
+void CudaBackend::Softcap(const Tensor& x, float cap, const Tensor& out) {
+  ElementwiseParams p = Unary(ElementwiseParams::Op::kSoftcap, x, out);
+  p.scalar = cap;
+  LaunchElementwise(p, stream());
+}
+
+void CudaBackend::Convert(const Tensor& x, const Tensor& out) {
+  LaunchElementwise(Unary(ElementwiseParams::Op::kConvert, x, out), stream());
+}
+
+void CudaBackend::Embed(const Tensor& table, const Tensor& ids, float scale, const Tensor& out) {
+  AVSERVE_CHECK(ids.dtype == DType::kI32 && out.is_contiguous() && table.rank == 2, "Embed: bad tensors");
+  EmbedParams p;
+  p.ids = ids.ptr<const int32_t>();
+  p.table = Bf16(table);
+  p.out = MutBf16(out);
+  p.rows = static_cast<int>(ids.numel());
+  p.dim = static_cast<int>(table.dim(1));
+  p.vocab = static_cast<int>(table.dim(0));
+  p.scale = scale;
+  LaunchEmbed(p, stream());
+}
+
+void CudaBackend::AddPosition2d(const Tensor& x, const Tensor& table, const Tensor& positions, const Tensor& out) {
+  AVSERVE_CHECK(table.rank == 3 && table.dim(1) == 2 && positions.dtype == DType::kI32, "AddPosition2d: tensors");
+  AddPosition2dParams p;
+  p.x = Bf16(x);
+  p.table = Bf16(table);
+  p.positions = positions.ptr<const int32_t>();
+  p.out = MutBf16(out);
+  p.x_stride = RowStride(x);
+  p.out_stride = RowStride(out);
+  p.n = static_cast<int>(x.rows());
+  p.dim = static_cast<int>(x.dim(-1));
+  p.table_rows = static_cast<int>(table.dim(0));
+  LaunchAddPosition2d(p, stream());
+}
+
+void CudaBackend::CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) {
+  AVSERVE_CHECK(src.dtype == dst.dtype && src.numel() / src.dim(0) == dst.numel() / dst.dim(0), "CopyRowsToRing");
+  CopyRowsParams p;
+  p.src = src.data;
+  p.dst = dst.data;
+  p.src_stride_bytes = src.strides[0] * static_cast<int64_t>(DTypeSize(src.dtype));
+  p.dst_stride_bytes = dst.strides[0] * static_cast<int64_t>(DTypeSize(dst.dtype));
+  p.rows = src.dim(0);
+  p.row_bytes = src.numel() / src.dim(0) * static_cast<int64_t>(DTypeSize(src.dtype));
+  p.capacity = dst.dim(0);
+  p.first_pos = first_pos;
+  LaunchCopyRowsToRing(p, stream());
+}
+
+void CudaBackend::ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) {
+  AVSERVE_CHECK(indices.dtype == DType::kI32 && indices.numel() == src.rows() && src.dim(-1) == dst.dim(-1),
+                "ScatterRows: shapes");
+  ScatterRowsParams p;
+  p.src = src.data;
+  p.dst = dst.data;
+  p.src_type = ToElemType(src.dtype);
+  p.dst_type = ToElemType(dst.dtype);
+  p.src_stride = RowStride(src);
+  p.dst_stride = RowStride(dst);
+  p.indices = indices.ptr<const int32_t>();
+  p.rows = src.rows();
+  p.cols = src.dim(-1);
+  p.dst_rows = dst.rows();
+  LaunchScatterRows(p, stream());
+}
+
+}  // namespace cuda
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend() {
+  ASSIGN_OR_RETURN(auto backend, cuda::CudaBackend::Create(0));
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace avserve::engine

@@ -1,0 +1,59 @@
+// The CUDA implementation of engine::Backend (design.md §4). One stream, one cuBLASLt handle; ops are
+// enqueued asynchronously and Download/Synchronize wait. Create through engine::CreateCudaBackend().
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/cuda_raii.h"
+
+namespace avserve::engine::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device_index = 0);
+
+  std::string Name() const override { return name_; }
+  Device device() const override { return Device::kCuda; }
+  bool SharesHostMemory() const override { return false; }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override;
+  absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override;
+  absl::Status Download(const Tensor& src, void* host, size_t bytes) override;
+  void Synchronize() override;
+
+  void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
+  void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override;
+  void LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& y) override;
+  void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) override;
+  void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
+                 const AttentionParams& params, const Tensor& out) override;
+  void GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void Add(const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void Scale(const Tensor& x, float s, const Tensor& out) override;
+  void Embed(const Tensor& table, const Tensor& ids, float scale, const Tensor& out) override;
+  void AddPosition2d(const Tensor& x, const Tensor& table, const Tensor& positions, const Tensor& out) override;
+  void Softcap(const Tensor& x, float cap, const Tensor& out) override;
+  void Convert(const Tensor& x, const Tensor& out) override;
+  void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
+  void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
+
+  cudaStream_t stream() const { return stream_.get(); }
+  const CublasHandle& cublas() const { return cublas_; }
+
+ private:
+  CudaBackend() = default;
+  // Scratch for split-KV attention partials; grows (outside graph capture) and is reused.
+  void* AttentionWorkspace(size_t bytes);
+
+  std::string name_;
+  int num_sms_ = 0;
+  CudaStream stream_;
+  CublasHandle cublas_;
+  PinnedBuffer<unsigned char> staging_[2];  // double-buffered host staging for Upload
+  CudaEvent staging_done_[2];
+  DeviceBuffer<unsigned char> attention_workspace_;
+};
+
+}  // namespace avserve::engine::cuda
