@@ -1,0 +1,229 @@
+// Every Backend op of the CUDA backend against the CPU reference backend on random inputs
+// (relative error <= 1e-2 in bf16, style.md §7). Skips where no CUDA device exists.
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "gtest/gtest.h"
+#include "tests/engine/cuda/test_util.h"
+
+namespace avserve::engine::cuda {
+namespace {
+
+using testing::Mirror;
+using testing::Mirrored;
+using testing::RandomBf16;
+using testing::ReadBoth;
+using testing::RelErr;
+
+constexpr double kTol = 1e-2;
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto backend = CreateCudaBackend();
+    if (!backend.ok()) GTEST_SKIP() << "no CUDA device: " << backend.status();
+    gpu_ = std::move(*backend);
+    cpu_ = CreateCpuBackend(0);
+  }
+
+  Mirrored Bf16(std::initializer_list<int64_t> shape, float lo = -1.f, float hi = 1.f) {
+    Tensor layout = Tensor::Contiguous(nullptr, DType::kBF16, Device::kCpu, shape);
+    const auto host = RandomBf16(layout.numel(), rng_, lo, hi);
+    return Mirror(*cpu_, *gpu_, layout, host.data(), host.size() * 2);
+  }
+  Mirrored F32(std::initializer_list<int64_t> shape, float lo = -1.f, float hi = 1.f) {
+    Tensor layout = Tensor::Contiguous(nullptr, DType::kF32, Device::kCpu, shape);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> host(layout.numel());
+    for (auto& v : host) v = dist(rng_);
+    return Mirror(*cpu_, *gpu_, layout, host.data(), host.size() * 4);
+  }
+  Mirrored I32(const std::vector<int32_t>& values) {
+    Tensor layout = Tensor::Contiguous(nullptr, DType::kI32, Device::kCpu, {static_cast<int64_t>(values.size())});
+    return Mirror(*cpu_, *gpu_, layout, values.data(), values.size() * 4);
+  }
+  // Compares the whole storage of `m` on both backends.
+  void ExpectClose(const Mirrored& m, DType dtype, size_t count, double tol = kTol) {
+    std::vector<float> want, got;
+    ReadBoth(*gpu_, m, dtype, count, &want, &got);
+    EXPECT_LE(RelErr(got, want), tol);
+  }
+  void Sync() {
+    gpu_->Synchronize();
+    cpu_->Synchronize();
+  }
+
+  std::mt19937 rng_{1234};
+  std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+TEST_F(CudaBackendTest, MatMulMatchesCpuWithAndWithoutBias) {
+  for (const bool with_bias : {false, true}) {
+    for (const DType out_type : {DType::kBF16, DType::kF32}) {
+      Mirrored x = Bf16({37, 384}), w = Bf16({96, 384}), bias = Bf16({96});
+      Mirrored y = out_type == DType::kBF16 ? Bf16({37, 96}) : F32({37, 96});
+      cpu_->MatMul(x.cpu, w.cpu, with_bias ? &bias.cpu : nullptr, y.cpu);
+      gpu_->MatMul(x.gpu, w.gpu, with_bias ? &bias.gpu : nullptr, y.gpu);
+      Sync();
+      ExpectClose(y, out_type, 37 * 96);
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, RmsNormMatchesCpuOnRowsAndStridedHeads) {
+  Mirrored x = Bf16({5, 3840}, -3.f, 3.f), w = Bf16({3840}), y = Bf16({5, 3840});
+  cpu_->RmsNorm(x.cpu, &w.cpu, 1e-6f, y.cpu);
+  gpu_->RmsNorm(x.gpu, &w.gpu, 1e-6f, y.gpu);
+  Sync();
+  ExpectClose(y, DType::kBF16, 5 * 3840, 5e-3);
+  // In place, no weight, on heads of a fused projection: [7 tokens, 2 heads, 256] inside rows of 1024.
+  Mirrored fused = Bf16({7, 1024}, -2.f, 2.f);
+  auto heads = [](Tensor t) {
+    t.rank = 3;
+    t.shape = {7, 2, 256, 0};
+    t.strides = {1024, 256, 1, 0};
+    return t;
+  };
+  cpu_->RmsNorm(heads(fused.cpu), nullptr, 1e-6f, heads(fused.cpu));
+  gpu_->RmsNorm(heads(fused.gpu), nullptr, 1e-6f, heads(fused.gpu));
+  Sync();
+  ExpectClose(fused, DType::kBF16, 7 * 1024, 5e-3);
+}
+
+TEST_F(CudaBackendTest, LayerNormMatchesCpu) {
+  Mirrored x = Bf16({3, 6912}, 0.f, 1.f), w = Bf16({6912}), b = Bf16({6912}), y = Bf16({3, 6912});
+  cpu_->LayerNorm(x.cpu, w.cpu, b.cpu, 1e-5f, y.cpu);
+  gpu_->LayerNorm(x.gpu, w.gpu, b.gpu, 1e-5f, y.gpu);
+  Sync();
+  ExpectClose(y, DType::kBF16, 3 * 6912, 5e-3);
+}
+
+TEST_F(CudaBackendTest, RopeDefaultAndProportionalMatchCpu) {
+  struct Case {
+    int heads, head_dim, pairs;
+    float theta;
+  };
+  for (const Case c : {Case{4, 256, 128, 1e4f}, Case{2, 512, 64, 1e6f}}) {
+    std::vector<int32_t> pos = {0, 1, 7, 1023, 1024, 4097, 65536, 200001, 262143};
+    Mirrored positions = I32(pos);
+    Mirrored x = Bf16({9, c.heads, c.head_dim}, -2.f, 2.f);
+    const RopeParams params{c.theta, c.head_dim, c.pairs};
+    cpu_->Rope(x.cpu, positions.cpu, params);
+    gpu_->Rope(x.gpu, positions.gpu, params);
+    Sync();
+    ExpectClose(x, DType::kBF16, 9 * c.heads * c.head_dim, 5e-3);
+  }
+}
+
+TEST_F(CudaBackendTest, GeluTanhMulMatchesCpu) {
+  Mirrored gate = Bf16({6, 1536}, -5.f, 5.f), up = Bf16({6, 1536}, -2.f, 2.f), out = Bf16({6, 1536});
+  cpu_->GeluTanhMul(gate.cpu, up.cpu, out.cpu);
+  gpu_->GeluTanhMul(gate.gpu, up.gpu, out.gpu);
+  Sync();
+  ExpectClose(out, DType::kBF16, 6 * 1536, 5e-3);
+}
+
+TEST_F(CudaBackendTest, AddScaleSoftcapConvertMatchCpu) {
+  Mirrored a = Bf16({4, 256}, -40.f, 40.f), b = Bf16({4, 256}), sum = Bf16({4, 256});
+  cpu_->Add(a.cpu, b.cpu, sum.cpu);
+  gpu_->Add(a.gpu, b.gpu, sum.gpu);
+  Mirrored scaled = Bf16({4, 256});
+  cpu_->Scale(a.cpu, 0.37f, scaled.cpu);
+  gpu_->Scale(a.gpu, 0.37f, scaled.gpu);
+  Mirrored capped = Bf16({4, 256}), capped32 = F32({4, 256});
+  cpu_->Softcap(a.cpu, 30.f, capped.cpu);
+  gpu_->Softcap(a.gpu, 30.f, capped.gpu);
+  cpu_->Convert(capped.cpu, capped32.cpu);
+  gpu_->Convert(capped.gpu, capped32.gpu);
+  Sync();
+  ExpectClose(sum, DType::kBF16, 1024, 1e-3);
+  ExpectClose(scaled, DType::kBF16, 1024, 1e-3);
+  ExpectClose(capped, DType::kBF16, 1024, 1e-3);
+  ExpectClose(capped32, DType::kF32, 1024, 1e-3);
+}
+
+TEST_F(CudaBackendTest, EmbedAndAddPosition2dMatchCpu) {
+  Mirrored table = Bf16({1000, 384}), out = Bf16({6, 384});
+  Mirrored ids = I32({0, 999, 17, 17, 512, 3});
+  cpu_->Embed(table.cpu, ids.cpu, 62.f, out.cpu);
+  gpu_->Embed(table.gpu, ids.gpu, 62.f, out.gpu);
+  Mirrored pos_table = Bf16({50, 2, 384}), x = Bf16({3, 384}), y = Bf16({3, 384});
+  Mirrored positions = I32({0, 0, 49, 3, 7, 49});
+  cpu_->AddPosition2d(x.cpu, pos_table.cpu, positions.cpu, y.cpu);
+  gpu_->AddPosition2d(x.gpu, pos_table.gpu, positions.gpu, y.gpu);
+  Sync();
+  ExpectClose(out, DType::kBF16, 6 * 384, 1e-3);
+  ExpectClose(y, DType::kBF16, 3 * 384, 1e-3);
+}
+
+TEST_F(CudaBackendTest, CopyRowsToRingAndScatterRowsMatchCpu) {
+  Mirrored ring = Bf16({8, 2, 64}), src = Bf16({5, 2, 64});
+  cpu_->CopyRowsToRing(src.cpu, ring.cpu, 6);  // wraps: rows 6, 7, 0, 1, 2
+  gpu_->CopyRowsToRing(src.gpu, ring.gpu, 6);
+  Mirrored dst = Bf16({10, 64}), rows = F32({3, 64});
+  Mirrored idx = I32({9, 0, 4});
+  cpu_->ScatterRows(rows.cpu, idx.cpu, dst.cpu);
+  gpu_->ScatterRows(rows.gpu, idx.gpu, dst.gpu);
+  Sync();
+  ExpectClose(ring, DType::kBF16, 8 * 2 * 64, 0.0);
+  ExpectClose(dst, DType::kBF16, 10 * 64, 0.0);
+}
+
+// ---- Attention over the shapes of the 12B: prefill chunks (ring and linear caches, vision blocks, both
+// mask variants) and split-KV decode. ----
+struct AttentionCase {
+  const char* name;
+  int heads, kv_heads, head_dim, q_len, q_pos, kv_begin, capacity, window;
+  bool blocks, block_overrides;
+};
+
+class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInterface<AttentionCase> {};
+
+TEST_P(CudaAttentionTest, MatchesCpu) {
+  const AttentionCase c = GetParam();
+  const int kv_end = c.q_pos + c.q_len;
+  // Normalised-looking q/k (entries ~1, as after q_norm/k_norm) keep the softmax realistic.
+  Mirrored q = Bf16({c.q_len, c.heads, c.head_dim}, -0.25f, 0.25f);
+  Mirrored k = Bf16({c.capacity, c.kv_heads, c.head_dim}, -0.25f, 0.25f);
+  Mirrored v = Bf16({c.capacity, c.kv_heads, c.head_dim}, -1.f, 1.f);
+  Mirrored out = Bf16({c.q_len, c.heads, c.head_dim});
+  std::vector<int32_t> block_ids(c.q_len, -1);
+  if (c.blocks) {  // two frames: [q_len/8, q_len/2) and [q_len/2 + 3, q_len - 2)
+    for (int i = c.q_len / 8; i < c.q_len / 2; ++i) block_ids[i] = 0;
+    for (int i = c.q_len / 2 + 3; i < c.q_len - 2; ++i) block_ids[i] = 1;
+  }
+  Mirrored blocks = I32(block_ids);
+  AttentionParams p;
+  p.q_pos_start = c.q_pos;
+  p.kv_pos_begin = c.kv_begin;
+  p.kv_pos_end = kv_end;
+  p.kv_capacity = c.capacity;
+  p.sliding_window = c.window;
+  p.block_or_windowed_causal = c.block_overrides;
+  cpu_->Attention(q.cpu, k.cpu, v.cpu, c.blocks ? &blocks.cpu : nullptr, p, out.cpu);
+  gpu_->Attention(q.gpu, k.gpu, v.gpu, c.blocks ? &blocks.gpu : nullptr, p, out.gpu);
+  Sync();
+  ExpectClose(out, DType::kBF16, static_cast<size_t>(c.q_len) * c.heads * c.head_dim);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gemma4Shapes, CudaAttentionTest,
+    ::testing::Values(
+        // Sliding layer, ring of 1280 slots that wraps, window 1024.
+        AttentionCase{"SlidingRing", 16, 8, 256, 200, 1500, 1700 - 1280, 1280, 1024, false, false},
+        AttentionCase{"SlidingBlocks", 16, 8, 256, 200, 1500, 1700 - 1280, 1280, 1024, true, false},
+        AttentionCase{"SlidingBlocksOverride", 16, 8, 256, 200, 1500, 1700 - 1280, 1280, 1024, true, true},
+        AttentionCase{"SlidingFirstChunk", 16, 8, 256, 130, 0, 0, 1280, 1024, true, false},
+        // Full layer: 1 KV head (GQA 16), head_dim 512, linear cache.
+        AttentionCase{"FullCausal", 16, 1, 512, 150, 300, 0, 512, 0, false, false},
+        AttentionCase{"FullBlocksOverride", 16, 1, 512, 150, 300, 0, 512, 0, true, true},
+        // Decode steps (split-KV).
+        AttentionCase{"FullDecodeLong", 16, 1, 512, 1, 6000, 0, 6016, 0, false, false},
+        AttentionCase{"SlidingDecodeRing", 16, 8, 256, 1, 3000, 3001 - 1088, 1088, 1024, false, false},
+        AttentionCase{"FewQueries", 16, 8, 256, 3, 70, 0, 128, 1024, false, false}),
+    [](const ::testing::TestParamInfo<AttentionCase>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace avserve::engine::cuda
