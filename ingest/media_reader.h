@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "ingest/media_types.h"
+#include "ingest/rgb_image.h"
 
 namespace avserve::ingest {
 
@@ -37,12 +38,6 @@ std::unique_ptr<ByteSource> MakeMemoryByteSource(std::vector<uint8_t> bytes, siz
 
 // Probes a file: container, duration, streams, codecs, displayed size, rotation, audio format.
 absl::StatusOr<MediaProbe> ProbeFile(const std::string& path);
-
-// One decoded RGB picture at native (displayed, rotated) size. Used by tests and tools only.
-struct RgbImage {
-  int height = 0, width = 0;
-  std::vector<uint8_t> pixels;  // [height, width, 3] RGB
-};
 
 class MediaReaderImpl;
 

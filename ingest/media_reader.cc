@@ -1,0 +1,363 @@
+// MediaReader: demux -> (packet filter -> video decoder -> frame sampler -> RGB -> resize ->
+// patchify) + (audio decoder -> 16 kHz mono -> framer) -> time-ordered segments.
+// Note [Readiness]: segment k is handed out once its frame is known (a later frame was decoded,
+// or the video ended) and its audio frames are complete (the timeline reaches the first audio
+// frame of segment k+1, or the audio ended). Only the chosen frames are converted, and only a few
+// segments are ever buffered, so memory does not grow with the media's length.
+#include "ingest/media_reader.h"
+
+#include <algorithm>
+#include <deque>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/base/status_macros.h"
+#include "ingest/audio_decoder.h"
+#include "ingest/audio_framer.h"
+#include "ingest/demuxer.h"
+#include "ingest/frame_sampler.h"
+#include "ingest/packet_filter.h"
+#include "ingest/patchify.h"
+#include "ingest/resize.h"
+#include "ingest/video_decoder.h"
+
+namespace avserve::ingest {
+
+namespace {
+constexpr double kMaxFps = 120.0;
+constexpr int64_t kUs = 1000000;
+
+// A converted frame and the segments [first, last) it was chosen for.
+struct ChosenFrame {
+  int64_t first = 0, last = 0;
+  int64_t pts_us = 0;
+  std::shared_ptr<const std::vector<float>> patches;  // [rows*cols, kPatchDim]
+};
+}  // namespace
+
+class MediaReaderImpl {
+ public:
+  MediaReaderImpl(std::unique_ptr<Demuxer> demuxer, const IngestOptions& options)
+      : options_(options), demuxer_(std::move(demuxer)), clock_(options.fps) {}
+  absl::Status Init();
+  absl::StatusOr<std::optional<Segment>> Next();
+
+  IngestOptions options_;
+  std::unique_ptr<Demuxer> demuxer_;
+  SampleClock clock_;
+  int grid_rows_ = 0, grid_cols_ = 0;
+  MediaReader::NativeFrameHook hook_;
+  MediaReader::Stats stats_;
+
+ private:
+  absl::Status Pump();
+  absl::Status HandleVideoPacket(AVPacket* packet);
+  absl::Status DrainVideo();
+  absl::Status OnVideoFrame(AVFrame* frame);
+  absl::Status Choose(int64_t first, int64_t last);
+  absl::Status Finish();
+  absl::Status CheckTime(int64_t media_us, const char* what) const;
+  bool Ready(int64_t k) const;
+  Segment Build(int64_t k);
+  int64_t ExpectedEndUs(int index) const;
+  absl::Status CheckComplete(int index, int64_t end_us, const char* what) const;
+  absl::Status Annotate(const absl::Status& status) const;
+
+  bool use_video_ = false, use_audio_ = false;
+  int video_index_ = -1, audio_index_ = -1;
+  AVRational video_tb_{1, 1};
+  int64_t video_origin_ = 0;  // media time 0 in video ticks
+  std::unique_ptr<VideoDecoder> video_;
+  std::unique_ptr<PacketFilter> filter_;
+  std::unique_ptr<FrameSampler> sampler_;
+  UniqueAVFrame decoded_ = MakeFrame();
+  UniqueAVFrame candidate_ = MakeFrame();  // the frame on screen after the last assigned sample
+  int64_t candidate_pts_ = 0;        // ticks relative to the origin
+  int64_t candidate_end_ticks_ = 0;
+  std::deque<ChosenFrame> chosen_;
+  std::unique_ptr<AudioDecoder> audio_;
+  AudioFramer framer_;
+  UniqueAVPacket packet_ = MakePacket();
+
+  bool eof_ = false;
+  int64_t total_segments_ = -1;  // known at the end of the input
+  int64_t end_us_ = 0;           // media end, known at the end of the input
+  int64_t next_segment_ = 0;
+  int64_t reached_us_ = 0;       // the furthest media time decoded
+  absl::Status error_;           // sticky: the first error ends the stream
+};
+
+absl::Status MediaReaderImpl::Init() {
+  if (!(options_.fps > 0.0) || options_.fps > kMaxFps) {
+    return absl::InvalidArgumentError(absl::StrCat("fps must be in (0, ", kMaxFps, "], got ", options_.fps));
+  }
+  if (!IsValidBudget(options_.frame_budget)) {
+    return absl::InvalidArgumentError(absl::StrCat("frame budget ", options_.frame_budget,
+                                                   " is not one of 70, 140, 280, 560, 1120"));
+  }
+  if (options_.decode_threads < 0 || options_.decode_threads > 64) {
+    return absl::InvalidArgumentError("decode_threads must be in [0, 64]");
+  }
+  const MediaProbe& probe = demuxer_->probe();
+  use_video_ = options_.use_video && probe.has_video;
+  use_audio_ = options_.use_audio && probe.has_audio;
+  if (!use_video_ && !use_audio_) return absl::InvalidArgumentError("nothing to ingest: no selected stream in media");
+  if (use_video_) {
+    video_index_ = demuxer_->video_index();
+    const AVStream* st = demuxer_->stream(video_index_);
+    ASSIGN_OR_RETURN(auto size, TargetSize(probe.height, probe.width, options_.frame_budget));
+    grid_rows_ = size.first / kPatchSide;
+    grid_cols_ = size.second / kPatchSide;
+    video_tb_ = st->time_base;
+    video_origin_ = av_rescale_q(probe.start_us, AV_TIME_BASE_Q, video_tb_);
+    ASSIGN_OR_RETURN(video_, VideoDecoder::Open(st, options_.decode_threads, probe.rotation_deg,
+                                                        demuxer_->error_log()));
+    filter_ = std::make_unique<PacketFilter>(options_.mode, st, clock_, video_origin_);
+    sampler_ = std::make_unique<FrameSampler>(clock_, video_tb_);
+  }
+  if (use_audio_) {
+    audio_index_ = demuxer_->audio_index();
+    ASSIGN_OR_RETURN(audio_, AudioDecoder::Open(demuxer_->stream(audio_index_), probe.start_us,
+                                                        demuxer_->error_log()));
+  }
+  if (decoded_ == nullptr || candidate_ == nullptr || packet_ == nullptr) {
+    return absl::ResourceExhaustedError("cannot allocate frames");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MediaReaderImpl::Annotate(const absl::Status& status) const {
+  return absl::Status(status.code(),
+                      absl::StrFormat("%s (after %d segments, %.2f s of media decoded)", status.message(),
+                                      next_segment_, reached_us_ / 1e6));
+}
+
+absl::Status MediaReaderImpl::CheckTime(int64_t media_us, const char* what) const {
+  const int64_t duration = demuxer_->probe().duration_us;
+  const int64_t limit = duration > 0 ? std::min(kMaxDurationUs, 2 * duration + 60 * kUs) : kMaxDurationUs;
+  if (media_us > limit) {
+    return absl::DataLossError(absl::StrFormat("%s timestamp %.2f s is far beyond the media duration %.2f s",
+                                               what, media_us / 1e6, duration / 1e6));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Segment>> MediaReaderImpl::Next() {
+  if (!error_.ok()) return error_;
+  ScopedThreadErrorLog scoped_log(demuxer_->error_log());
+  while (!Ready(next_segment_)) {
+    if (eof_) return std::optional<Segment>();  // every segment delivered
+    absl::Status status = Pump();
+    // FFmpeg conceals much damage and only logs it: a logged error means corrupt input.
+    if (const std::string logged = demuxer_->error_log()->TakeFirst(); status.ok() && !logged.empty()) {
+      status = absl::DataLossError(absl::StrCat("corrupt media data: ", logged));
+    }
+    if (!status.ok()) {
+      error_ = Annotate(status);
+      return error_;
+    }
+  }
+  return std::optional<Segment>(Build(next_segment_++));
+}
+
+bool MediaReaderImpl::Ready(int64_t k) const {
+  if (eof_) return k < total_segments_;
+  if (use_video_ && (chosen_.empty() || chosen_.back().last <= k)) return false;
+  if (use_audio_ && framer_.end_sample() < clock_.FirstAudioFrame(k + 1) * kAudioFrameSamples) return false;
+  return true;
+}
+
+Segment MediaReaderImpl::Build(int64_t k) {
+  Segment seg;
+  seg.index = k;
+  seg.start_us = clock_.SegmentStartUs(k);
+  seg.end_us = clock_.SegmentStartUs(k + 1);
+  if (eof_ && k + 1 == total_segments_) seg.end_us = std::max(seg.start_us + 1, std::min(seg.end_us, end_us_));
+  if (use_video_) {
+    while (chosen_.size() > 1 && chosen_.front().last <= k) chosen_.pop_front();
+    const ChosenFrame& c = chosen_.front();  // the last one covers every later segment
+    VideoFrame frame;
+    frame.sample_us = seg.start_us;
+    frame.pts_us = c.pts_us;
+    frame.grid_rows = grid_rows_;
+    frame.grid_cols = grid_cols_;
+    frame.patches = *c.patches;
+    seg.frame = std::move(frame);
+  }
+  if (use_audio_) {
+    int64_t first = clock_.FirstAudioFrame(k), last = clock_.FirstAudioFrame(k + 1);
+    if (framer_.finished()) {
+      first = std::min(first, framer_.total_frames());
+      last = std::min(last, framer_.total_frames());
+    }
+    seg.audio = framer_.Take(first, last);
+  }
+  return seg;
+}
+
+absl::Status MediaReaderImpl::Pump() {
+  PacketRef ref(packet_.get());
+  ASSIGN_OR_RETURN(const bool got, demuxer_->ReadPacket(packet_.get()));
+  if (!got) return Finish();
+  if (packet_->stream_index == video_index_ && use_video_) return HandleVideoPacket(packet_.get());
+  if (packet_->stream_index == audio_index_ && use_audio_) {
+    RETURN_IF_ERROR(audio_->Decode(packet_.get(), &framer_));
+    const int64_t audio_us = framer_.end_sample() * kUs / kAudioSampleRateHz;
+    reached_us_ = std::max(reached_us_, audio_us);
+    return CheckTime(audio_us, "audio");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MediaReaderImpl::HandleVideoPacket(AVPacket* packet) {
+  ++stats_.video_packets;
+  filter_->Push(packet);
+  while (UniqueAVPacket next = filter_->Pop()) {
+    RETURN_IF_ERROR(video_->Send(next.get()));
+    RETURN_IF_ERROR(DrainVideo());
+  }
+  stats_.video_packets_skipped = filter_->skipped();
+  return absl::OkStatus();
+}
+
+absl::Status MediaReaderImpl::DrainVideo() {
+  while (true) {
+    ASSIGN_OR_RETURN(const bool got, video_->Receive(decoded_.get()));
+    if (!got) return absl::OkStatus();
+    absl::Status status = OnVideoFrame(decoded_.get());
+    av_frame_unref(decoded_.get());
+    RETURN_IF_ERROR(status);
+  }
+}
+
+absl::Status MediaReaderImpl::OnVideoFrame(AVFrame* frame) {
+  ++stats_.video_frames_decoded;
+  int64_t pts = frame->best_effort_timestamp;
+  if (pts == AV_NOPTS_VALUE) pts = sampler_->has_candidate() ? candidate_end_ticks_ + video_origin_ : video_origin_;
+  pts -= video_origin_;
+  const int64_t pts_us = av_rescale_q(pts, video_tb_, AVRational{1, kUs});
+  RETURN_IF_ERROR(CheckTime(pts_us, "video"));
+  reached_us_ = std::max(reached_us_, pts_us);
+  const auto [first, last] = sampler_->Push(pts);
+  if (first < last) RETURN_IF_ERROR(Choose(first, last));
+  av_frame_unref(candidate_.get());
+  av_frame_move_ref(candidate_.get(), frame);
+  candidate_pts_ = pts;
+  // Where the candidate stops being on screen if nothing follows it (its duration).
+  int64_t duration = candidate_->pkt_duration;
+  if (duration <= 0) {
+    const AVRational rate = demuxer_->stream(video_index_)->avg_frame_rate;
+    duration = rate.num > 0 ? std::max<int64_t>(av_rescale_q(1, av_inv_q(rate), video_tb_), 1) : 1;
+  }
+  candidate_end_ticks_ = pts + duration;
+  return absl::OkStatus();
+}
+
+// Converts the candidate (the frame on screen for segments [first, last)) once.
+absl::Status MediaReaderImpl::Choose(int64_t first, int64_t last) {
+  ASSIGN_OR_RETURN(RgbImage native, video_->ToRgb(candidate_.get()));
+  ++stats_.video_frames_converted;
+  if (hook_) {
+    for (int64_t k = first; k < last; ++k) hook_(k, native);
+  }
+  const RgbImage resized = ResizeBicubicAntialias(native, grid_rows_ * kPatchSide, grid_cols_ * kPatchSide);
+  ASSIGN_OR_RETURN(std::vector<float> patches, Patchify(resized));
+  chosen_.push_back(ChosenFrame{first, last, av_rescale_q(candidate_pts_, video_tb_, AVRational{1, kUs}),
+                                std::make_shared<const std::vector<float>>(std::move(patches))});
+  return absl::OkStatus();
+}
+
+// Where a stream should end (media time), from its container duration; 0 when unknown.
+int64_t MediaReaderImpl::ExpectedEndUs(int index) const {
+  if (demuxer_->format()->duration_estimation_method == AVFMT_DURATION_FROM_BITRATE) return 0;
+  const AVStream* st = demuxer_->stream(index);
+  if (st->duration == AV_NOPTS_VALUE || st->duration <= 0) return 0;
+  const int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+  return av_rescale_q(start + st->duration, st->time_base, AV_TIME_BASE_Q) - demuxer_->probe().start_us;
+}
+
+// A stream whose data stops well before its declared end was truncated or lost data.
+absl::Status MediaReaderImpl::CheckComplete(int index, int64_t end_us, const char* what) const {
+  const int64_t expected = ExpectedEndUs(index);
+  if (expected > 0 && end_us < expected - std::max<int64_t>(kUs, expected / 50)) {
+    return absl::DataLossError(absl::StrFormat("%s data ends at %.2f s but the stream should last until %.2f s "
+                                               "(truncated or corrupt input)", what, end_us / 1e6, expected / 1e6));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MediaReaderImpl::Finish() {
+  int64_t end_us = 0;
+  if (use_video_) {
+    filter_->Finish();
+    while (UniqueAVPacket next = filter_->Pop()) {
+      RETURN_IF_ERROR(video_->Send(next.get()));
+      RETURN_IF_ERROR(DrainVideo());
+    }
+    stats_.video_packets_skipped = filter_->skipped();
+    RETURN_IF_ERROR(video_->Send(nullptr));
+    RETURN_IF_ERROR(DrainVideo());
+    if (!sampler_->has_candidate()) return absl::DataLossError("no decodable video frame in the media");
+    end_us = av_rescale_q(candidate_end_ticks_, video_tb_, AVRational{1, kUs});
+    RETURN_IF_ERROR(CheckComplete(video_index_, end_us, "video"));
+    // The last frame stays on screen for every later segment (Build reuses the last chosen).
+    RETURN_IF_ERROR(Choose(sampler_->next_segment(), std::numeric_limits<int64_t>::max()));
+  }
+  if (use_audio_) {
+    RETURN_IF_ERROR(audio_->Decode(nullptr, &framer_));
+    framer_.Finish();
+    stats_.audio_samples_16k = audio_->samples_out();
+    const int64_t audio_end_us = av_rescale_rnd(framer_.end_sample(), kUs, kAudioSampleRateHz, AV_ROUND_UP);
+    RETURN_IF_ERROR(CheckComplete(audio_index_, audio_end_us, "audio"));
+    end_us = std::max(end_us, audio_end_us);
+  }
+  reached_us_ = std::max(reached_us_, end_us);
+  // Trust the container's duration when the decoded end agrees with it (encoder padding at the
+  // end of AAC, a last frame's rounding), so that num_segments() is exact for intact files.
+  const int64_t probed_us = demuxer_->probe().duration_us;
+  const bool agrees = probed_us > 0 && end_us <= probed_us + kUs / 10 &&
+                      end_us >= probed_us - std::max<int64_t>(kUs, probed_us / 50);
+  end_us_ = agrees ? probed_us : end_us;
+  total_segments_ = clock_.SegmentCount(end_us_);
+  eof_ = true;
+  return absl::OkStatus();
+}
+
+// --- MediaReader -------------------------------------------------------------------------------
+
+MediaReader::MediaReader(std::unique_ptr<MediaReaderImpl> impl) : impl_(std::move(impl)) {}
+MediaReader::~MediaReader() = default;
+
+absl::StatusOr<std::unique_ptr<MediaReader>> MediaReader::OpenFile(const std::string& path,
+                                                                   const IngestOptions& options) {
+  ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));
+  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options);
+  RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<MediaReader>> MediaReader::OpenBytes(std::unique_ptr<ByteSource> source,
+                                                                    const IngestOptions& options) {
+  ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenSource(std::move(source)));
+  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options);
+  RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl)));
+}
+
+const MediaProbe& MediaReader::probe() const { return impl_->demuxer_->probe(); }
+const IngestOptions& MediaReader::options() const { return impl_->options_; }
+int MediaReader::grid_rows() const { return impl_->grid_rows_; }
+int MediaReader::grid_cols() const { return impl_->grid_cols_; }
+int64_t MediaReader::num_segments() const { return impl_->clock_.SegmentCount(probe().duration_us); }
+absl::StatusOr<std::optional<Segment>> MediaReader::Next() { return impl_->Next(); }
+void MediaReader::set_native_frame_hook(NativeFrameHook hook) { impl_->hook_ = std::move(hook); }
+const MediaReader::Stats& MediaReader::stats() const { return impl_->stats_; }
+
+absl::StatusOr<MediaProbe> ProbeFile(const std::string& path) {
+  ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));
+  return demuxer->probe();
+}
+
+}  // namespace avserve::ingest
