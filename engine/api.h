@@ -56,6 +56,9 @@ struct EngineOptions {
   int num_threads = 0;                    // CPU backend; 0 = all cores
   bool bidirectional_all_layers = false;  // vision blocks on full layers too (HF plain-forward variant)
   int64_t max_context = 0;                // 0: the model's max_position_embeddings
+  // Prefill runs in steps of at most this many tokens; sliding-layer KV rings hold
+  // sliding_window - 1 + this many positions. A vision block longer than this is refused.
+  int prefill_chunk_tokens = 1280;
 };
 
 struct SamplingOptions {
@@ -77,6 +80,15 @@ class Sequence {
   virtual absl::Status Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) = 0;
   // An independent copy of the state (prefix reuse: prefill a video once, fork per question).
   virtual absl::StatusOr<std::unique_ptr<Sequence>> Fork() const = 0;
+
+  // Logits (fp32, after the soft-cap) left by the last Prefill or Generate step: [vocab] for the
+  // last position; or, after set_keep_all_logits(true), [positions, vocab] for every position
+  // prefilled since then (tests and tools; the call clears what was kept).
+  virtual const std::vector<float>& logits() const {
+    static const std::vector<float> kNone;
+    return kNone;
+  }
+  virtual void set_keep_all_logits(bool keep) {}
 };
 
 class Engine {
@@ -90,6 +102,8 @@ class Engine {
   virtual absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) = 0;
   // Samples after the last prefilled position, then feeds each sampled token back, until a stop id,
   // max_new_tokens, `on_token` returning false, or cancellation. Stop ids are not passed to on_token.
+  // Every emitted token becomes part of the sequence (the last one is fed lazily, by the next
+  // Prefill or Generate on it); a stop id is not.
   virtual absl::Status Generate(Sequence& seq, const SamplingOptions& options,
                                 const std::function<bool(int32_t)>& on_token,
                                 const std::atomic<bool>* cancel) = 0;

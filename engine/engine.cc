@@ -1,0 +1,251 @@
+// Engine and Sequence (engine/api.h) over Gemma4Model: input validation, chunked prefill that never
+// splits a vision block, lazy feeding of generated tokens, forks, and the generation loop.
+#include <algorithm>
+#include <span>
+
+#include "absl/strings/str_cat.h"
+#include "engine/api.h"
+#include "engine/backend/backend.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/config.h"
+#include "engine/model/gemma4.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/sampler.h"
+#include "engine/model/weights.h"
+
+namespace avserve::engine {
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num_threads) {
+  switch (kind) {
+    case BackendKind::kCpu: return CreateCpuBackend(num_threads);
+    case BackendKind::kCuda:
+#if defined(AVSERVE_WITH_CUDA)
+      return CreateCudaBackend();
+#else
+      return absl::UnimplementedError("this build has no CUDA backend (AVSERVE_ENABLE_CUDA=OFF)");
+#endif
+  }
+  return absl::InvalidArgumentError("unknown backend kind");
+}
+
+namespace {
+
+bool IsVision(TokenType t) { return t == TokenType::kImage || t == TokenType::kVideo; }
+
+class SequenceImpl final : public Sequence {
+ public:
+  SequenceImpl(Gemma4Model& model, KvCache cache, int chunk_tokens)
+      : model_(model), cache_(std::move(cache)), chunk_tokens_(chunk_tokens) {}
+
+  int64_t length() const override { return length_ + (pending_ >= 0 ? 1 : 0); }
+  int64_t capacity() const { return cache_.max_tokens(); }
+  size_t memory_bytes() const override { return cache_.bytes(); }
+  const std::vector<float>& logits() const override { return logits_; }
+  void set_keep_all_logits(bool keep) override {
+    keep_all_ = keep;
+    logits_.clear();
+  }
+
+  absl::Status Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) override;
+  absl::StatusOr<std::unique_ptr<Sequence>> Fork() const override;
+
+  // Emits `token` as generated: it is fed (decoded) before anything else happens to the sequence.
+  void SetPending(int32_t token) { pending_ = token; }
+  absl::Status FeedPending(const std::atomic<bool>* cancel);
+
+ private:
+  absl::Status Validate(const PromptChunk& chunk) const;
+  absl::Status Step(const PromptChunk& chunk, int64_t begin, int64_t end, int64_t vision_row,
+                    int64_t audio_row, const std::atomic<bool>* cancel);
+
+  Gemma4Model& model_;
+  KvCache cache_;
+  int chunk_tokens_;
+  int64_t length_ = 0;                  // positions whose K/V are in the cache
+  int32_t pending_ = -1;                // generated token not yet fed
+  TokenType last_type_ = TokenType::kText;
+  bool keep_all_ = false;
+  std::vector<float> logits_;
+};
+
+absl::Status SequenceImpl::Validate(const PromptChunk& c) const {
+  const ModelConfig& cfg = model_.config();
+  const int64_t n = static_cast<int64_t>(c.ids.size());
+  if (c.types.size() != c.ids.size()) return absl::InvalidArgumentError("PromptChunk: ids and types differ in length");
+  if (length() + n > cache_.max_tokens()) {
+    return absl::ResourceExhaustedError(absl::StrCat("sequence capacity ", cache_.max_tokens(), " exceeded"));
+  }
+  int64_t nv = 0, na = 0, run = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const TokenType t = c.types[i];
+    if (static_cast<int>(t) > 3) return absl::InvalidArgumentError("PromptChunk: bad token type");
+    if (t == TokenType::kText && (c.ids[i] < 0 || c.ids[i] >= cfg.vocab_size)) {
+      return absl::InvalidArgumentError(absl::StrCat("PromptChunk: token id ", c.ids[i], " outside the vocabulary"));
+    }
+    nv += IsVision(t);
+    na += t == TokenType::kAudio;
+    run = IsVision(t) ? run + 1 : 0;
+    if (run > chunk_tokens_) {
+      return absl::InvalidArgumentError(absl::StrCat("vision block longer than prefill_chunk_tokens (",
+                                                     chunk_tokens_, ")"));
+    }
+  }
+  if (n > 0 && IsVision(c.types[0]) && IsVision(last_type_) && pending_ < 0) {
+    return absl::InvalidArgumentError("a vision block may not straddle two PromptChunks");
+  }
+  if (nv > 0 && !cfg.vision.present) return absl::InvalidArgumentError("model has no vision embedder");
+  if (na > 0 && !cfg.audio.present) return absl::InvalidArgumentError("model has no audio embedder");
+  if (c.vision_patches.size() != static_cast<size_t>(nv) * cfg.vision.patch_dim ||
+      c.vision_positions.size() != static_cast<size_t>(2 * nv)) {
+    return absl::InvalidArgumentError(absl::StrCat("PromptChunk: ", nv, " vision positions need ", nv,
+                                                   " patches of ", cfg.vision.patch_dim, " values and ",
+                                                   nv, " (x, y) pairs"));
+  }
+  for (int32_t p : c.vision_positions) {
+    if (p < 0 || p >= cfg.vision.posemb_size) return absl::InvalidArgumentError("vision position outside the table");
+  }
+  if (c.audio_frames.size() != static_cast<size_t>(na) * cfg.audio.frame_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("PromptChunk: ", na, " audio positions need ", na,
+                                                   " frames of ", cfg.audio.frame_dim, " samples"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SequenceImpl::Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) {
+  RETURN_IF_ERROR(Validate(chunk));
+  RETURN_IF_ERROR(FeedPending(cancel));
+  const int64_t n = static_cast<int64_t>(chunk.size());
+  int64_t begin = 0, vision_row = 0, audio_row = 0;
+  while (begin < n) {
+    int64_t end = std::min<int64_t>(n, begin + chunk_tokens_);
+    // Never cut inside a vision block: end before it instead (Validate bounds block sizes).
+    while (end < n && end > begin && IsVision(chunk.types[end]) && IsVision(chunk.types[end - 1])) --end;
+    if (end == begin) return absl::InternalError("chunking made no progress");
+    RETURN_IF_ERROR(Step(chunk, begin, end, vision_row, audio_row, cancel));
+    for (int64_t i = begin; i < end; ++i) {
+      vision_row += IsVision(chunk.types[i]);
+      audio_row += chunk.types[i] == TokenType::kAudio;
+    }
+    begin = end;
+  }
+  if (n > 0) last_type_ = chunk.types[n - 1];
+  return absl::OkStatus();
+}
+
+absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end, int64_t vision_row,
+                                int64_t audio_row, const std::atomic<bool>* cancel) {
+  const ModelConfig& cfg = model_.config();
+  ForwardInput in;
+  in.ids = c.ids.data() + begin;
+  in.types = c.types.data() + begin;
+  in.n = end - begin;
+  in.pos0 = length_;
+  in.vision = c.vision_patches.data() + vision_row * cfg.vision.patch_dim;
+  in.vision_pos = c.vision_positions.data() + 2 * vision_row;
+  in.audio = c.audio_frames.data() + audio_row * cfg.audio.frame_dim;
+  for (int64_t i = begin; i < end; ++i) {
+    in.num_vision += IsVision(c.types[i]);
+    in.num_audio += c.types[i] == TokenType::kAudio;
+  }
+  in.all_logits = keep_all_;
+  in.cancel = cancel;
+  std::vector<float> out;
+  RETURN_IF_ERROR(model_.Forward(in, cache_, out));
+  length_ += in.n;
+  if (keep_all_) {
+    logits_.insert(logits_.end(), out.begin(), out.end());
+  } else {
+    logits_ = std::move(out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SequenceImpl::FeedPending(const std::atomic<bool>* cancel) {
+  if (pending_ < 0) return absl::OkStatus();
+  PromptChunk one;
+  one.ids = {pending_};
+  one.types = {TokenType::kText};
+  pending_ = -1;
+  RETURN_IF_ERROR(Step(one, 0, 1, 0, 0, cancel));
+  last_type_ = TokenType::kText;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
+  ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend()));
+  auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_);
+  fork->length_ = length_;
+  fork->pending_ = pending_;
+  fork->last_type_ = last_type_;
+  fork->keep_all_ = keep_all_;
+  fork->logits_ = logits_;
+  return fork;
+}
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(std::unique_ptr<Backend> backend, ModelConfig config, ModelWeights weights,
+             const EngineOptions& options)
+      : backend_(std::move(backend)),
+        model_(*backend_, std::move(config), std::move(weights), options.bidirectional_all_layers),
+        options_(options) {}
+
+  const ModelInfo& info() const override { return model_.config().info; }
+  std::string backend_name() const override { return backend_->Name(); }
+
+  absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) override {
+    const int64_t limit = options_.max_context > 0 ? options_.max_context : info().max_context;
+    if (max_tokens <= 0 || max_tokens > limit) {
+      return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [1, ", limit, "]"));
+    }
+    absl::StatusOr<KvCache> cache = KvCache::Create(*backend_, model_.config(), model_.act_dtype(), max_tokens,
+                                                    options_.prefill_chunk_tokens);
+    if (!cache.ok()) return absl::ResourceExhaustedError(cache.status().message());
+    return std::make_unique<SequenceImpl>(model_, *std::move(cache), options_.prefill_chunk_tokens);
+  }
+
+  absl::Status Generate(Sequence& seq, const SamplingOptions& options,
+                        const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel) override;
+
+ private:
+  std::unique_ptr<Backend> backend_;
+  Gemma4Model model_;
+  EngineOptions options_;
+};
+
+absl::Status EngineImpl::Generate(Sequence& seq, const SamplingOptions& options,
+                                  const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel) {
+  auto* s = dynamic_cast<SequenceImpl*>(&seq);
+  if (s == nullptr) return absl::InvalidArgumentError("sequence from another engine");
+  RETURN_IF_ERROR(s->FeedPending(cancel));
+  const int vocab = model_.config().vocab_size;
+  if (s->logits().size() < static_cast<size_t>(vocab)) {
+    return absl::FailedPreconditionError("Generate needs a prefilled sequence");
+  }
+  Sampler sampler(options, info().suppress_ids);
+  const std::vector<int32_t>& stops = info().stop_ids;
+  for (int t = 0; t < options.max_new_tokens; ++t) {
+    if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
+    if (t > 0) RETURN_IF_ERROR(s->FeedPending(cancel));
+    const std::vector<float>& lg = s->logits();
+    const int32_t token = sampler.Sample(std::span<const float>(lg.data() + lg.size() - vocab, vocab));
+    if (token < 0) return absl::InternalError("no token could be sampled (all suppressed or NaN)");
+    if (std::find(stops.begin(), stops.end(), token) != stops.end()) return absl::OkStatus();
+    if (s->length() >= s->capacity()) return absl::OkStatus();  // full: nowhere to put the token
+    s->SetPending(token);
+    if (!on_token(token)) return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.checkpoint_dir));
+  if (options.prefill_chunk_tokens <= 0) return absl::InvalidArgumentError("prefill_chunk_tokens must be > 0");
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(options.backend, options.num_threads));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(options.checkpoint_dir, config, *backend));
+  return std::unique_ptr<Engine>(new EngineImpl(std::move(backend), std::move(config), std::move(weights), options));
+}
+
+}  // namespace avserve::engine

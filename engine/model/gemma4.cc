@@ -1,0 +1,212 @@
+#include "engine/model/gemma4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "engine/backend/numeric.h"
+#include "engine/base/status_macros.h"
+
+namespace avserve::engine {
+
+// Temporaries of one forward step; freed together at its end.
+class Gemma4Model::Scratch {
+ public:
+  explicit Scratch(Backend& backend) : backend_(backend) {}
+
+  absl::StatusOr<Tensor> New(DType dtype, std::initializer_list<int64_t> shape) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buf, backend_.Allocate(numel * DTypeSize(dtype)));
+    Tensor t = buf->View(dtype, shape);
+    owned_.push_back(std::move(buf));
+    return t;
+  }
+  // A device copy of host data.
+  template <typename T>
+  absl::StatusOr<Tensor> Upload(DType dtype, const T* data, std::initializer_list<int64_t> shape) {
+    ASSIGN_OR_RETURN(Tensor t, New(dtype, shape));
+    RETURN_IF_ERROR(backend_.Upload(data, t.bytes(), t));
+    return t;
+  }
+
+ private:
+  Backend& backend_;
+  std::vector<std::unique_ptr<Buffer>> owned_;
+};
+
+namespace {
+bool IsVision(TokenType t) { return t == TokenType::kImage || t == TokenType::kVideo; }
+}  // namespace
+
+absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::vector<float>& logits) {
+  Scratch s(backend_);
+  const int64_t n = in.n;
+  // Positions and vision block ids: each maximal run of image/video tokens is one block (§5.5).
+  std::vector<int32_t> pos(n), blocks(n, -1);
+  int32_t block = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    pos[i] = static_cast<int32_t>(in.pos0 + i);
+    if (!IsVision(in.types[i])) continue;
+    if (i == 0 || !IsVision(in.types[i - 1])) ++block;
+    blocks[i] = block;
+  }
+  ASSIGN_OR_RETURN(Tensor x, s.New(weights_.act_dtype, {n, config_.hidden_size}));  // [n, H]
+  RETURN_IF_ERROR(EmbedInputs(in, x, s));
+  ASSIGN_OR_RETURN(Tensor positions, s.Upload(DType::kI32, pos.data(), {n}));
+  Tensor block_t;
+  if (block >= 0) {
+    ASSIGN_OR_RETURN(block_t, s.Upload(DType::kI32, blocks.data(), {n}));
+  }
+  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
+    if (in.cancel && in.cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
+    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, in.pos0, cache, s));
+  }
+  return Logits(x, in.all_logits, logits, s);
+}
+
+// Text rows: bf16(E[id] · bf16(sqrt(H))); placeholders are looked up as pad, then overwritten by
+// the unscaled media embeddings (§5.1).
+absl::Status Gemma4Model::EmbedInputs(const ForwardInput& in, const Tensor& x, Scratch& s) {
+  const int64_t n = in.n;
+  std::vector<int32_t> ids(n), vision_rows, audio_rows;
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = in.ids[i];
+    if (IsVision(in.types[i])) vision_rows.push_back(static_cast<int32_t>(i));
+    if (in.types[i] == TokenType::kAudio) audio_rows.push_back(static_cast<int32_t>(i));
+    if (in.types[i] != TokenType::kText) ids[i] = config_.info.pad_id;
+  }
+  ASSIGN_OR_RETURN(Tensor ids_t, s.Upload(DType::kI32, ids.data(), {n}));
+  const float scale = RoundTo(weights_.embed.dtype,
+                              static_cast<float>(std::sqrt(static_cast<double>(config_.hidden_size))));
+  backend_.Embed(weights_.embed, ids_t, scale, x);
+  if (!vision_rows.empty()) {
+    const int64_t nv = static_cast<int64_t>(vision_rows.size());
+    ASSIGN_OR_RETURN(Tensor rows, s.Upload(DType::kI32, vision_rows.data(), {nv}));
+    RETURN_IF_ERROR(EmbedVision(in, rows, x, s));
+  }
+  if (!audio_rows.empty()) {
+    const int64_t na = static_cast<int64_t>(audio_rows.size());
+    ASSIGN_OR_RETURN(Tensor rows, s.Upload(DType::kI32, audio_rows.data(), {na}));
+    RETURN_IF_ERROR(EmbedAudio(in, rows, x, s));
+  }
+  return absl::OkStatus();
+}
+
+// Patches -> LN1 -> dense -> LN2 -> + position rows -> LN -> RMSNorm -> projection (§2.2).
+absl::Status Gemma4Model::EmbedVision(const ForwardInput& in, const Tensor& rows, const Tensor& x,
+                                      Scratch& s) {
+  const VisionWeights& w = weights_.vision;
+  const VisionConfig& vc = config_.vision;
+  const int64_t nv = in.num_vision;
+  const DType act = weights_.act_dtype;
+  ASSIGN_OR_RETURN(Tensor pix_f32, s.Upload(DType::kF32, in.vision, {nv, vc.patch_dim}));
+  ASSIGN_OR_RETURN(Tensor pix, s.New(act, {nv, vc.patch_dim}));  // [nv, 6912], pixels rounded to act
+  backend_.Convert(pix_f32, pix);
+  backend_.LayerNorm(pix, w.ln1_w, w.ln1_b, vc.ln_eps, pix);
+  ASSIGN_OR_RETURN(Tensor h, s.New(act, {nv, vc.embed_dim}));  // [nv, E]
+  backend_.MatMul(pix, w.dense_w, &w.dense_b, h);
+  backend_.LayerNorm(h, w.ln2_w, w.ln2_b, vc.ln_eps, h);
+  ASSIGN_OR_RETURN(Tensor xy, s.Upload(DType::kI32, in.vision_pos, {nv, 2}));
+  backend_.AddPosition2d(h, w.pos_table, xy, h);
+  backend_.LayerNorm(h, w.pos_norm_w, w.pos_norm_b, vc.ln_eps, h);
+  backend_.RmsNorm(h, nullptr, vc.rms_eps, h);
+  ASSIGN_OR_RETURN(Tensor out, s.New(act, {nv, config_.hidden_size}));  // [nv, H]
+  backend_.MatMul(h, w.proj, nullptr, out);
+  backend_.ScatterRows(out, rows, x);
+  return absl::OkStatus();
+}
+
+// Frames -> act dtype -> weightless RMSNorm -> projection (§3).
+absl::Status Gemma4Model::EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x,
+                                     Scratch& s) {
+  const int64_t na = in.num_audio, dim = config_.audio.frame_dim;
+  ASSIGN_OR_RETURN(Tensor f32, s.Upload(DType::kF32, in.audio, {na, dim}));
+  ASSIGN_OR_RETURN(Tensor frames, s.New(weights_.act_dtype, {na, dim}));  // [na, 640]
+  backend_.Convert(f32, frames);
+  backend_.RmsNorm(frames, nullptr, config_.audio.rms_eps, frames);
+  ASSIGN_OR_RETURN(Tensor out, s.New(weights_.act_dtype, {na, config_.hidden_size}));  // [na, H]
+  backend_.MatMul(frames, weights_.audio_proj, nullptr, out);
+  backend_.ScatterRows(out, rows, x);
+  return absl::OkStatus();
+}
+
+// One decoder layer (§5.3/§5.4): attention with q/k/v norms and RoPE, post-norms, GeGLU MLP,
+// residual adds, and the per-layer scalar over the whole stream.
+absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
+                                int64_t pos0, KvCache& cache, Scratch& s) {
+  const LayerConfig& lc = config_.layers[l];
+  const LayerWeights& w = weights_.layers[l];
+  const DType act = weights_.act_dtype;
+  const int64_t n = x.dim(0), hid = config_.hidden_size, d = lc.head_dim;
+  const int64_t hq = config_.num_heads, hkv = lc.num_kv_heads;
+  const float eps = config_.rms_eps;
+
+  ASSIGN_OR_RETURN(Tensor xn, s.New(act, {n, hid}));  // [n, H]
+  backend_.RmsNorm(x, &w.input_norm, eps, xn);
+  ASSIGN_OR_RETURN(Tensor q, s.New(act, {n, hq, d}));  // [n, Hq, D]
+  backend_.MatMul(xn, w.q_proj, nullptr, q.Reshape({n, hq * d}));
+  backend_.RmsNorm(q, &w.q_norm, eps, q);
+  backend_.Rope(q, positions, lc.rope);
+  ASSIGN_OR_RETURN(Tensor k, s.New(act, {n, hkv, d}));  // [n, Hkv, D] raw K projection
+  backend_.MatMul(xn, w.k_proj, nullptr, k.Reshape({n, hkv * d}));
+  Tensor v_raw = k;  // k_eq_v layers: V comes from the raw K projection
+  if (!lc.k_eq_v) {
+    ASSIGN_OR_RETURN(v_raw, s.New(act, {n, hkv, d}));
+    backend_.MatMul(xn, w.v_proj, nullptr, v_raw.Reshape({n, hkv * d}));
+  }
+  ASSIGN_OR_RETURN(Tensor v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
+  backend_.RmsNorm(v_raw, nullptr, eps, v);             // before K is normed in place
+  backend_.RmsNorm(k, &w.k_norm, eps, k);
+  backend_.Rope(k, positions, lc.rope);
+  backend_.CopyRowsToRing(k, cache.k(l), pos0);
+  backend_.CopyRowsToRing(v, cache.v(l), pos0);
+
+  AttentionParams ap;
+  ap.q_pos_start = pos0;
+  ap.kv_pos_end = pos0 + n;
+  ap.kv_capacity = cache.capacity(l);
+  ap.sliding_window = lc.sliding ? config_.sliding_window : 0;
+  ap.kv_pos_begin = lc.sliding ? std::max<int64_t>(0, pos0 - (config_.sliding_window - 1)) : 0;
+  ap.block_or_windowed_causal = blocks_all_layers_;
+  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
+  ASSIGN_OR_RETURN(Tensor att, s.New(act, {n, hq, d}));  // [n, Hq, D]
+  backend_.Attention(q, cache.k(l), cache.v(l), layer_blocks, ap, att);
+  ASSIGN_OR_RETURN(Tensor o, s.New(act, {n, hid}));  // [n, H]
+  backend_.MatMul(att.Reshape({n, hq * d}), w.o_proj, nullptr, o);
+  backend_.RmsNorm(o, &w.post_attn_norm, eps, o);
+  backend_.Add(x, o, x);
+
+  const int64_t f = config_.intermediate_size;
+  backend_.RmsNorm(x, &w.pre_ffn_norm, eps, xn);
+  ASSIGN_OR_RETURN(Tensor gate, s.New(act, {n, f}));  // [n, F]
+  ASSIGN_OR_RETURN(Tensor up, s.New(act, {n, f}));    // [n, F]
+  backend_.MatMul(xn, w.gate_proj, nullptr, gate);
+  backend_.MatMul(xn, w.up_proj, nullptr, up);
+  backend_.GeluTanhMul(gate, up, gate);
+  backend_.MatMul(gate, w.down_proj, nullptr, o);
+  backend_.RmsNorm(o, &w.post_ffn_norm, eps, o);
+  backend_.Add(x, o, x);
+  backend_.Scale(x, RoundTo(act, w.layer_scalar), x);
+  return absl::OkStatus();
+}
+
+// Final norm, tied head, soft-cap in the activation dtype, then fp32 (§5.6).
+absl::Status Gemma4Model::Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s) {
+  const int64_t n = x.dim(0), rows = all ? n : 1, vocab = config_.vocab_size;
+  const DType act = weights_.act_dtype;
+  const Tensor last = x.Slice(n - rows, n);
+  ASSIGN_OR_RETURN(Tensor h, s.New(act, {rows, config_.hidden_size}));  // [rows, H]
+  backend_.RmsNorm(last, &weights_.final_norm, config_.rms_eps, h);
+  ASSIGN_OR_RETURN(Tensor lg, s.New(act, {rows, vocab}));  // [rows, V]
+  backend_.MatMul(h, weights_.embed, nullptr, lg);
+  if (config_.final_softcap > 0.0f) backend_.Softcap(lg, config_.final_softcap, lg);
+  ASSIGN_OR_RETURN(Tensor lf, s.New(DType::kF32, {rows, vocab}));  // [rows, V]
+  backend_.Convert(lg, lf);
+  out.resize(static_cast<size_t>(rows * vocab));
+  RETURN_IF_ERROR(backend_.Download(lf, out.data(), out.size() * sizeof(float)));
+  backend_.Synchronize();
+  return absl::OkStatus();
+}
+
+}  // namespace avserve::engine

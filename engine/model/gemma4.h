@@ -1,0 +1,61 @@
+// The Gemma4Unified forward pass, written once against Backend (spec §2.2, §3, §5; design.md §4).
+#pragma once
+
+#include <atomic>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/api.h"
+#include "engine/backend/backend.h"
+#include "engine/model/config.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/weights.h"
+
+namespace avserve::engine {
+
+// One forward step over positions [pos0, pos0 + n) of a sequence. Media rows belong to the
+// image/video (vision) and audio positions of this step, in order.
+struct ForwardInput {
+  const int32_t* ids = nullptr;         // [n]
+  const TokenType* types = nullptr;     // [n]
+  int64_t n = 0;
+  int64_t pos0 = 0;
+  const float* vision = nullptr;        // [num_vision, patch_dim], values in [0, 1]
+  const int32_t* vision_pos = nullptr;  // [num_vision, 2] (x, y)
+  int64_t num_vision = 0;
+  const float* audio = nullptr;         // [num_audio, frame_dim]
+  int64_t num_audio = 0;
+  bool all_logits = false;              // logits of every position, else only the last
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+class Gemma4Model {
+ public:
+  Gemma4Model(Backend& backend, ModelConfig config, ModelWeights weights, bool vision_blocks_all_layers)
+      : backend_(backend), config_(std::move(config)), weights_(std::move(weights)),
+        blocks_all_layers_(vision_blocks_all_layers) {}
+
+  const ModelConfig& config() const { return config_; }
+  DType act_dtype() const { return weights_.act_dtype; }
+  Backend& backend() { return backend_; }
+
+  // Runs the decoder, appends this step's K/V to `cache` and writes fp32 soft-capped logits
+  // [rows, vocab] to `logits`. Inputs must be validated by the caller (ids in range, media counts).
+  absl::Status Forward(const ForwardInput& in, KvCache& cache, std::vector<float>& logits);
+
+ private:
+  class Scratch;
+  absl::Status EmbedInputs(const ForwardInput& in, const Tensor& x, Scratch& s);
+  absl::Status EmbedVision(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
+  absl::Status EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
+  absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
+                     int64_t pos0, KvCache& cache, Scratch& s);
+  absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
+
+  Backend& backend_;
+  ModelConfig config_;
+  ModelWeights weights_;
+  bool blocks_all_layers_;
+};
+
+}  // namespace avserve::engine
