@@ -1,0 +1,265 @@
+#include "service/model_backend.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "engine/api.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/tokenizer.h"
+#include "ingest/media_reader.h"
+#include "pipeline/interleaver.h"
+#include "pipeline/prompt.h"
+#include "pipeline/token_count.h"
+#include "service/log.h"
+#include "service/prefix_cache.h"
+
+namespace avserve::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+ingest::IngestOptions ToIngestOptions(const IngestSpec& spec) {
+  ingest::IngestOptions o;
+  o.fps = spec.fps;
+  o.frame_budget = spec.frame_budget;
+  o.use_audio = spec.use_audio;
+  o.use_video = spec.use_video;
+  return o;
+}
+
+pipeline::Layout ToLayout(PromptLayout layout) {
+  return layout == PromptLayout::kReference ? pipeline::Layout::kReference : pipeline::Layout::kInterleaved;
+}
+
+engine::PromptChunk TextChunk(const std::vector<int32_t>& ids) {
+  engine::PromptChunk chunk;
+  chunk.ids = ids;
+  chunk.types.assign(ids.size(), engine::TokenType::kText);
+  return chunk;
+}
+
+// Room every sequence keeps after the media for a question and its answer.
+constexpr int64_t kQuestionReserveTokens = 2048;
+
+class ModelBackend final : public InferenceBackend {
+ public:
+  ModelBackend(std::unique_ptr<engine::Engine> engine, std::unique_ptr<engine::Tokenizer> tokenizer,
+               std::string model_key, int64_t cache_bytes)
+      : engine_(std::move(engine)), tokenizer_(std::move(tokenizer)), model_key_(std::move(model_key)),
+        cache_(cache_bytes) {
+    channel_end_id_ = tokenizer_->TokenToId("<channel|>").value_or(-1);
+  }
+
+  std::string name() const override { return absl::StrCat("model:", engine_->backend_name()); }
+  int64_t max_context_tokens() const override { return engine_->info().max_context; }
+
+  absl::StatusOr<int64_t> CountMediaTokens(const MediaRef& media, const IngestSpec& ingest) override {
+    ASSIGN_OR_RETURN(ingest::MediaProbe probe, ingest::ProbeFile(media.file_path));
+    pipeline::StreamOptions stream;
+    stream.layout = ToLayout(ingest.layout);
+    return pipeline::CountTokens(probe, ToIngestOptions(ingest), stream, engine_->info(), *tokenizer_);
+  }
+
+  absl::StatusOr<AskOutcome> Ask(const AskSpec& spec, AskObserver& observer, const std::atomic<bool>& cancel) override;
+  absl::StatusOr<QuestionOutcome> Complete(const std::string& prompt, const SamplingSpec& sampling,
+                                           AskObserver& observer, const std::atomic<bool>& cancel) override;
+  BackendStats stats() const override { return BackendStats{cache_.bytes(), cache_.entries(), 0}; }
+
+ private:
+  // The media prefix (chat prefix + media stream) prefilled into a new sequence.
+  absl::StatusOr<std::unique_ptr<engine::Sequence>> PrefillMedia(const AskSpec& spec,
+                                                                 const pipeline::MediaPromptOptions& prompt,
+                                                                 AskObserver& observer,
+                                                                 const std::atomic<bool>& cancel, int64_t* tokens,
+                                                                 int64_t* ingest_ms);
+  absl::StatusOr<QuestionOutcome> Generate(engine::Sequence& seq, int question_index, const SamplingSpec& sampling,
+                                           bool thinking, AskObserver& observer, const std::atomic<bool>& cancel);
+
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::Tokenizer> tokenizer_;
+  std::string model_key_;
+  PrefixCache cache_;
+  int32_t channel_end_id_ = -1;
+};
+
+absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
+    const AskSpec& spec, const pipeline::MediaPromptOptions& prompt, AskObserver& observer,
+    const std::atomic<bool>& cancel, int64_t* tokens, int64_t* ingest_ms) {
+  ASSIGN_OR_RETURN(std::vector<int32_t> prefix_ids, pipeline::MediaPrefixIds(*tokenizer_, prompt));
+  ASSIGN_OR_RETURN(auto reader, ingest::MediaReader::OpenFile(spec.media.file_path, ToIngestOptions(spec.ingest)));
+  pipeline::StreamOptions stream;
+  stream.layout = prompt.layout;
+  ASSIGN_OR_RETURN(int64_t media_tokens, pipeline::CountTokens(reader->probe(), reader->options(), stream,
+                                                               engine_->info(), *tokenizer_));
+  const int64_t total = static_cast<int64_t>(prefix_ids.size()) + media_tokens;
+  const int64_t capacity = std::min(engine_->info().max_context, total + kQuestionReserveTokens + 8192);
+  if (total + 16 > engine_->info().max_context) {
+    return absl::OutOfRangeError(absl::StrCat("the media takes ", total, " tokens, more than the context of ",
+                                              engine_->info().max_context,
+                                              ": lower fps or frame_budget, pick a window, or use Summarize"));
+  }
+  ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(capacity));
+  RETURN_IF_ERROR(seq->Prefill(TextChunk(prefix_ids), &cancel));
+  const int64_t window_start = spec.ingest.start_us;
+  const int64_t window_end = spec.ingest.end_us > 0 ? spec.ingest.end_us : INT64_MAX;
+  pipeline::Interleaver interleaver(engine_->info(), *tokenizer_, stream);
+  std::vector<engine::PromptChunk> ready;
+  int64_t done = static_cast<int64_t>(prefix_ids.size()), next_index = 0;
+  auto start = Clock::now();
+  for (;;) {
+    if (cancel.load()) return absl::CancelledError("cancelled during ingest");
+    ASSIGN_OR_RETURN(std::optional<ingest::Segment> segment, reader->Next());
+    if (!segment.has_value() || segment->start_us >= window_end) break;
+    observer.OnIngestProgress(segment->end_us, spec.media.duration_us);
+    if (segment->end_us <= window_start) continue;
+    // A window restarts the timeline at its start: segments are renumbered from 0 (Note in summarizer.h).
+    segment->index = next_index++;
+    RETURN_IF_ERROR(interleaver.Add(*segment, &ready));
+    for (auto& chunk : ready) {
+      RETURN_IF_ERROR(seq->Prefill(chunk, &cancel));
+      done += static_cast<int64_t>(chunk.size());
+      observer.OnPrefillProgress(-1, done, total);
+    }
+    ready.clear();
+  }
+  RETURN_IF_ERROR(interleaver.Finish(&ready));
+  for (auto& chunk : ready) {
+    RETURN_IF_ERROR(seq->Prefill(chunk, &cancel));
+    done += static_cast<int64_t>(chunk.size());
+    observer.OnPrefillProgress(-1, done, std::max(done, total));
+  }
+  *tokens = done;
+  *ingest_ms = MsSince(start);
+  return seq;
+}
+
+absl::StatusOr<QuestionOutcome> ModelBackend::Generate(engine::Sequence& seq, int question_index,
+                                                       const SamplingSpec& sampling, bool thinking,
+                                                       AskObserver& observer, const std::atomic<bool>& cancel) {
+  engine::SamplingOptions options;
+  options.temperature = sampling.temperature;
+  options.top_k = sampling.top_k;
+  options.top_p = sampling.top_p;
+  options.seed = sampling.seed;
+  options.max_new_tokens = sampling.max_new_tokens;
+  QuestionOutcome out;
+  engine::StreamingDecoder decoder(*tokenizer_);
+  // With thinking on, the thought (up to "<channel|>") is generated but not streamed or returned.
+  bool in_thought = thinking && channel_end_id_ >= 0;
+  RETURN_IF_ERROR(engine_->Generate(
+      seq, options,
+      [&](int32_t id) {
+        ++out.completion_tokens;
+        if (in_thought) {
+          in_thought = id != channel_end_id_;
+          return true;
+        }
+        std::string text = decoder.Add(id);
+        if (!text.empty()) {
+          observer.OnAnswerDelta(question_index, text);
+          out.answer += text;
+        }
+        return true;
+      },
+      &cancel));
+  if (cancel.load()) return absl::CancelledError("cancelled during decode");
+  std::string tail = decoder.Flush();
+  if (!tail.empty()) {
+    observer.OnAnswerDelta(question_index, tail);
+    out.answer += tail;
+  }
+  out.finish_reason = out.completion_tokens >= sampling.max_new_tokens ? "length" : "stop";
+  return out;
+}
+
+absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& observer,
+                                             const std::atomic<bool>& cancel) {
+  pipeline::MediaPromptOptions prompt;
+  prompt.enable_thinking = spec.thinking;
+  prompt.layout = ToLayout(spec.ingest.layout);
+  prompt.reference_audio = spec.media.has_audio && spec.ingest.use_audio;
+  const std::string key =
+      PrefixCache::Key(model_key_, spec.media.media_id, absl::StrCat(spec.ingest.CacheKey(), ";think=", spec.thinking));
+  AskOutcome outcome;
+  auto start = Clock::now();
+  std::unique_ptr<engine::Sequence> uncached;  // the prefix when the cache could not keep it
+  if (cache_.CachedLength(key) >= 0) {
+    outcome.prefix_cache_hit = true;
+    outcome.prefix_tokens = cache_.CachedLength(key);
+  } else {
+    ASSIGN_OR_RETURN(uncached, PrefillMedia(spec, prompt, observer, cancel, &outcome.prefix_tokens, &outcome.ingest_ms));
+    auto keep = uncached->Fork();
+    if (keep.ok()) cache_.Insert(key, *std::move(keep));
+  }
+  outcome.prefill_ms = MsSince(start);
+  int64_t decode_ms = 0;
+  for (size_t q = 0; q < spec.questions.size(); ++q) {
+    auto fork = cache_.CachedLength(key) >= 0 ? cache_.ForkCached(key) : uncached->Fork();
+    if (!fork.ok()) return fork.status();
+    ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
+    auto t = Clock::now();
+    RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
+    observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
+                               static_cast<int64_t>(suffix.size()));
+    outcome.prefill_ms += MsSince(t);
+    t = Clock::now();
+    ASSIGN_OR_RETURN(QuestionOutcome answer,
+                     Generate(**fork, static_cast<int>(q), spec.sampling, spec.thinking, observer, cancel));
+    decode_ms += MsSince(t);
+    answer.prompt_tokens = static_cast<int64_t>(suffix.size());
+    outcome.questions.push_back(std::move(answer));
+  }
+  outcome.decode_ms = decode_ms;
+  return outcome;
+}
+
+absl::StatusOr<QuestionOutcome> ModelBackend::Complete(const std::string& prompt, const SamplingSpec& sampling,
+                                                       AskObserver& observer, const std::atomic<bool>& cancel) {
+  pipeline::ChatOptions chat;
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                   pipeline::TextPromptIds(*tokenizer_, {pipeline::ChatMessage::Text("user", prompt)}, chat));
+  const int64_t need = static_cast<int64_t>(ids.size()) + sampling.max_new_tokens + 1;
+  if (need > engine_->info().max_context) {
+    return absl::OutOfRangeError("the summary notes do not fit the context; use a longer chunk_us");
+  }
+  ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(need));
+  RETURN_IF_ERROR(seq->Prefill(TextChunk(ids), &cancel));
+  ASSIGN_OR_RETURN(QuestionOutcome out, Generate(*seq, 0, sampling, false, observer, cancel));
+  out.prompt_tokens = static_cast<int64_t>(ids.size());
+  return out;
+}
+
+absl::StatusOr<engine::BackendKind> PickBackend(const std::string& name) {
+  if (name == "cpu") return engine::BackendKind::kCpu;
+  if (name == "cuda") return engine::BackendKind::kCuda;
+  if (name == "auto") return engine::BackendKind::kCuda;  // falls back to CPU below when CUDA fails
+  return absl::InvalidArgumentError(absl::StrCat("--backend must be auto, cpu or cuda; got ", name));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceBackend>> CreateModelBackend(const ServerConfig& config) {
+  engine::EngineOptions options;
+  options.checkpoint_dir = config.checkpoint_dir;
+  ASSIGN_OR_RETURN(options.backend, PickBackend(config.backend));
+  options.num_threads = config.cpu_threads;
+  options.max_context = config.max_context_tokens;
+  auto engine = engine::Engine::Load(options);
+  if (!engine.ok() && config.backend == "auto") {
+    LogEvent(LogLevel::kInfo, "cuda_unavailable", {{"reason", engine.status().ToString()}});
+    options.backend = engine::BackendKind::kCpu;
+    engine = engine::Engine::Load(options);
+  }
+  if (!engine.ok()) return engine.status();
+  ASSIGN_OR_RETURN(auto tokenizer, engine::Tokenizer::LoadFromFile(config.checkpoint_dir + "/tokenizer.json"));
+  std::string model_key = absl::StrCat((*engine)->info().model_type, "@", config.checkpoint_dir);
+  return std::unique_ptr<InferenceBackend>(
+      new ModelBackend(*std::move(engine), std::move(tokenizer), model_key, config.prefix_cache_bytes));
+}
+
+}  // namespace avserve::service
