@@ -120,20 +120,30 @@ def _background(rng) -> list:
             return [round(float(v), 4) for v in bg]
 
 
-def sample_scene(rng: np.random.Generator, seconds: int | None = None) -> Scene:
-    """A random scene: 2-3 shape intervals of 2-4 s with gaps, one word in each interval, one beep
-    in a free second of some interval, sometimes a distractor word where no shape is shown."""
-    L = int(seconds if seconds is not None else rng.integers(MIN_SECONDS, MAX_SECONDS + 1))
+def _spans(rng, L):
+    """Shape intervals [(start, end)]: for L >= 8, 2-3 intervals of 2-4 s; shorter clips (used by
+    the training curriculum only) get 1-2 intervals of 1-3 s. Gaps are 1-2 s."""
+    if L >= 8:
+        lo, hi, need, t = 2, 4, 2, int(rng.integers(0, 2))
+    else:
+        lo, hi, need, t = 1, min(3, L), 1, int(rng.integers(0, 2)) if L >= 3 else 0
     while True:
-        spans, t = [], int(rng.integers(0, 2))
+        spans, tt = [], t
         while True:
-            d = int(rng.integers(2, 5))
-            if t + d > L or len(spans) == 3:
+            d = int(rng.integers(lo, hi + 1))
+            if tt + d > L or len(spans) == 3:
                 break
-            spans.append((t, t + d))
-            t += d + int(rng.integers(1, 3))
-        if len(spans) >= 2:
-            break
+            spans.append((tt, tt + d))
+            tt += d + int(rng.integers(1, 3))
+        if len(spans) >= need:
+            return spans
+
+
+def sample_scene(rng: np.random.Generator, seconds: int | None = None) -> Scene:
+    """A random scene: shape intervals with gaps, one word in each interval, one beep in a free
+    second (of an interval when one is free), sometimes a distractor word where no shape is shown."""
+    L = int(seconds if seconds is not None else rng.integers(MIN_SECONDS, MAX_SECONDS + 1))
+    spans = _spans(rng, L)
     kinds = rng.permutation(3)[: len(spans)] + 1
     colours = rng.choice(len(COLOUR_NAMES), size=len(spans), replace=False)
     s = Scene(seconds=L, background=_background(rng), kind=[0] * L, colour=[""] * L, cx=[0.0] * L,
@@ -154,7 +164,9 @@ def sample_scene(rng: np.random.Generator, seconds: int | None = None) -> Scene:
     if n_words > len(spans):
         s.sound[int(rng.choice(gaps))] = words[-1]
     free = [k for (a, b) in spans for k in range(a, b) if s.sound[k] == ""]
-    s.sound[int(rng.choice(free))] = "beep"
+    free = free or [k for k in range(L) if s.sound[k] == ""]
+    if free:
+        s.sound[int(rng.choice(free))] = "beep"
     for k in range(L):
         if s.sound[k]:
             s.sound_offset[k] = round(float(rng.uniform(0.08, 0.2)), 3)
@@ -178,9 +190,11 @@ def questions(s: Scene) -> list:
             add("shape_at", SHAPES[s.kind[k] - 1], ts=timestamp(k))
         if s.sound[k] and s.sound[k] != "beep":
             add("word_at", s.sound[k], ts=timestamp(k))
-    beep = s.sound.index("beep")
-    add("beep_when", timestamp(beep))
-    add("colour_at_beep", s.colour[beep])
+    if "beep" in s.sound:
+        beep = s.sound.index("beep")
+        add("beep_when", timestamp(beep))
+        if s.kind[beep]:
+            add("colour_at_beep", s.colour[beep])
     for kind, _, a, b in s.intervals():
         words = [w for w in s.sound[a:b] if w and w != "beep"]
         if len(words) == 1:

@@ -34,6 +34,7 @@ class Vocab:
             ids = enc(a)
             assert len(ids) == 1, f"answer {a!r} is not one token: {ids}"
             self.answer_id[a] = ids[0]
+        self.timestamp_ids = {self.answer_id[tw.timestamp(s)] for s in range(60)}
 
 
 def augment_audio(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -82,6 +83,12 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
     prefix = vocab.tok.encode(prefix_text)
     ids, pos, branch, labels, answer_at = list(prefix), list(range(len(prefix))), [0] * len(prefix), [], []
     labels = [IGNORE] * len(prefix)
+    # Auxiliary targets: predict each segment's timestamp token from the stream before it (teaches
+    # the model to know which second every position belongs to).
+    aux = [IGNORE] * len(prefix)
+    for i in range(len(prefix) - 1):
+        if prefix[i + 1] in vocab.timestamp_ids:
+            aux[i] = prefix[i + 1]
     for j, q in enumerate(picked, start=1):
         b = vocab.tok.encode(q["question"] + suffix_tpl)
         a = [vocab.answer_id[q["answer"]], vocab.turn_end]
@@ -91,13 +98,14 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
         pos += list(range(len(prefix), len(prefix) + len(seq)))
         branch += [j] * len(seq)
         labels += [IGNORE] * (len(b) - 1) + a + [IGNORE]
+        aux += [IGNORE] * len(seq)
     types = np.zeros(len(ids), np.int64)
     arr = np.array(ids, np.int64)
     types[arr == vocab.video] = 2
     types[arr == vocab.audio] = 3
     return {
         "ids": arr, "pos": np.array(pos, np.int64), "branch": np.array(branch, np.int64),
-        "labels": np.array(labels, np.int64), "types": types, "block": block_ids(types),
+        "labels": np.array(labels, np.int64), "aux": np.array(aux, np.int64), "types": types, "block": block_ids(types),
         "answer_at": np.array(answer_at, np.int64),
         "answers": [vocab.answer_id[q["answer"]] for q in picked],
         "categories": [q["category"] for q in picked], "templates": [q["template"] for q in picked],
@@ -125,7 +133,8 @@ def collate(examples: list, pad_id: int) -> dict:
         return out
 
     batch = {"ids": pad("ids", pad_id), "pos": pad("pos", 0), "branch": pad("branch", -1),
-             "labels": pad("labels", IGNORE), "types": pad("types", 0), "block": pad("block", -1)}
+             "labels": pad("labels", IGNORE), "aux": pad("aux", IGNORE), "types": pad("types", 0),
+             "block": pad("block", -1)}
     for i, e in enumerate(examples):   # pads continue the positions (harmless, never attended by real rows)
         n = len(e["ids"])
         batch["pos"][i, n:] = np.arange(n, T)

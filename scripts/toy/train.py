@@ -117,7 +117,7 @@ def ycc_to_rgb(x):
 
 
 def to_inputs(b, dev, window, train, gen):
-    t = {k: torch.as_tensor(b[k], device=dev) for k in ("ids", "pos", "branch", "labels", "types", "block")}
+    t = {k: torch.as_tensor(b[k], device=dev) for k in ("ids", "pos", "branch", "labels", "aux", "types", "block")}
     full, sliding = td.mask_arrays(t["pos"], t["branch"], t["block"], window)
     B, L = b["render"]["kind"].shape
     patches = gpu_frames(b["render"], dev, train, gen)
@@ -257,6 +257,8 @@ def train(args):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
+    import transformers
+    log("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())
     cfg = load_config()
     window = cfg.text_config.sliding_window
     log("config ok:", type(cfg).__name__, "window", window, "layer_types", cfg.text_config.layer_types)
@@ -269,10 +271,21 @@ def train(args):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)
-    specs = ((s, args.clips, int(rng.integers(tw.MIN_SECONDS, tw.MAX_SECONDS + 1)), True, "aligned")
-             for s in range(10 ** 9))
     t0 = time.time()
     budget = args.minutes * 60
+
+    def curriculum():
+        """Short clips first (retrieval is easy there), then the real lengths 8-12 s."""
+        for s in range(10 ** 9):
+            frac = (time.time() - t0) / budget
+            lo, hi = (1, 3) if frac < 0.15 else (2, 6) if frac < 0.35 else (3, 12) if frac < 0.6 else (6, 12)
+            if frac >= 0.6 and rng.random() < 0.7:
+                lo = 8
+            L = int(rng.integers(lo, hi + 1))
+            clips = min(96, max(args.clips, int(args.clips * 1100 / (96 * L + 150))))
+            yield (s, clips, L, True, "aligned")
+
+    specs = curriculum()
     total_steps = None
     step = 0
     ema = None
@@ -283,8 +296,15 @@ def train(args):
             logits = model(**kw).logits
         labels = t["labels"]
         sel = labels != td.IGNORE
+        aux_sel = t["aux"] != td.IGNORE
         loss = F.cross_entropy(logits[sel].float(), labels[sel])
+        if args.aux_weight > 0 and bool(aux_sel.any()):
+            loss = loss + args.aux_weight * F.cross_entropy(logits[aux_sel].float(), t["aux"][aux_sel])
         opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            log(f"step {step}: non-finite loss, skipped")
+            step += 1
+            continue
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         # warmup 150 steps, then cosine to 5% over the time budget
@@ -295,17 +315,17 @@ def train(args):
             total_steps = 40 + max(int((budget - (time.time() - t0)) / per), 100)
             log(f"step time {per:.3f} s -> {total_steps} steps")
         frac = step / total_steps if total_steps else 0.0
-        lr = args.lr * min(1.0, (step + 1) / 150) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()
         with torch.no_grad():
-            pred = logits[sel].argmax(-1)
-            acc = (pred == labels[sel]).float().mean().item()
+            ans = sel & (labels != _W["vocab"].turn_end)
+            acc = (logits[ans].argmax(-1) == labels[ans]).float().mean().item()
         ema = acc if ema is None else 0.95 * ema + 0.05 * acc
         if step % 50 == 0 or step < 3:
             log(f"step {step} t {time.time() - t0:.0f}s loss {loss.item():.4f} acc(ema) {ema:.3f} lr {lr:.2e} "
-                f"T {t['ids'].shape[1]} L {b['render']['kind'].shape[1]}")
+                f"T {t['ids'].shape[1]} L {b['render']['kind'].shape[1]} B {t['ids'].shape[0]}")
         step += 1
         if args.smoke and step >= 3:
             break
@@ -322,10 +342,12 @@ def train(args):
         shutil.copy(os.path.join(ckpt_dir, "model.safetensors"), args.out)
     except Exception:  # noqa: BLE001
         log("SAVE FAILED", traceback.format_exc())
-        torch.save(model.state_dict(), os.path.join(args.out, "state_dict.pt"))
+        torch.save({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()},
+                   os.path.join(args.out, "state_dict_bf16.pt"))
     results = {"steps": step, "train_seconds": round(time.time() - t0, 1)}
     nb = 1 if args.smoke else args.eval_batches
-    results["fp32"] = evaluate(model, pool, dev, window, ["aligned"], nb, args.clips, "fp32")
+    if not args.skip_fp32_eval:
+        results["fp32"] = evaluate(model, pool, dev, window, ["aligned"], nb, args.clips, "fp32")
     bf = reload_bf16(ckpt_dir, model, dev)
     if bf is not None:
         results["bf16_reloaded"] = evaluate(bf, pool, dev, window, ["aligned", "shift3", "shuffle"], nb, args.clips,
@@ -445,6 +467,8 @@ def main():
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--eval-batches", type=int, default=10)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--aux-weight", type=float, default=0.3)
+    ap.add_argument("--skip-fp32-eval", action="store_true")
     train(ap.parse_args())
 
 

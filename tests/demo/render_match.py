@@ -42,11 +42,15 @@ def decode_ffmpeg(path, seconds):
 
 
 def decode_ingest_tool(tool, path, tmp):
-    """The ingest tool's dump: patches [L, 64, 6912] f32 and audio [N] f32 (see ingest/tools)."""
-    subprocess.run([tool, "--input", path, "--dump-dir", tmp], check=True, capture_output=True)
-    patches = np.fromfile(os.path.join(tmp, "patches.f32"), "<f4").reshape(-1, tw.NUM_PATCHES, tw.PATCH_DIM)
-    audio = np.fromfile(os.path.join(tmp, "audio.f32"), "<f4")
-    return patches, audio
+    """avserve's ingest (ingest/tools/ingest_main.cc): segment_<k>_patches.f32 [64, 6912] and
+    segment_<k>_audio.f32 [25, 640] per second."""
+    dump = os.path.join(tmp, "dump_" + os.path.basename(path))
+    os.makedirs(dump, exist_ok=True)
+    subprocess.run([tool, "run", path, "--dump", dump, "--quiet"], check=True, capture_output=True)
+    n = len([f for f in os.listdir(dump) if f.endswith("_patches.f32")])
+    patches = np.stack([np.fromfile(os.path.join(dump, f"segment_{k}_patches.f32"), "<f4") for k in range(n)])
+    audio = np.concatenate([np.fromfile(os.path.join(dump, f"segment_{k}_audio.f32"), "<f4") for k in range(n)])
+    return patches.reshape(n, tw.NUM_PATCHES, tw.PATCH_DIM), audio
 
 
 def best_lag_snr(ref, got, max_lag=160):
