@@ -40,8 +40,10 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(p.dim) + p.eps);
   const float scale = p.out_scale != nullptr ? __bfloat162float(p.out_scale[0]) : 1.f;
-  bf16* y = p.y + offset;
-  const bf16* res = p.residual != nullptr ? p.residual + offset : nullptr;
+  const int64_t y_offset = token * (p.y_token_stride != 0 ? p.y_token_stride : p.token_stride) +
+                           head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
+  bf16* y = p.y + y_offset;
+  const bf16* res = p.residual != nullptr ? p.residual + y_offset : nullptr;
   if (p.positions != nullptr) {
     for (int i = threadIdx.x; i < p.dim; i += kThreads) {
       const float w = p.weight != nullptr ? __bfloat162float(p.weight[i]) : 1.f;

@@ -17,8 +17,10 @@ struct RmsNormParams {
   const __nv_bfloat16* weight = nullptr;    // [dim] or nullptr
   const __nv_bfloat16* residual = nullptr;  // same layout as y, or nullptr (may alias y)
   const __nv_bfloat16* out_scale = nullptr; // [1] device scalar (layer_scalar) or nullptr
-  int64_t token_stride = 0;                 // elements between tokens (x, y and residual)
-  int64_t head_stride = 0;                  // elements between heads of one token
+  int64_t token_stride = 0;                 // elements between tokens of x
+  int64_t head_stride = 0;                  // elements between heads of one token of x
+  int64_t y_token_stride = 0;               // y and residual; 0 = same as x
+  int64_t y_head_stride = 0;                // 0 = same as x
   int tokens = 0;
   int heads = 1;                            // rows per token
   int dim = 0;                              // multiple of 8
