@@ -44,16 +44,23 @@ absl::Status AudioDecoder::ConfigureResampler(const AVFrame* frame) {
     return absl::InvalidArgumentError(absl::StrCat("audio format out of range: ", frame->ch_layout.nb_channels,
                                                    " channels at ", frame->sample_rate, " Hz"));
   }
+  // in_layout_ keeps the frame's own layout (for the comparison above); an unspecified order is
+  // given the default layout for its channel count only for the resampler.
   av_channel_layout_uninit(&in_layout_);
+  if (av_channel_layout_copy(&in_layout_, &frame->ch_layout) < 0) {
+    return absl::ResourceExhaustedError("cannot copy the channel layout");
+  }
+  AVChannelLayout swr_layout{};
   if (frame->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC) {
-    av_channel_layout_default(&in_layout_, frame->ch_layout.nb_channels);
-  } else if (av_channel_layout_copy(&in_layout_, &frame->ch_layout) < 0) {
+    av_channel_layout_default(&swr_layout, frame->ch_layout.nb_channels);
+  } else if (av_channel_layout_copy(&swr_layout, &frame->ch_layout) < 0) {
     return absl::ResourceExhaustedError("cannot copy the channel layout");
   }
   AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
   SwrContext* raw = nullptr;
-  int ret = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, kAudioSampleRateHz, &in_layout_,
+  int ret = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, kAudioSampleRateHz, &swr_layout,
                                 static_cast<AVSampleFormat>(frame->format), frame->sample_rate, 0, nullptr);
+  av_channel_layout_uninit(&swr_layout);
   swr_.reset(raw);
   if (ret >= 0) ret = swr_init(swr_.get());
   if (ret < 0) return absl::InvalidArgumentError(absl::StrCat("cannot set up resampling: ", AvErrorString(ret)));

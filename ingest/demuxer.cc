@@ -1,6 +1,8 @@
 #include "ingest/demuxer.h"
 
 #include <cmath>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 
@@ -43,6 +45,10 @@ int StreamRotationDegrees(const AVStream* stream) {
 }
 
 absl::StatusOr<std::unique_ptr<Demuxer>> Demuxer::OpenFile(const std::string& path) {
+  std::error_code error;
+  const auto file_size = std::filesystem::file_size(path, error);
+  if (error) return absl::NotFoundError(absl::StrCat(path, ": cannot open file: ", error.message()));
+  if (file_size == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": input is empty (0 bytes)"));
   std::unique_ptr<Demuxer> demuxer(new Demuxer());
   absl::Status status = demuxer->Open(path);
   if (!status.ok()) return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));

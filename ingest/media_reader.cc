@@ -40,7 +40,9 @@ struct ChosenFrame {
 class MediaReaderImpl {
  public:
   MediaReaderImpl(std::unique_ptr<Demuxer> demuxer, const IngestOptions& options)
-      : options_(options), demuxer_(std::move(demuxer)), clock_(options.fps) {}
+      // An out-of-range fps is rejected by Init(); the clock only needs a valid placeholder.
+      : options_(options), demuxer_(std::move(demuxer)),
+        clock_(options.fps > 0.0 && options.fps <= kMaxFps ? options.fps : 1.0) {}
   absl::Status Init();
   absl::StatusOr<std::optional<Segment>> Next();
 
@@ -76,6 +78,7 @@ class MediaReaderImpl {
   UniqueAVFrame candidate_ = MakeFrame();  // the frame on screen after the last assigned sample
   int64_t candidate_pts_ = 0;        // ticks relative to the origin
   int64_t candidate_end_ticks_ = 0;
+  int64_t packets_end_ticks_ = 0;     // the furthest pts + duration among video packets
   std::deque<ChosenFrame> chosen_;
   std::unique_ptr<AudioDecoder> audio_;
   AudioFramer framer_;
@@ -213,6 +216,10 @@ absl::Status MediaReaderImpl::Pump() {
 
 absl::Status MediaReaderImpl::HandleVideoPacket(AVPacket* packet) {
   ++stats_.video_packets;
+  // The video's end comes from the packets: skipped ones (keyframe mode) count too.
+  if (packet->pts != AV_NOPTS_VALUE) {
+    packets_end_ticks_ = std::max(packets_end_ticks_, packet->pts - video_origin_ + std::max<int64_t>(packet->duration, 0));
+  }
   filter_->Push(packet);
   while (UniqueAVPacket next = filter_->Pop()) {
     RETURN_IF_ERROR(video_->Send(next.get()));
@@ -259,9 +266,7 @@ absl::Status MediaReaderImpl::OnVideoFrame(AVFrame* frame) {
 absl::Status MediaReaderImpl::Choose(int64_t first, int64_t last) {
   ASSIGN_OR_RETURN(RgbImage native, video_->ToRgb(candidate_.get()));
   ++stats_.video_frames_converted;
-  if (hook_) {
-    for (int64_t k = first; k < last; ++k) hook_(k, native);
-  }
+  if (hook_) hook_(first, native);
   const RgbImage resized = ResizeBicubicAntialias(native, grid_rows_ * kPatchSide, grid_cols_ * kPatchSide);
   ASSIGN_OR_RETURN(std::vector<float> patches, Patchify(resized));
   chosen_.push_back(ChosenFrame{first, last, av_rescale_q(candidate_pts_, video_tb_, AVRational{1, kUs}),
@@ -300,7 +305,7 @@ absl::Status MediaReaderImpl::Finish() {
     RETURN_IF_ERROR(video_->Send(nullptr));
     RETURN_IF_ERROR(DrainVideo());
     if (!sampler_->has_candidate()) return absl::DataLossError("no decodable video frame in the media");
-    end_us = av_rescale_q(candidate_end_ticks_, video_tb_, AVRational{1, kUs});
+    end_us = av_rescale_q(std::max(candidate_end_ticks_, packets_end_ticks_), video_tb_, AVRational{1, kUs});
     RETURN_IF_ERROR(CheckComplete(video_index_, end_us, "video"));
     // The last frame stays on screen for every later segment (Build reuses the last chosen).
     RETURN_IF_ERROR(Choose(sampler_->next_segment(), std::numeric_limits<int64_t>::max()));

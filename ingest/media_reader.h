@@ -65,9 +65,10 @@ class MediaReader {
   // Next time-ordered segment; std::nullopt at the end; an error status on failure.
   absl::StatusOr<std::optional<Segment>> Next();
 
-  // Test/tool hook: called with every sampled frame at native size (after rotation, before
-  // resizing), with the segment index it was chosen for. Set before the first Next().
-  using NativeFrameHook = std::function<void(int64_t segment_index, const RgbImage& image)>;
+  // Test/tool hook: called once for every converted frame at native size (after rotation,
+  // before resizing) with the first segment it was chosen for; it is the frame of that segment and
+  // of the following ones up to the next call's segment. Set before the first Next().
+  using NativeFrameHook = std::function<void(int64_t first_segment, const RgbImage& image)>;
   void set_native_frame_hook(NativeFrameHook hook);
 
   // Counters of what the decoder did (for tests and the bench).

@@ -41,7 +41,7 @@ make_one() {
         "${X264[@]}" -fps_mode vfr -video_track_timescale 1000 -f mp4 "$tmp" ;;
     offset.mp4)  # video starts 0.5 s after the audio
       "${FF[@]}" -itsoffset 0.5 -f lavfi -i "$(timed_video 25 4)" -f lavfi -i "sine=f=440:r=44100:d=5" \
-        "${X264[@]}" -c:a aac -b:a 64k -f mp4 "$tmp" ;;
+        "${X264[@]}" -fps_mode vfr -c:a aac -b:a 64k -f mp4 "$tmp" ;;
     offset.ts) "${FF[@]}" -f lavfi -i "$(timed_video 25 4.5)" -f lavfi -i "sine=f=440:r=48000:d=4.5" \
                  "${X264[@]}" -c:a aac -b:a 64k -f mpegts "$tmp" ;;
     rotated.mp4)  # a phone video: stored 192x96, tkhd matrix says rotate 90 degrees clockwise
@@ -71,7 +71,7 @@ PY
                 -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 500k -c:a libopus -f webm "$tmp" ;;
     hevc.mp4) "${FF[@]}" -f lavfi -i "$(timed_video 25 3)" -c:v libx265 -preset ultrafast -crf 12 \
                 -x265-params log-level=error:bframes=3 -tag:v hvc1 -f mp4 "$tmp" ;;
-    av1.mkv) "${FF[@]}" -f lavfi -i "$(timed_video 25 2)" -c:v libaom-av1 -cpu-used 8 -crf 20 -f matroska "$tmp" ;;
+    av1.mkv) "${FF[@]}" -f lavfi -i "$(timed_video 25 3)" -c:v libaom-av1 -cpu-used 8 -crf 20 -f matroska "$tmp" ;;
     huge.y4m) { printf 'YUV4MPEG2 W30000 H30000 F25:1 Ip A1:1 C420jpeg\nFRAME\n'; head -c 4096 /dev/zero; } > "$tmp" ;;
     random.bin) /usr/bin/python3 -c "import random,sys; r=random.Random(3); sys.stdout.buffer.write(bytes(r.randrange(256) for _ in range(65536)))" > "$tmp" ;;
     empty.bin) : > "$tmp" ;;

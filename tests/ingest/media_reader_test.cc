@@ -1,0 +1,306 @@
+// End-to-end ingest on generated media: sampling vs ffprobe timestamps and the ffmpeg CLI's
+// `fps=1:round=up` frames (pixel for pixel before resizing), audio timing, patches, OpenBytes.
+#include "ingest/media_reader.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ingest/patchify.h"
+#include "ingest/resize.h"
+#include "tests/ingest/test_media.h"
+
+namespace avserve::ingest {
+namespace {
+
+using testing::IngestAll;
+using testing::Ingested;
+using testing::NativeFrame;
+using testing::Sample;
+
+Ingested IngestFile(const std::string& path, IngestOptions options = {}) {
+  auto reader = MediaReader::OpenFile(path, options);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return Ingested{{}, {}, {}, reader.status()};
+  return IngestAll(std::move(*reader));
+}
+
+// Sampling: every segment's frame shows the time of the frame ffprobe says is on screen at t_k.
+class SamplingTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SamplingTest, EachSegmentShowsTheFrameOnScreenAtItsStart) {
+  const std::string path = Sample(GetParam());
+  const std::vector<double> times = testing::ProbeFrameTimes(path);
+  ASSERT_GT(times.size(), 10u);
+  const double origin = testing::ProbeStartTime(path);
+  const Ingested in = IngestFile(path);
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  ASSERT_GE(in.segments.size(), 3u);
+  for (const Segment& seg : in.segments) {
+    const double t = seg.start_us / 1e6;
+    // The last frame with (pts - origin) <= t, or the first frame before the video starts.
+    size_t expected = 0;
+    for (size_t i = 0; i < times.size(); ++i) {
+      if (times[i] - origin <= t + 1e-9) expected = i;
+    }
+    const RgbImage* native = NativeFrame(in, seg.index);
+    ASSERT_NE(native, nullptr);
+    const int encoded_cs = testing::DecodeBars(*native);
+    const int expected_cs = static_cast<int>(std::lround((times[expected] - times[0]) * 100));
+    EXPECT_NEAR(encoded_cs, expected_cs, 1) << GetParam() << " segment " << seg.index;
+    ASSERT_TRUE(seg.frame.has_value());
+    EXPECT_NEAR(seg.frame->pts_us / 1e6, times[expected] - origin, 2e-3) << "segment " << seg.index;
+    EXPECT_EQ(seg.frame->sample_us, seg.start_us);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Media, SamplingTest,
+                         ::testing::Values("cfr25.mp4", "cfr30.mp4", "cfr60.mp4", "vfr.mp4", "offset.mp4",
+                                           "offset.ts", "vp9.webm", "hevc.mp4", "av1.mkv", "rotated.mp4"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
+// The ffmpeg CLI's fps=1:round=up frames, RGB24 at native (autorotated) size. The audio goes to a
+// second (null) output: the CLI's time origin is the earliest start among the streams it outputs.
+std::vector<std::vector<uint8_t>> CliFrames(const std::string& path, size_t frame_bytes) {
+  const std::string raw = testing::Capture("ffmpeg -v error -nostdin -i '" + path +
+                                           "' -map 0:v:0 -vf fps=1:round=up -fps_mode passthrough -pix_fmt rgb24 "
+                                           "-f rawvideo - -map 0:a:0? -f null /dev/null");
+  std::vector<std::vector<uint8_t>> frames;
+  for (size_t pos = 0; pos + frame_bytes <= raw.size(); pos += frame_bytes) {
+    frames.emplace_back(raw.begin() + pos, raw.begin() + pos + frame_bytes);
+  }
+  return frames;
+}
+
+class CliParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliParityTest, SampledFramesEqualTheCliPixelForPixel) {
+  const std::string path = Sample(GetParam());
+  const Ingested in = IngestFile(path);
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  const RgbImage* first = NativeFrame(in, 0);
+  ASSERT_NE(first, nullptr);
+  const auto cli = CliFrames(path, first->pixels.size());
+  ASSERT_GE(cli.size(), 2u);
+  // The CLI starts at the first sample time at or after the video's first frame.
+  const std::vector<double> times = testing::ProbeFrameTimes(path);
+  const double first_rel = times.at(0) - testing::ProbeStartTime(path);
+  const int64_t k0 = static_cast<int64_t>(std::ceil(first_rel - 1e-9));
+  for (size_t i = 0; i < cli.size(); ++i) {
+    const int64_t k = k0 + static_cast<int64_t>(i);
+    ASSERT_LT(k, static_cast<int64_t>(in.segments.size()));
+    const RgbImage* ours = NativeFrame(in, k);
+    ASSERT_NE(ours, nullptr);
+    EXPECT_TRUE(ours->pixels == cli[i]) << GetParam() << ": CLI frame " << i << " != segment " << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Media, CliParityTest,
+                         ::testing::Values("cfr25.mp4", "cfr60.mp4", "vfr.mp4", "offset.mp4", "offset.ts",
+                                           "vp9.webm", "hevc.mp4", "rotated.mp4"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
+TEST(MediaReaderTest, ExactModeSkipsDisposableFramesButNoSampledOnes) {
+  const Ingested in = IngestFile(Sample("cfr25.mp4"));
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  EXPECT_GT(in.stats.video_packets_skipped, in.stats.video_packets / 5);
+  EXPECT_EQ(in.stats.video_frames_decoded + in.stats.video_packets_skipped, in.stats.video_packets);
+  EXPECT_LE(in.stats.video_frames_converted, static_cast<int64_t>(in.segments.size()) + 1);
+}
+
+TEST(MediaReaderTest, KeyframeModeSamplesTheLastKeyframe) {
+  IngestOptions options;
+  options.mode = SamplingMode::kKeyframe;
+  const std::string path = Sample("cfr25.mp4");
+  const Ingested in = IngestFile(path, options);
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  const std::string keys = testing::Capture("ffprobe -v error -select_streams v:0 -skip_frame nokey -show_entries "
+                                            "frame=best_effort_timestamp_time -of csv=p=0 '" + path + "'");
+  EXPECT_LE(in.stats.video_frames_decoded, 10);
+  EXPECT_EQ(in.segments.size(), 7u);
+  for (const Segment& seg : in.segments) {
+    ASSERT_TRUE(seg.frame.has_value());
+    EXPECT_LE(seg.frame->pts_us, seg.start_us);
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.6f", seg.frame->pts_us / 1e6);
+    EXPECT_THAT(keys, ::testing::HasSubstr(buf)) << "segment " << seg.index << " is not a keyframe";
+  }
+}
+
+TEST(MediaReaderTest, SegmentsCoverTheMediaAndTheLastIsShorter) {
+  auto reader = MediaReader::OpenFile(Sample("cfr25.mp4"), {});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->num_segments(), 7);  // 6.52 s
+  EXPECT_EQ((*reader)->grid_rows(), 5);     // 192x96 at budget 70 -> 528x240
+  EXPECT_EQ((*reader)->grid_cols(), 11);
+  const Ingested in = IngestAll(std::move(*reader));
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  ASSERT_EQ(in.segments.size(), 7u);
+  int64_t audio_frames = 0;
+  for (size_t k = 0; k < in.segments.size(); ++k) {
+    const Segment& s = in.segments[k];
+    EXPECT_EQ(s.index, static_cast<int64_t>(k));
+    EXPECT_EQ(s.start_us, static_cast<int64_t>(k) * 1000000);
+    EXPECT_EQ(s.audio.start_us, s.start_us);
+    EXPECT_EQ(s.audio.samples.size(), size_t(s.audio.num_frames) * kAudioFrameSamples);
+    if (k + 1 < in.segments.size()) {
+      EXPECT_EQ(s.audio.num_frames, 25);
+    }
+    audio_frames += s.audio.num_frames;
+  }
+  EXPECT_EQ(in.segments.back().end_us, 6520000);
+  EXPECT_EQ(in.segments.back().audio.num_frames, 13);  // ceil(0.52 s / 40 ms)
+  EXPECT_EQ(audio_frames, 163);
+}
+
+TEST(MediaReaderTest, PatchesAreTheResizedFrameInSpecOrder) {
+  const Ingested in = IngestFile(Sample("cfr30.mp4"));
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  ASSERT_FALSE(in.segments.empty());
+  for (const Segment& seg : in.segments) {
+    const RgbImage* native = NativeFrame(in, seg.index);
+    ASSERT_NE(native, nullptr);
+    const RgbImage resized = ResizeBicubicAntialias(*native, 240, 528);
+    ASSERT_TRUE(seg.frame.has_value());
+    ASSERT_EQ(seg.frame->num_patches(), 55);
+    ASSERT_EQ(seg.frame->patches.size(), 55u * kPatchDim);
+    // Element (r, c, y, x, ch) is pixel (48r + y, 48c + x, ch) / 255.
+    for (int r = 0; r < 5; ++r)
+      for (int c = 0; c < 11; c += 3)
+        for (int y = 0; y < 48; y += 11)
+          for (int x = 0; x < 48; x += 13)
+            for (int ch = 0; ch < 3; ++ch) {
+              const float v = seg.frame->patches[size_t(r * 11 + c) * kPatchDim + (y * 48 + x) * 3 + ch];
+              const uint8_t p = resized.pixels[(size_t(48 * r + y) * 528 + 48 * c + x) * 3 + ch];
+              ASSERT_EQ(v, p / 255.0f);
+            }
+  }
+}
+
+TEST(MediaReaderTest, RotatedVideoIsPortrait) {
+  auto probe = ProbeFile(Sample("rotated.mp4"));
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_EQ(probe->rotation_deg, 90);
+  EXPECT_EQ(probe->width, 96);
+  EXPECT_EQ(probe->height, 192);
+}
+
+TEST(MediaReaderTest, ProbeDescribesStreams) {
+  auto probe = ProbeFile(Sample("cfr25.mp4"));
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_TRUE(probe->has_video);
+  EXPECT_EQ(probe->video_codec, "h264");
+  EXPECT_EQ(probe->width, 192);
+  EXPECT_EQ(probe->height, 96);
+  EXPECT_NEAR(probe->avg_frame_rate, 25.0, 1e-6);
+  EXPECT_TRUE(probe->has_audio);
+  EXPECT_EQ(probe->audio_codec, "aac");
+  EXPECT_EQ(probe->audio_sample_rate_hz, 48000);
+  EXPECT_EQ(probe->duration_us, 6520000);
+}
+
+TEST(MediaReaderTest, AudioOnlyAndVideoOnly) {
+  const Ingested audio = IngestFile(Sample("audio_only.m4a"));
+  ASSERT_TRUE(audio.status.ok()) << audio.status;
+  ASSERT_EQ(audio.segments.size(), 5u);
+  for (const Segment& s : audio.segments) {
+    EXPECT_FALSE(s.frame.has_value());
+    EXPECT_EQ(s.audio.num_frames, 25);
+  }
+  const Ingested video = IngestFile(Sample("cfr30.mp4"));
+  ASSERT_TRUE(video.status.ok()) << video.status;
+  for (const Segment& s : video.segments) {
+    EXPECT_TRUE(s.frame.has_value());
+    EXPECT_EQ(s.audio.num_frames, 0);
+  }
+  IngestOptions no_video;
+  no_video.use_video = false;
+  const Ingested sound = IngestFile(Sample("cfr25.mp4"), no_video);
+  ASSERT_TRUE(sound.status.ok()) << sound.status;
+  EXPECT_FALSE(sound.segments.at(0).frame.has_value());
+  EXPECT_EQ(sound.stats.video_packets, 0);
+}
+
+// Audio timing: 1 kHz bursts at [1.0, 1.2) s and [3.0, 3.2) s land in audio frames 25-29 and 75-79.
+double Rms(const float* s, int n) {
+  double acc = 0;
+  for (int i = 0; i < n; ++i) acc += double(s[i]) * s[i];
+  return std::sqrt(acc / n);
+}
+
+class ToneBurstTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ToneBurstTest, BurstsLandInTheRightFrames) {
+  const Ingested in = IngestFile(Sample(GetParam()));
+  ASSERT_TRUE(in.status.ok()) << in.status;
+  std::vector<double> rms;  // per 40 ms frame, in time order
+  for (const Segment& s : in.segments) {
+    for (int j = 0; j < s.audio.num_frames; ++j) {
+      EXPECT_EQ(s.audio.start_us + j * kAudioFrameUs, static_cast<int64_t>(rms.size()) * kAudioFrameUs);
+      rms.push_back(Rms(&s.audio.samples[size_t(j) * kAudioFrameSamples], kAudioFrameSamples));
+    }
+  }
+  ASSERT_EQ(rms.size(), 125u);  // 5 s
+  for (int j = 0; j < 125; ++j) {
+    const bool inside = (j >= 25 && j < 30) || (j >= 75 && j < 80);
+    const bool edge = j == 24 || j == 30 || j == 74 || j == 80;
+    if (inside) {
+      EXPECT_GT(rms[j], 0.25) << GetParam() << " frame " << j;  // 0.5 sine -> rms 0.35
+    }
+    if (!inside && !edge) {
+      EXPECT_LT(rms[j], 0.02) << GetParam() << " frame " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Media, ToneBurstTest,
+                         ::testing::Values("tone44k.wav", "tone48k.mkv", "tone48k_aac.mp4", "audio_only.m4a"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
+// OpenBytes (an upload in 4 KiB pieces) gives exactly what OpenFile gives.
+class OpenBytesTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OpenBytesTest, MatchesOpenFile) {
+  const std::string path = Sample(GetParam());
+  const Ingested from_file = IngestFile(path);
+  auto reader = MediaReader::OpenBytes(MakeMemoryByteSource(testing::ReadBytes(path), 4096), {});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const Ingested from_memory = IngestAll(std::move(*reader));
+  ASSERT_TRUE(from_file.status.ok()) << from_file.status;
+  ASSERT_TRUE(from_memory.status.ok()) << from_memory.status;
+  ASSERT_EQ(from_file.segments.size(), from_memory.segments.size());
+  for (size_t k = 0; k < from_file.segments.size(); ++k) {
+    const Segment& a = from_file.segments[k];
+    const Segment& b = from_memory.segments[k];
+    EXPECT_EQ(a.frame.has_value(), b.frame.has_value());
+    if (a.frame && b.frame) {
+      EXPECT_TRUE(a.frame->patches == b.frame->patches) << "segment " << k;
+    }
+    EXPECT_EQ(a.audio.num_frames, b.audio.num_frames);
+    EXPECT_TRUE(a.audio.samples == b.audio.samples) << "segment " << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Media, OpenBytesTest,
+                         ::testing::Values("cfr25.mp4", "offset.ts", "vp9.webm", "tone44k.wav", "hevc.mp4",
+                                           "rotated.mp4", "audio_only.m4a"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace avserve::ingest
