@@ -28,6 +28,9 @@ class Vocab:
         one = lambda s: enc(s)[0]  # noqa: E731
         self.pad, self.turn_end = one("<pad>"), one("<turn|>")
         self.video, self.audio, self.image = one("<|video|>"), one("<|audio|>"), one("<|image|>")
+        self.eoi, self.boa, self.eoa = one("<image|>"), one("<|audio>"), one("<audio|>")
+        assert len(enc("beep")) == 1
+        self.beep = one("beep")
         answers = set(tw.COLOUR_NAMES) | set(tw.SHAPES) | set(tw.WORDS) | {tw.timestamp(s) for s in range(60)}
         self.answer_id = {}
         for a in sorted(answers):
@@ -49,7 +52,7 @@ def augment_audio(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train: bool,
-                 condition: str = "aligned", branches: int = 6) -> dict:
+                 condition: str = "aligned", branches: int = 6, per_template: int = 1) -> dict:
     """condition: aligned | shift3 (audio delayed 3 s) | shuffle (frames deranged). The answers are
     always those of the aligned scene."""
     rng = np.random.default_rng(seed)
@@ -73,8 +76,8 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
     picked = []
     for _, tid, _ in tw.TEMPLATES:
         pool = [q for q in qs if q["template"] == tid]
-        if pool:
-            picked.append(pool[int(rng.integers(len(pool)))])
+        for i in rng.permutation(len(pool))[:per_template]:
+            picked.append(pool[int(i)])
     rng.shuffle(picked)
     picked = picked[:branches]
 
@@ -89,6 +92,19 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
     for i in range(len(prefix) - 1):
         if prefix[i + 1] in vocab.timestamp_ids:
             aux[i] = prefix[i + 1]
+    # Perception targets at the frame/audio block ends of each second (training signal only; the
+    # logits of prompt positions are never sampled): the shape at <image|>, its colour at <|audio>,
+    # the sound ("beep" or the word) at <audio|>.
+    if train and condition == "aligned":
+        p = np.array(prefix)
+        ends = [np.nonzero(p == t)[0] for t in (vocab.eoi, vocab.boa, vocab.eoa)]
+        for k in range(min(seconds, len(ends[0]))):
+            if scene.kind[k]:
+                aux[ends[0][k]] = vocab.answer_id[tw.SHAPES[scene.kind[k] - 1]]
+                if k < len(ends[1]):
+                    aux[ends[1][k]] = vocab.answer_id[scene.colour[k]]
+            if scene.sound[k] and k < len(ends[2]):
+                aux[ends[2][k]] = vocab.beep if scene.sound[k] == "beep" else vocab.answer_id[scene.sound[k]]
     for j, q in enumerate(picked, start=1):
         b = vocab.tok.encode(q["question"] + suffix_tpl)
         a = [vocab.answer_id[q["answer"]], vocab.turn_end]

@@ -69,7 +69,8 @@ def _worker_init():
 
 def _make_batch(spec):
     seed, clips, seconds, train, condition = spec
-    ex = [td.make_example(seed * 1000 + i, seconds, _W["vocab"], _W["bank"], train, condition)
+    ex = [td.make_example(seed * 1000 + i, seconds, _W["vocab"], _W["bank"], train, condition,
+                          branches=18 if train else 6, per_template=3 if train else 1)
           for i in range(clips)]
     b = td.collate(ex, _W["vocab"].pad)
     b["answer_at"] = [e["answer_at"] for e in ex]
@@ -165,8 +166,12 @@ def prefetch(pool, fn, specs, depth):
         yield r
 
 
-def build_model(cfg, dev):
-    model = model_class()(cfg).to(dev)
+def build_model(cfg, dev, init=None):
+    if init:
+        model = model_class().from_pretrained(init, dtype=torch.float32, attn_implementation="sdpa").to(dev)
+        log("initialized from", init)
+    else:
+        model = model_class()(cfg).to(dev)
     emb = model.get_input_embeddings().weight
     log("tied lm_head:", model.lm_head.weight.data_ptr() == emb.data_ptr(),
         "params:", sum(p.numel() for p in model.parameters()))
@@ -265,7 +270,7 @@ def train(args):
     ctx = mp.get_context("fork")
     pool = ctx.Pool(args.workers, initializer=_worker_init)   # before CUDA is touched
     _worker_init()
-    model = build_model(cfg, dev)
+    model = build_model(cfg, dev, args.init)
     check_tokenizer()
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -278,11 +283,11 @@ def train(args):
         """Short clips first (retrieval is easy there), then the real lengths 8-12 s."""
         for s in range(10 ** 9):
             frac = (time.time() - t0) / budget
-            lo, hi = (1, 3) if frac < 0.15 else (2, 6) if frac < 0.35 else (3, 12) if frac < 0.6 else (6, 12)
-            if frac >= 0.6 and rng.random() < 0.7:
+            lo, hi = (1, 4) if frac < args.short_frac else (2, 8) if frac < 2 * args.short_frac else (3, 12)
+            if frac >= 2 * args.short_frac and rng.random() < 0.7:
                 lo = 8
             L = int(rng.integers(lo, hi + 1))
-            clips = min(96, max(args.clips, int(args.clips * 1100 / (96 * L + 150))))
+            clips = min(96, max(args.clips, int(args.clips * 1400 / (96 * L + 450))))
             yield (s, clips, L, True, "aligned")
 
     specs = curriculum()
@@ -315,7 +320,7 @@ def train(args):
             total_steps = 40 + max(int((budget - (time.time() - t0)) / per), 100)
             log(f"step time {per:.3f} s -> {total_steps} steps")
         frac = step / total_steps if total_steps else 0.0
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()
@@ -447,7 +452,7 @@ def check_tree_equivalence(model, dev, window):
     end = int(e["answer_at"][j]) + 1
     single = dict(e)
     keep = np.r_[np.arange(P), np.arange(start, end)]
-    for k in ("ids", "pos", "branch", "labels", "types"):
+    for k in ("ids", "pos", "branch", "labels", "aux", "types"):
         single[k] = e[k][keep]
     single["block"] = td.block_ids(single["types"])
     b2 = td.collate([single], vocab.pad)
@@ -467,7 +472,10 @@ def main():
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--eval-batches", type=int, default=10)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--aux-weight", type=float, default=0.3)
+    ap.add_argument("--aux-weight", type=float, default=0.5)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--short-frac", type=float, default=0.15, help="time share of the 1-4 s clips")
+    ap.add_argument("--init", help="start from this checkpoint folder (from_pretrained)")
     ap.add_argument("--skip-fp32-eval", action="store_true")
     train(ap.parse_args())
 
