@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "nlohmann/json_fwd.hpp"
 
 namespace avserve::engine {
 
@@ -62,8 +63,13 @@ class Tokenizer {
     int32_t new_id;
   };
 
+  struct BigParts;
+
   Tokenizer();
   absl::Status Parse(std::string_view json);
+  absl::Status BuildVocab(const BigParts& parts, const nlohmann::json& added);
+  absl::Status BuildMerges(const BigParts& parts);
+  absl::Status ParsePipeline(const nlohmann::json& root, const nlohmann::json& model);
   absl::Status RebuildAddedMatcher();
   std::string Normalize(std::string_view text) const;
   void EncodeWord(std::string_view word, std::vector<int32_t>* out) const;
