@@ -130,6 +130,19 @@ def to_inputs(b, dev, window, train, gen):
                    attention_mask={"full_attention": full, "sliding_attention": sliding}, use_cache=False)
 
 
+@torch.no_grad()
+def perception_accuracy(logits, t):
+    """Accuracy of the auxiliary per-second targets: shape at <image|>, colour at <|audio>, sound
+    at <audio|>."""
+    v = _W["vocab"]
+    out = {}
+    for name, tok in (("shape", v.eoi), ("colour", v.boa), ("sound", v.eoa)):
+        m = (t["ids"] == tok) & (t["aux"] != td.IGNORE)
+        if bool(m.any()):
+            out[name] = round((logits[m].argmax(-1) == t["aux"][m]).float().mean().item(), 3)
+    return out
+
+
 def load_config():
     from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(MODEL_DIR)
@@ -330,7 +343,8 @@ def train(args):
         ema = acc if ema is None else 0.95 * ema + 0.05 * acc
         if step % 50 == 0 or step < 3:
             log(f"step {step} t {time.time() - t0:.0f}s loss {loss.item():.4f} acc(ema) {ema:.3f} lr {lr:.2e} "
-                f"T {t['ids'].shape[1]} L {b['render']['kind'].shape[1]} B {t['ids'].shape[0]}")
+                f"T {t['ids'].shape[1]} L {b['render']['kind'].shape[1]} B {t['ids'].shape[0]} "
+                f"perception {perception_accuracy(logits, t)}")
         step += 1
         if args.smoke and step >= 3:
             break
