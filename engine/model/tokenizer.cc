@@ -214,47 +214,137 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadFromJson(std::string_v
   return tokenizer;
 }
 
-// The two big parts of tokenizer.json (model.vocab, model.merges) are taken out while parsing,
-// through nlohmann's parser callback, instead of being built as a DOM: loading is ~2x faster.
+// The two big parts of tokenizer.json (model.vocab, model.merges) go straight into flat vectors
+// through a SAX handler; everything else (small) is built as a DOM. ~3x faster than a full DOM.
 struct Tokenizer::BigParts {
-  std::vector<std::pair<std::string, int64_t>> vocab;  // [num_pieces] (piece, id)
+  std::vector<std::pair<std::string, int64_t>> vocab;       // [num_pieces] (piece, id)
   std::vector<std::pair<std::string, std::string>> merges;  // [num_merges] in rank order
   bool bad_entry = false;
 };
 
-absl::Status Tokenizer::Parse(std::string_view text) {
-  BigParts parts;
-  std::string key_at[4];  // the last object key seen at each depth (model -> vocab/merges)
-  const auto in_model = [&](const char* field) { return key_at[1] == "model" && key_at[2] == field; };
-  const Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    if (event == Json::parse_event_t::key && depth < 4) {
-      key_at[depth] = parsed.get<std::string>();
-      for (int d = depth + 1; d < 4; ++d) key_at[d].clear();
+namespace {
+
+class TokenizerJsonSax : public nlohmann::json_sax<Json> {
+ public:
+  explicit TokenizerJsonSax(Tokenizer::BigParts* parts) : parts_(parts) {}
+  Json root;
+
+  bool null() override { return Value(nullptr); }
+  bool boolean(bool v) override { return Value(v); }
+  bool number_integer(number_integer_t v) override { return Number(v); }
+  bool number_unsigned(number_unsigned_t v) override { return Number(static_cast<int64_t>(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return Value(v); }
+  bool binary(binary_t&) override { return false; }
+  bool string(string_t& v) override {
+    if (mode_ == Mode::kMergePair) {
+      pair_.push_back(std::move(v));
       return true;
     }
-    if (depth != 3) return true;
-    if (event == Json::parse_event_t::value && in_model("vocab")) {
-      if (!parsed.is_number_integer()) parts.bad_entry = true;
-      else parts.vocab.emplace_back(key_at[3], parsed.get<int64_t>());
-      return false;
+    if (mode_ == Mode::kMerges) {
+      const size_t space = v.find(' ');
+      if (space == std::string::npos) return Bad();
+      parts_->merges.emplace_back(v.substr(0, space), v.substr(space + 1));
+      return true;
     }
-    if (in_model("merges") &&
-        (event == Json::parse_event_t::array_end || event == Json::parse_event_t::value)) {
-      if (parsed.is_array() && parsed.size() == 2 && parsed[0].is_string() && parsed[1].is_string()) {
-        parts.merges.emplace_back(parsed[0].get<std::string>(), parsed[1].get<std::string>());
-      } else if (parsed.is_string() && parsed.get_ref<const std::string&>().find(' ') != std::string::npos) {
-        const std::string& joined = parsed.get_ref<const std::string&>();
-        const size_t space = joined.find(' ');
-        parts.merges.emplace_back(joined.substr(0, space), joined.substr(space + 1));
-      } else {
-        parts.bad_entry = true;
-      }
-      return false;
-    }
+    return Value(std::move(v));
+  }
+  bool key(string_t& v) override {
+    key_ = std::move(v);
     return true;
-  };
-  Json root = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
+  }
+  bool start_object(std::size_t) override {
+    if (mode_ != Mode::kDom) return Bad();
+    if (InModel("vocab")) return Enter(Mode::kVocab);
+    return Open(Json::object());
+  }
+  bool end_object() override { return Close(); }
+  bool start_array(std::size_t) override {
+    if (mode_ == Mode::kMerges) return Enter(Mode::kMergePair);
+    if (mode_ != Mode::kDom) return Bad();
+    if (InModel("merges")) return Enter(Mode::kMerges);
+    return Open(Json::array());
+  }
+  bool end_array() override {
+    if (mode_ == Mode::kMergePair) {
+      if (pair_.size() != 2) return Bad();
+      parts_->merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+      pair_.clear();
+      mode_ = Mode::kMerges;
+      return true;
+    }
+    return Close();
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  enum class Mode { kDom, kVocab, kMerges, kMergePair };
+
+  // Whether the value starting now is root["model"][field].
+  bool InModel(const char* field) const {
+    return stack_.size() == 2 && path_[1] == "model" && stack_.back()->is_object() && key_ == field;
+  }
+  bool Bad() {
+    parts_->bad_entry = true;
+    return false;
+  }
+  bool Enter(Mode mode) {
+    mode_ = mode;
+    return true;
+  }
+  bool Number(int64_t v) {
+    if (mode_ == Mode::kVocab) {
+      parts_->vocab.emplace_back(std::move(key_), v);
+      return true;
+    }
+    return Value(v);
+  }
+  // Where the next value goes: the root, the current object under the last key, or the array's end.
+  Json* Slot() {
+    if (stack_.empty()) return &root;
+    Json& top = *stack_.back();
+    if (top.is_object()) return &top[key_];
+    top.push_back(nullptr);
+    return &top.back();
+  }
+  template <typename T>
+  bool Value(T&& v) {
+    if (mode_ != Mode::kDom) return Bad();
+    *Slot() = Json(std::forward<T>(v));
+    return true;
+  }
+  bool Open(Json container) {
+    const bool in_object = !stack_.empty() && stack_.back()->is_object();
+    path_.push_back(in_object ? key_ : std::string());
+    Json* slot = Slot();
+    *slot = std::move(container);
+    stack_.push_back(slot);  // stable: the parent does not grow while this child is open
+    return true;
+  }
+  bool Close() {
+    if (mode_ == Mode::kVocab || mode_ == Mode::kMerges) return Enter(Mode::kDom);
+    if (stack_.empty()) return Bad();
+    stack_.pop_back();
+    path_.pop_back();
+    return true;
+  }
+
+  Tokenizer::BigParts* parts_;
+  Mode mode_ = Mode::kDom;
+  std::vector<Json*> stack_;        // open containers of the DOM
+  std::vector<std::string> path_;   // keys leading to the open containers ("" for arrays)
+  std::string key_;
+  std::vector<std::string> pair_;   // the merge being read
+};
+
+}  // namespace
+
+absl::Status Tokenizer::Parse(std::string_view text) {
+  BigParts parts;
+  TokenizerJsonSax sax(&parts);
+  const bool parsed = Json::sax_parse(text.begin(), text.end(), &sax);
+  Json& root = sax.root;
+  if (!parsed && !parts.bad_entry) return absl::InvalidArgumentError("tokenizer.json is not valid JSON");
+  if (!root.is_object() && !parts.bad_entry) {
     return absl::InvalidArgumentError("tokenizer.json is not a JSON object");
   }
   if (parts.bad_entry) return absl::InvalidArgumentError("tokenizer.json: malformed vocab or merges entry");

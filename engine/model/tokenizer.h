@@ -51,6 +51,8 @@ class Tokenizer {
   // checkpoint's control tokens (Gemma 4's over a Gemma 3 vocabulary) in tests.
   absl::Status SetSpecialToken(int32_t id, std::string_view content);
 
+  struct BigParts;  // parsing detail: tokenizer.json's vocab and merges as read (tokenizer.cc)
+
  private:
   struct AddedToken {
     int32_t id;
@@ -62,8 +64,6 @@ class Tokenizer {
     int32_t rank;
     int32_t new_id;
   };
-
-  struct BigParts;
 
   Tokenizer();
   absl::Status Parse(std::string_view json);
