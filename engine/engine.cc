@@ -43,7 +43,13 @@ class SequenceImpl final : public Sequence {
   const std::vector<float>& logits() const override { return logits_; }
   void set_keep_all_logits(bool keep) override {
     keep_all_ = keep;
-    logits_.clear();
+    const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
+    // Turning it off keeps the last position's row (what Generate samples from).
+    if (keep || logits_.size() < vocab) {
+      logits_.clear();
+    } else {
+      logits_.erase(logits_.begin(), logits_.end() - vocab);
+    }
   }
 
   absl::Status Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) override;

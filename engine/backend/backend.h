@@ -130,7 +130,9 @@ class Backend {
   // sum each rounded to x's dtype (spec §5.7 #4).
   virtual void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) = 0;
   // out[n, Hq, D] = softmax(q·kᵀ·scale + mask) · v with GQA (query head h reads kv head
-  // h / (Hq/Hkv)). q[n, Hq, D]; k, v[kv_capacity, Hkv, D]. fp32 scores/softmax; one rounding.
+  // h / (Hq/Hkv)). q[n, Hq, D]; k, v[kv_capacity, Hkv, D]. fp32 scores and softmax statistics;
+  // as in flash attention, the probabilities are rounded to V's dtype before P·V (fp32 accumulate)
+  // while the softmax denominator sums the unrounded values; one rounding of the output.
   // q_block_ids: [n] int32 or nullptr (no vision blocks in this chunk).
   virtual void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                          const AttentionParams& params, const Tensor& out) = 0;

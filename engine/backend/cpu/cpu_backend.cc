@@ -88,13 +88,14 @@ void ForEachRow(int64_t rows, int64_t width, Fn fn) {
 
 class CpuBuffer final : public Buffer {
  public:
-  explicit CpuBuffer(size_t bytes) : storage_(bytes / 8 + 1) {}
+  explicit CpuBuffer(size_t bytes) : storage_(bytes / 8 + 1), bytes_(bytes) {}
   void* data() const override { return const_cast<uint64_t*>(storage_.data()); }
-  size_t bytes() const override { return (storage_.size() - 1) * 8; }
+  size_t bytes() const override { return bytes_; }
   Device device() const override { return Device::kCpu; }
 
  private:
   std::vector<uint64_t> storage_;  // 8-byte aligned
+  size_t bytes_;
 };
 
 class CpuBackend final : public Backend {
@@ -284,15 +285,18 @@ void CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, co
         scores[t] = s * p.scale;
         mx = std::max(mx, scores[t]);
       }
-      double denom = 0.0;
+      // As flash attention (CUDA FA2 and PyTorch's CPU kernel): the denominator sums the fp32
+      // exponentials, while P·V uses them rounded to V's dtype.
+      float denom = 0.0f;
       for (int64_t t = 0; t < span; ++t) {
         if (scores[t] == -INFINITY) continue;
         const float e = std::exp(scores[t] - mx);
         denom += e;
+        const float pe = RoundTo(v.dtype, e);
         LoadRow(v, ((p.kv_pos_begin + t) % cap) * hkv + kvh, kf.data());
-        for (int64_t c = 0; c < d; ++c) acc[c] += e * kf[c];
+        for (int64_t c = 0; c < d; ++c) acc[c] += pe * kf[c];
       }
-      const float inv = static_cast<float>(1.0 / denom);
+      const float inv = 1.0f / denom;
       for (int64_t c = 0; c < d; ++c) acc[c] *= inv;
       StoreRow(out, r, acc.data());
     });

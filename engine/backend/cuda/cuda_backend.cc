@@ -8,6 +8,7 @@
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
+#include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/tensor_ops.cuh"
@@ -241,6 +242,14 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     p.block_ids = q_block_ids->ptr<const int32_t>();
     p.block_pos0 = p.q_pos0;
     p.block_len = p.q_len;
+  }
+  // Prefill of a full layer (one KV head): two cuBLASLt GEMMs around a masked softmax (gemm_attention.cuh).
+  if (GemmAttentionApplies(p) && int64_t{p.q_len} * p.num_heads >= 1024) {
+    const size_t want = size_t{6} * p.q_len * p.num_heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
+    const size_t bytes = std::min(want, size_t{1} << 30);
+    const absl::Status st = LaunchGemmAttention(cublas_, p, AttentionWorkspace(bytes), bytes, stream());
+    AVSERVE_CHECK(st.ok(), "Attention: GEMM path failed");
+    return;
   }
   p.num_splits = ChooseAttentionSplits(p, num_sms_);
   if (p.num_splits > 1) p.workspace = AttentionWorkspace(AttentionWorkspaceBytes(p));

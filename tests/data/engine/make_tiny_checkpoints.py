@@ -365,6 +365,10 @@ def make_model(torch, cls, config, seed):
                 # Large post-norm gains let the layers compete with the x8 token embedding in the
                 # residual stream (otherwise a random model just repeats its last token).
                 v = 6.0 * (1.0 + 0.3 * torch.randn(shape, generator=g))
+            elif "q_norm" in name or "k_norm" in name:
+                # Small q/k gains keep the unscaled (scale 1.0) attention logits O(1): with gains ~1
+                # a random model's softmax is so peaked that bf16 rounding noise decides it.
+                v = 0.3 * (1.0 + 0.2 * torch.randn(shape, generator=g))
             elif name == "model.language_model.norm.weight":
                 # Small final gain keeps logits near 2 where bf16 steps are fine (fewer greedy ties).
                 v = 0.25 * (1.0 + 0.3 * torch.randn(shape, generator=g))

@@ -4,6 +4,7 @@
 #include <cfloat>
 
 #include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/ops/attention_mask.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 
@@ -32,20 +33,6 @@ struct AttentionTraits {
 };
 
 constexpr float kLog2e = 1.4426950408889634f;
-
-__device__ __forceinline__ int BlockIdAt(const AttentionParams& p, int pos) {
-  if (p.block_ids == nullptr) return -1;
-  const int i = pos - p.block_pos0;
-  return (i >= 0 && i < p.block_len) ? p.block_ids[i] : -1;
-}
-
-__device__ __forceinline__ bool Allowed(const AttentionParams& p, int qpos, int kpos, int bq, int bk) {
-  if (kpos < p.kv_begin || kpos >= p.kv_end) return false;
-  const bool in_window = p.window <= 0 || kpos > qpos - p.window;
-  const bool same_block = bq >= 0 && bq == bk;
-  if (p.block_overrides_window) return (in_window && kpos <= qpos) || same_block;
-  return in_window && (kpos <= qpos || same_block);
-}
 
 // Key range [lo, hi) that any row of the tile can see.
 __device__ void TileKeyRange(const AttentionParams& p, int qp_min, int qp_max, int* lo, int* hi) {
@@ -338,9 +325,81 @@ void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
   AVSERVE_CUDA_CHECK_LAUNCH();
 }
 
+// Any head_dim that is a multiple of 32 up to 512 (e.g. the tiny test checkpoints): one block of 4 warps per
+// (query, head); warps take every 4th key, lanes hold head_dim / 32 dims; online softmax per warp, merged at
+// the end. CUDA cores only: a correctness fallback, not a fast path.
+template <int kPerLane>
+__global__ void __launch_bounds__(128) SimpleAttentionKernel(AttentionParams p) {
+  __shared__ float merge_o[4][kPerLane * 32];
+  __shared__ float merge_ml[4][2];
+  const int qi = blockIdx.x, head = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group = p.num_heads / p.num_kv_heads, kv_head = head / group;
+  const int qpos = p.q_pos0 + qi, bq = BlockIdAt(p, qpos);
+  float q[kPerLane], o[kPerLane];
+  const bf16* qrow = p.q + qi * p.q_token_stride + head * p.q_head_stride;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    q[e] = __bfloat162float(qrow[lane + 32 * e]);
+    o[e] = 0.f;
+  }
+  float mx = -FLT_MAX, sum = 0.f;
+  for (int kpos = p.kv_begin + warp; kpos < p.kv_end; kpos += 4) {
+    if (!Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos))) continue;
+    const int64_t slot = kpos % p.kv_capacity;
+    const bf16* krow = p.k + slot * p.k_slot_stride + kv_head * p.k_head_stride;
+    const bf16* vrow = p.v + slot * p.v_slot_stride + kv_head * p.v_head_stride;
+    float dot = 0.f;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) dot += q[e] * __bfloat162float(krow[lane + 32 * e]);
+    const float score = WarpSum(dot) * p.scale;
+    const float new_max = fmaxf(mx, score);
+    const float corr = __expf(mx - new_max), w = __expf(score - new_max);
+    sum = sum * corr + w;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) o[e] = o[e] * corr + w * __bfloat162float(vrow[lane + 32 * e]);
+    mx = new_max;
+  }
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) merge_o[warp][lane + 32 * e] = o[e];
+  if (lane == 0) merge_ml[warp][0] = mx, merge_ml[warp][1] = sum;
+  __syncthreads();
+  if (warp != 0) return;
+  float gmax = -FLT_MAX;
+  for (int w = 0; w < 4; ++w) gmax = fmaxf(gmax, merge_ml[w][0]);
+  float total = 0.f;
+  for (int w = 0; w < 4; ++w) total += merge_ml[w][1] * __expf(merge_ml[w][0] - gmax);
+  const float inv = total > 0.f ? 1.f / total : 0.f;
+  bf16* orow = p.o + qi * p.o_token_stride + head * p.o_head_stride;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    float acc = 0.f;
+    for (int w = 0; w < 4; ++w) acc += merge_o[w][lane + 32 * e] * __expf(merge_ml[w][0] - gmax);
+    orow[lane + 32 * e] = __float2bfloat16(acc * inv);
+  }
+}
+
+template <int kPerLane>
+void LaunchSimple(const AttentionParams& p, cudaStream_t stream) {
+  SimpleAttentionKernel<kPerLane><<<dim3(p.q_len, p.num_heads), 128, 0, stream>>>(p);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
+void LaunchSimpleAttention(const AttentionParams& p, cudaStream_t stream) {
+  switch (p.head_dim / 32) {
+    case 1: LaunchSimple<1>(p, stream); break;
+    case 2: LaunchSimple<2>(p, stream); break;
+    case 4: LaunchSimple<4>(p, stream); break;
+    case 8: LaunchSimple<8>(p, stream); break;
+    case 16: LaunchSimple<16>(p, stream); break;
+    default: AVSERVE_CHECK(false, "Attention: head_dim must be 32, 64, 128, 256 or 512");
+  }
+}
+
 }  // namespace
 
 int ChooseAttentionSplits(const AttentionParams& p, int num_sms) {
+  if (p.head_dim != 256 && p.head_dim != 512) return 1;  // the simple kernel does not split
   const int group = p.num_heads / p.num_kv_heads;
   const int row_tiles = (p.q_len * group + 63) / 64;
   const int ctas = row_tiles * p.num_kv_heads * (p.head_dim / 256);
@@ -357,11 +416,14 @@ size_t AttentionWorkspaceBytes(const AttentionParams& p) {
 }
 
 void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
-  AVSERVE_CHECK(p.head_dim == 256 || p.head_dim == 512, "Attention: head_dim must be 256 or 512");
   AVSERVE_CHECK(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0, "Attention: bad GQA grouping");
   AVSERVE_CHECK(p.kv_capacity > 0 && p.kv_end - p.kv_begin <= p.kv_capacity, "Attention: keys exceed the cache");
   AVSERVE_CHECK(p.num_splits >= 1 && (p.num_splits == 1 || p.workspace != nullptr), "Attention: no workspace");
   if (p.q_len == 0) return;
+  if (p.head_dim != 256 && p.head_dim != 512) {  // tensor-core kernel covers the 12B's head dims only
+    LaunchSimpleAttention(p, stream);
+    return;
+  }
   if (p.head_dim == 256) {
     LaunchFor<256>(p, stream);
   } else {

@@ -1,5 +1,5 @@
 // bf16 matrix product through cuBLASLt with fp32 accumulation (spec §5.7.3):
-//   c[m, n] = bf16(a[m, k] · b[n, k]ᵀ (+ bias[n]))
+//   c[m, n] = bf16(a[m, k] · b[n, k]ᵀ (+ bias[n]))   (or a · b[k, n] with b_kn)
 // `b` is a Linear weight as stored in the checkpoint ([out, in], row-major); a and c are row-major.
 #pragma once
 
@@ -15,7 +15,8 @@ namespace avserve::engine::cuda {
 
 struct GemmParams {
   const __nv_bfloat16* a = nullptr;     // [m, k], row stride lda (>= k)
-  const __nv_bfloat16* b = nullptr;     // [n, k], row stride ldb (>= k)
+  const __nv_bfloat16* b = nullptr;     // [n, k], row stride ldb (>= k); [k, n] (ldb >= n) when b_kn
+  bool b_kn = false;                    // b stored [k, n] row-major (e.g. V in P·V)
   void* c = nullptr;                    // [m, n] bf16 (or fp32 when c_fp32), row stride ldc (>= n)
   bool c_fp32 = false;
   const __nv_bfloat16* bias = nullptr;  // [n] or nullptr (fused epilogue)

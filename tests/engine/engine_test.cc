@@ -1,0 +1,130 @@
+// Engine/Sequence behaviour on the tiny checkpoint: validation, cancellation, forks, generation
+// limits and lazy feeding of generated tokens.
+#include <gtest/gtest.h>
+
+#include "engine/api.h"
+#include "tests/engine/golden.h"
+
+namespace avserve::engine {
+namespace {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EngineOptions o;
+    o.checkpoint_dir = testing::TinyF32();
+    o.num_threads = 2;
+    auto e = Engine::Load(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = *std::move(e);
+  }
+  static PromptChunk Text(std::vector<int32_t> ids) {
+    PromptChunk c;
+    c.types.assign(ids.size(), TokenType::kText);
+    c.ids = std::move(ids);
+    return c;
+  }
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, ReportsBackendAndInfo) {
+  EXPECT_EQ(engine_->backend_name(), "cpu");
+  EXPECT_EQ(engine_->info().vocab_size, 512);
+}
+
+TEST_F(EngineTest, RejectsBadInput) {
+  auto seq = engine_->NewSequence(8);
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ((*seq)->Prefill(Text({2, 600}), nullptr).code(), absl::StatusCode::kInvalidArgument);
+  PromptChunk c = Text({2, 506});
+  c.types[1] = TokenType::kVideo;  // a vision position without its patch
+  EXPECT_EQ((*seq)->Prefill(c, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  c.vision_patches.assign(6912, 0.5f);
+  c.vision_positions = {40, 0};  // outside the 32-row position table
+  EXPECT_EQ((*seq)->Prefill(c, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*seq)->Prefill(Text(std::vector<int32_t>(9, 5)), nullptr).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine_->NewSequence(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->NewSequence(1 << 30).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, GenerateBeforePrefillIsAnError) {
+  auto seq = engine_->NewSequence(8);
+  ASSERT_TRUE(seq.ok());
+  SamplingOptions s;
+  EXPECT_EQ(engine_->Generate(**seq, s, [](int32_t) { return true; }, nullptr).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(EngineTest, CancellationStopsPrefillAndGeneration) {
+  auto seq = engine_->NewSequence(32);
+  ASSERT_TRUE(seq.ok());
+  std::atomic<bool> cancel{true};
+  EXPECT_EQ((*seq)->Prefill(Text({2, 105, 120}), &cancel).code(), absl::StatusCode::kCancelled);
+  auto fresh = engine_->NewSequence(32);
+  ASSERT_TRUE((*fresh)->Prefill(Text({2, 105, 120}), nullptr).ok());
+  EXPECT_EQ(engine_->Generate(**fresh, SamplingOptions{}, [](int32_t) { return true; }, &cancel).code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST_F(EngineTest, GenerationHonoursLimitsAndFeedsTokensLazily) {
+  auto seq = engine_->NewSequence(64);
+  ASSERT_TRUE((*seq)->Prefill(Text({2, 105, 120, 121}), nullptr).ok());
+  auto twin = (*seq)->Fork();
+  ASSERT_TRUE(twin.ok());
+  SamplingOptions s;
+  s.max_new_tokens = 5;
+  std::vector<int32_t> first;
+  ASSERT_TRUE(engine_->Generate(**seq, s, [&](int32_t t) { first.push_back(t); return true; }, nullptr).ok());
+  EXPECT_EQ(first.size(), 5u);
+  EXPECT_EQ((*seq)->length(), 4 + 5);  // every emitted token is part of the sequence
+  // Continuing equals one longer run on the fork (lazy feeding loses nothing).
+  std::vector<int32_t> more, longer;
+  ASSERT_TRUE(engine_->Generate(**seq, s, [&](int32_t t) { more.push_back(t); return true; }, nullptr).ok());
+  s.max_new_tokens = 10;
+  ASSERT_TRUE(engine_->Generate(**twin, s, [&](int32_t t) { longer.push_back(t); return true; }, nullptr).ok());
+  first.insert(first.end(), more.begin(), more.end());
+  EXPECT_EQ(first, longer);
+  // on_token returning false stops at once.
+  int calls = 0;
+  ASSERT_TRUE(engine_->Generate(**seq, s, [&](int32_t) { return ++calls < 2; }, nullptr).ok());
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(EngineTest, ForkIsIndependent) {
+  auto seq = engine_->NewSequence(32);
+  ASSERT_TRUE((*seq)->Prefill(Text({2, 105, 120}), nullptr).ok());
+  const std::vector<float> before = (*seq)->logits();
+  auto fork = (*seq)->Fork();
+  ASSERT_TRUE(fork.ok());
+  ASSERT_TRUE((*fork)->Prefill(Text({130, 131}), nullptr).ok());
+  EXPECT_EQ((*seq)->logits(), before);
+  EXPECT_EQ((*seq)->length(), 3);
+  EXPECT_EQ((*fork)->length(), 5);
+  EXPECT_GT((*fork)->memory_bytes(), 0u);
+  // Same continuation on the original gives the fork's logits.
+  ASSERT_TRUE((*seq)->Prefill(Text({130, 131}), nullptr).ok());
+  EXPECT_EQ((*seq)->logits(), (*fork)->logits());
+}
+
+TEST_F(EngineTest, VisionBlockMayNotStraddleChunks) {
+  const testing::Golden g = testing::Golden::Load();
+  auto seq = engine_->NewSequence(64);
+  ASSERT_TRUE((*seq)->Prefill(g.Chunk("p1", 0, 15), nullptr).ok());  // ends inside frame 1
+  EXPECT_EQ((*seq)->Prefill(g.Chunk("p1", 15, 30), nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EngineLoadTest, CudaUnavailableInCpuBuildsIsAnError) {
+  EngineOptions o;
+  o.checkpoint_dir = testing::TinyBf16();
+  o.backend = BackendKind::kCuda;
+  auto e = Engine::Load(o);
+#if !defined(AVSERVE_WITH_CUDA)
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented);
+#else
+  GTEST_SKIP() << "CUDA build: covered by the CUDA tests";
+#endif
+}
+
+}  // namespace
+}  // namespace avserve::engine
