@@ -17,6 +17,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
+#include "engine/backend/cuda/ops/gemm_attention.cuh"
 
 namespace avserve::bench {
 namespace {
@@ -76,7 +77,8 @@ double GemmTflops(const CublasHandle& cublas, cudaStream_t stream, int64_t m, in
 
 // Attention kernel alone: `q_len` queries ending at `kv_end` over a full (head_dim 512, 1 KV head) or sliding
 // (256, 8 KV heads, window 1024) layer. Returns useful TFLOP/s (visible query-key pairs only).
-double AttentionTflops(cudaStream_t stream, int num_sms, bool full, int q_len, int kv_end) {
+double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, bool full, int q_len, int kv_end,
+                       bool gemm_path = false) {
   const int d = full ? 512 : 256, kvh = full ? 1 : 8, heads = 16, window = full ? 0 : 1024;
   const int capacity = full ? kv_end : (q_len + 1024 + 63) / 64 * 64;
   auto q = *DeviceBuffer<bf16>::Create(static_cast<size_t>(q_len) * heads * d);
@@ -91,7 +93,14 @@ double AttentionTflops(cudaStream_t stream, int num_sms, bool full, int q_len, i
   p.k_head_stride = p.v_head_stride = d, p.o_token_stride = heads * d, p.o_head_stride = d;
   p.q_len = q_len, p.q_pos0 = kv_end - q_len, p.kv_end = kv_end, p.kv_begin = std::max(0, kv_end - capacity);
   p.kv_capacity = capacity, p.num_heads = heads, p.num_kv_heads = kvh, p.head_dim = d, p.window = window;
-  const double ms = TimeMs(stream, 5, [&] { engine::cuda::LaunchAttention(p, stream); });
+  auto ws = *DeviceBuffer<unsigned char>::Create(size_t{1} << 30);
+  const double ms = TimeMs(stream, 5, [&] {
+    if (gemm_path) {
+      AVSERVE_CHECK(engine::cuda::LaunchGemmAttention(cublas, p, ws.get(), ws.bytes(), stream).ok());
+    } else {
+      engine::cuda::LaunchAttention(p, stream);
+    }
+  });
   double pairs = 0;
   for (int i = 0; i < q_len; ++i) {
     const int qpos = p.q_pos0 + i;
@@ -137,12 +146,19 @@ int Main(int argc, char** argv) {
     AVSERVE_CUDA_CHECK(cudaMemset(src.get(), 1, src.bytes()));
     const double ms = TimeMs(s, 10, [&] { AVSERVE_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), src.bytes(), cudaMemcpyDeviceToDevice, s)); });
     Report("ceiling: device copy (read+write)", 2.0 * src.bytes() / (ms * 1e-3) / 1e12, "TB/s");
+    {
+      const double tflops = GemmTflops(cublas, s, 1, 30720, 3840);
+      Report("decode product 1x3840 . [30720x3840]^T", tflops, "TB/s",
+             "weight bytes read per second (GEMV kernel)");
+    }
     Report("gemm qkv  [8192x3840]x[8192]", GemmTflops(cublas, s, 8192, 8192, 3840), "TFLOP/s");
     Report("gemm gate|up [8192x3840]x[30720]", GemmTflops(cublas, s, 8192, 30720, 3840), "TFLOP/s");
     Report("gemm down [8192x15360]x[3840]", GemmTflops(cublas, s, 8192, 3840, 15360), "TFLOP/s");
-    Report("attention full d512 g16, 8K q @32K", AttentionTflops(s, prop.multiProcessorCount, true, 8192, 32768), "TFLOP/s",
+    Report("attention full d512 g16, 8K q @32K, flash", AttentionTflops(s, cublas, true, 8192, 32768), "TFLOP/s",
            "useful FLOPs (kernel recomputes QK per 256-d V half)");
-    Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, prop.multiProcessorCount, false, 8192, 32768), "TFLOP/s");
+    Report("attention full d512 g16, 8K q @32K, GEMM", AttentionTflops(s, cublas, true, 8192, 32768, true), "TFLOP/s",
+           "useful FLOPs; used for full-layer prefill");
+    Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, cublas, false, 8192, 32768), "TFLOP/s");
   }
 
   const int max_ctx = std::max(*std::max_element(prefill.begin(), prefill.end()),

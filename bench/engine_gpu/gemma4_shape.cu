@@ -6,6 +6,7 @@
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
+#include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
 #include "engine/backend/cuda/ops/tensor_ops.cuh"
@@ -89,6 +90,7 @@ absl::StatusOr<Gemma4Shape> Gemma4Shape::Create(const ModelShape& s, int max_con
   ASSIGN_OR_RETURN(m.h_, DeviceBuffer<bf16>::Create(rows * s.hidden));
   ASSIGN_OR_RETURN(m.xn_, DeviceBuffer<bf16>::Create(rows * s.hidden));
   ASSIGN_OR_RETURN(m.qkv_, DeviceBuffer<bf16>::Create(rows * (s.heads + 1) * s.full_head_dim));
+  ASSIGN_OR_RETURN(m.q_, DeviceBuffer<bf16>::Create(rows * s.heads * s.full_head_dim));
   ASSIGN_OR_RETURN(m.attn_, DeviceBuffer<bf16>::Create(rows * s.heads * s.full_head_dim));
   ASSIGN_OR_RETURN(m.proj_, DeviceBuffer<bf16>::Create(rows * s.hidden));
   ASSIGN_OR_RETURN(m.gate_up_, DeviceBuffer<bf16>::Create(rows * 2 * s.intermediate));
@@ -98,7 +100,7 @@ absl::StatusOr<Gemma4Shape> Gemma4Shape::Create(const ModelShape& s, int max_con
   ASSIGN_OR_RETURN(m.ids_, DeviceBuffer<int32_t>::Create(rows));
   ASSIGN_OR_RETURN(m.positions_, DeviceBuffer<int32_t>::Create(rows));
   ASSIGN_OR_RETURN(m.next_id_, DeviceBuffer<int32_t>::Create(1));
-  ASSIGN_OR_RETURN(m.attention_ws_, DeviceBuffer<unsigned char>::Create(size_t{256} << 20));
+  ASSIGN_OR_RETURN(m.attention_ws_, DeviceBuffer<unsigned char>::Create(size_t{2} << 30));
   Iota<<<64, 256>>>(m.ids_.get(), static_cast<int>(rows), 1000);
   RETURN_IF_ERROR(CudaStatus(cudaDeviceSynchronize(), "init"));
   return m;
@@ -158,10 +160,13 @@ void Gemma4Shape::Layer(int l, int pos0, int n, cudaStream_t stream) {
       LaunchCopyRowsToRing(cp, stream);
     }
   }
-  norm(qkv, qkv, lw.q_norm, s.heads, d, qkv_rows, qkv_rows, true);
+  // Full layers take q out of the fused projection into a contiguous [n, heads * d] for the GEMM path.
+  bf16* q = full ? q_.get() : qkv;
+  const int64_t q_stride = full ? q_dim : qkv_rows;
+  norm(qkv, q, lw.q_norm, s.heads, d, qkv_rows, q_stride, true);
   AttentionParams ap;
-  ap.q = qkv, ap.k = lw.k_cache, ap.v = lw.v_cache, ap.o = attn_.get();
-  ap.q_token_stride = qkv_rows, ap.q_head_stride = d;
+  ap.q = q, ap.k = lw.k_cache, ap.v = lw.v_cache, ap.o = attn_.get();
+  ap.q_token_stride = q_stride, ap.q_head_stride = d;
   ap.k_slot_stride = ap.v_slot_stride = cache_row, ap.k_head_stride = ap.v_head_stride = d;
   ap.o_token_stride = q_dim, ap.o_head_stride = d;
   ap.q_len = n, ap.q_pos0 = pos0, ap.kv_end = pos0 + n;
@@ -169,10 +174,14 @@ void Gemma4Shape::Layer(int l, int pos0, int n, cudaStream_t stream) {
   ap.kv_capacity = lw.capacity;
   ap.num_heads = s.heads, ap.num_kv_heads = kvh, ap.head_dim = d;
   ap.window = full ? 0 : s.window;
-  ap.num_splits = ChooseAttentionSplits(ap, num_sms_);
-  if (AttentionWorkspaceBytes(ap) > attention_ws_.bytes()) ap.num_splits = 1;
-  ap.workspace = attention_ws_.get();
-  LaunchAttention(ap, stream);
+  if (GemmAttentionApplies(ap) && int64_t{n} * s.heads >= 1024) {
+    AVSERVE_CHECK(LaunchGemmAttention(cublas_, ap, attention_ws_.get(), attention_ws_.bytes(), stream).ok(), "attn");
+  } else {
+    ap.num_splits = ChooseAttentionSplits(ap, num_sms_);
+    if (AttentionWorkspaceBytes(ap) > attention_ws_.bytes()) ap.num_splits = 1;
+    ap.workspace = attention_ws_.get();
+    LaunchAttention(ap, stream);
+  }
   Gemm(attn_.get(), lw.o, proj_.get(), n, s.hidden, q_dim, stream);
   norm(proj_.get(), h, lw.norms + s.hidden, 1, s.hidden, s.hidden, s.hidden, false, h);
   norm(h, xn, lw.norms + 2 * s.hidden, 1, s.hidden, s.hidden, s.hidden, false);

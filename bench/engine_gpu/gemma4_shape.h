@@ -73,10 +73,10 @@ class Gemma4Shape {
   size_t weight_bytes_ = 0;
   CublasHandle cublas_;
   DeviceBuffer<bf16> weights_, caches_;
-  DeviceBuffer<bf16> h_, xn_, qkv_, attn_, proj_, gate_up_, act_, logits_bf16_;
+  DeviceBuffer<bf16> h_, xn_, qkv_, q_, attn_, proj_, gate_up_, act_, logits_bf16_;
   DeviceBuffer<float> logits_;
   DeviceBuffer<int32_t> ids_, positions_, next_id_;
-  DeviceBuffer<unsigned char> attention_ws_;
+  DeviceBuffer<unsigned char> attention_ws_;  // split-KV partials or GEMM-attention scores
   bf16* embed_ = nullptr;       // [vocab, hidden]
   bf16* final_norm_ = nullptr;  // [hidden]
   std::vector<LayerWeights> layers_;

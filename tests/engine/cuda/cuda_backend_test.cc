@@ -59,18 +59,27 @@ class CudaBackendTest : public ::testing::Test {
   std::unique_ptr<Backend> gpu_, cpu_;
 };
 
-TEST_F(CudaBackendTest, MatMulMatchesCpuWithAndWithoutBias) {
-  for (const bool with_bias : {false, true}) {
-    for (const DType out_type : {DType::kBF16, DType::kF32}) {
-      Mirrored x = Bf16({37, 384}), w = Bf16({96, 384}), bias = Bf16({96});
-      Mirrored y = out_type == DType::kBF16 ? Bf16({37, 96}) : F32({37, 96});
-      cpu_->MatMul(x.cpu, w.cpu, with_bias ? &bias.cpu : nullptr, y.cpu);
-      gpu_->MatMul(x.gpu, w.gpu, with_bias ? &bias.gpu : nullptr, y.gpu);
-      Sync();
-      ExpectClose(y, out_type, 37 * 96);
-    }
+class CudaMatMulTest : public CudaBackendTest {
+ protected:
+  void Check(bool with_bias, DType out_type, int64_t m = 37) {
+    Mirrored x = Bf16({m, 384}), w = Bf16({96, 384}), bias = Bf16({96});
+    Mirrored y = out_type == DType::kBF16 ? Bf16({m, 96}) : F32({m, 96});
+    cpu_->MatMul(x.cpu, w.cpu, with_bias ? &bias.cpu : nullptr, y.cpu);
+    gpu_->MatMul(x.gpu, w.gpu, with_bias ? &bias.gpu : nullptr, y.gpu);
+    Sync();
+    ExpectClose(y, out_type, m * 96);
   }
+};
+
+// Decode-sized products (1..8 rows) take the GEMV kernel.
+TEST_F(CudaMatMulTest, DecodeRowsMatchCpu) {
+  for (int64_t m : {1, 3, 8}) Check(true, DType::kBF16, m);
 }
+
+TEST_F(CudaMatMulTest, Bf16MatchesCpu) { Check(false, DType::kBF16); }
+TEST_F(CudaMatMulTest, Bf16WithBiasMatchesCpu) { Check(true, DType::kBF16); }
+TEST_F(CudaMatMulTest, F32OutputMatchesCpu) { Check(false, DType::kF32); }
+TEST_F(CudaMatMulTest, F32OutputWithBiasMatchesCpu) { Check(true, DType::kF32); }
 
 TEST_F(CudaBackendTest, RmsNormMatchesCpuOnRowsAndStridedHeads) {
   Mirrored x = Bf16({5, 3840}, -3.f, 3.f), w = Bf16({3840}), y = Bf16({5, 3840});
