@@ -144,6 +144,9 @@ class CpuBackend final : public Backend {
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
 
  private:
+  void AttendOneRow(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* blocks,
+                    const AttentionParams& p, int64_t n, int64_t r, int64_t kvh, std::vector<float>& qf,
+                    std::vector<float>& kf, std::vector<float>& acc, std::vector<float>& scores);
   template <typename Fn>
   void Run(Fn fn) {
     arena_.execute(fn);
@@ -261,46 +264,62 @@ void CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   AVSERVE_CHECK(cap == p.kv_capacity && p.kv_pos_end - p.kv_pos_begin <= cap, "Attention ring");
   AVSERVE_CHECK(p.kv_pos_end >= p.q_pos_start + n, "Attention: chunk keys not written");
   const int32_t* blocks = q_block_ids ? I32(*q_block_ids) : nullptr;
-  const int64_t group = hq / hkv, span = p.kv_pos_end - p.kv_pos_begin;
+  const int64_t group = hq / hkv;
   Run([&] {
-    tbb::parallel_for(int64_t{0}, n * hq, [&](int64_t r) {
-      const int64_t i = r / hq, h = r % hq, kvh = h / group, qpos = p.q_pos_start + i;
-      const int32_t qb = blocks ? blocks[i] : -1;
-      std::vector<float> qf(d), kf(d), acc(d, 0.0f), scores(span);
-      LoadRow(q, r, qf.data());
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < span; ++t) {
-        const int64_t kpos = p.kv_pos_begin + t;
-        const bool causal = kpos <= qpos;
-        const bool window = p.sliding_window == 0 || kpos > qpos - p.sliding_window;
-        const bool block = qb >= 0 && kpos >= p.q_pos_start && kpos < p.q_pos_start + n &&
-                           blocks[kpos - p.q_pos_start] == qb;
-        const bool visible = p.block_or_windowed_causal ? ((window && causal) || block)
-                                                        : (window && (causal || block));
-        scores[t] = -INFINITY;
-        if (!visible) continue;
-        LoadRow(k, (kpos % cap) * hkv + kvh, kf.data());
-        float s = 0.0f;
-        for (int64_t e = 0; e < d; ++e) s += qf[e] * kf[e];
-        scores[t] = s * p.scale;
-        mx = std::max(mx, scores[t]);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, n * hq, 4), [&](const tbb::blocked_range<int64_t>& range) {
+      std::vector<float> qf(d), kf(d), acc(d), scores(p.kv_pos_end - p.kv_pos_begin);
+      for (int64_t r = range.begin(); r < range.end(); ++r) {
+        AttendOneRow(q, k, v, blocks, p, n, r, r % hq / group, qf, kf, acc, scores);
+        StoreRow(out, r, acc.data());
       }
-      // As flash attention (CUDA FA2 and PyTorch's CPU kernel): the denominator sums the fp32
-      // exponentials, while P·V uses them rounded to V's dtype.
-      float denom = 0.0f;
-      for (int64_t t = 0; t < span; ++t) {
-        if (scores[t] == -INFINITY) continue;
-        const float e = std::exp(scores[t] - mx);
-        denom += e;
-        const float pe = RoundTo(v.dtype, e);
-        LoadRow(v, ((p.kv_pos_begin + t) % cap) * hkv + kvh, kf.data());
-        for (int64_t c = 0; c < d; ++c) acc[c] += pe * kf[c];
-      }
-      const float inv = 1.0f / denom;
-      for (int64_t c = 0; c < d; ++c) acc[c] *= inv;
-      StoreRow(out, r, acc.data());
     });
   });
+}
+
+// Attention of query row r (= i * Hq + head; position q_pos_start + i; kv head kvh) into acc.
+void CpuBackend::AttendOneRow(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* blocks,
+                              const AttentionParams& p, int64_t n, int64_t r, int64_t kvh, std::vector<float>& qf,
+                              std::vector<float>& kf, std::vector<float>& acc, std::vector<float>& scores) {
+  const int64_t i = r / q.dim(1);
+  const int64_t d = q.dim(2), hkv = k.dim(1), cap = k.dim(0), qpos = p.q_pos_start + i;
+  const int32_t qb = blocks ? blocks[i] : -1;
+  LoadRow(q, r, qf.data());
+  // Only keys in [lo, hi] can be visible: the causal/window range, widened to this query's block.
+  int64_t lo = p.kv_pos_begin, hi = std::min(qpos, p.kv_pos_end - 1);
+  if (p.sliding_window > 0 && !(qb >= 0 && p.block_or_windowed_causal)) {
+    lo = std::max(lo, qpos - p.sliding_window + 1);
+  }
+  if (qb >= 0) hi = p.kv_pos_end - 1;
+  std::fill(acc.begin(), acc.end(), 0.0f);
+  float mx = -INFINITY;
+  for (int64_t kpos = lo; kpos <= hi; ++kpos) {
+    const bool causal = kpos <= qpos;
+    const bool window = p.sliding_window == 0 || kpos > qpos - p.sliding_window;
+    const bool block = qb >= 0 && kpos >= p.q_pos_start && kpos < p.q_pos_start + n &&
+                       blocks[kpos - p.q_pos_start] == qb;
+    const bool visible = p.block_or_windowed_causal ? ((window && causal) || block) : (window && (causal || block));
+    float& sc = scores[kpos - lo];
+    sc = -INFINITY;
+    if (!visible) continue;
+    LoadRow(k, (kpos % cap) * hkv + kvh, kf.data());
+    float dot = 0.0f;
+    for (int64_t e = 0; e < d; ++e) dot += qf[e] * kf[e];
+    sc = dot * p.scale;
+    mx = std::max(mx, sc);
+  }
+  // As flash attention (CUDA FA2 and PyTorch's CPU kernel): the denominator sums the fp32
+  // exponentials, while P·V uses them rounded to V's dtype.
+  float denom = 0.0f;
+  for (int64_t kpos = lo; kpos <= hi; ++kpos) {
+    if (scores[kpos - lo] == -INFINITY) continue;
+    const float e = std::exp(scores[kpos - lo] - mx);
+    denom += e;
+    const float pe = RoundTo(v.dtype, e);
+    LoadRow(v, (kpos % cap) * hkv + kvh, kf.data());
+    for (int64_t c = 0; c < d; ++c) acc[c] += pe * kf[c];
+  }
+  const float inv = 1.0f / denom;
+  for (int64_t c = 0; c < d; ++c) acc[c] *= inv;
 }
 
 // ---- Element-wise ----------------------------------------------------------------------------
