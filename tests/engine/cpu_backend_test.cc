@@ -1,0 +1,132 @@
+// CPU backend ops against plain references: the attention masks over a ring-buffered KV cache (both
+// vision-block variants), the bf16 rounding points, and MatMul with bias.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/numeric.h"
+
+namespace avserve::engine {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+Tensor F32(std::vector<float>& v, std::initializer_list<int64_t> shape) {
+  return Tensor::Contiguous(v.data(), DType::kF32, Device::kCpu, shape);
+}
+
+// Reference attention over absolute positions 0..total-1 (all keys kept, no ring).
+std::vector<float> ReferenceAttention(const std::vector<float>& q, const std::vector<float>& k_all,
+                                      const std::vector<float>& v_all, const std::vector<int32_t>& blocks,
+                                      int64_t q0, int64_t n, int hq, int hkv, int d, int window, bool variant_b) {
+  std::vector<float> out(n * hq * d, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int h = 0; h < hq; ++h) {
+      const int kvh = h / (hq / hkv);
+      const int64_t qpos = q0 + i;
+      std::vector<double> w(qpos + n, 0.0);
+      double mx = -1e300, sum = 0.0;
+      for (int64_t kp = 0; kp < q0 + n; ++kp) {
+        const bool causal = kp <= qpos, win = window == 0 || kp > qpos - window;
+        const bool blk = kp >= q0 && blocks[i] >= 0 && blocks[kp - q0] == blocks[i];
+        if (!(variant_b ? ((win && causal) || blk) : (win && (causal || blk)))) continue;
+        double s = 0.0;
+        for (int e = 0; e < d; ++e) s += q[(i * hq + h) * d + e] * k_all[(kp * hkv + kvh) * d + e];
+        w[kp] = s;
+        mx = std::max(mx, s);
+      }
+      for (int64_t kp = 0; kp < q0 + n; ++kp) {
+        const bool causal = kp <= qpos, win = window == 0 || kp > qpos - window;
+        const bool blk = kp >= q0 && blocks[i] >= 0 && blocks[kp - q0] == blocks[i];
+        if (!(variant_b ? ((win && causal) || blk) : (win && (causal || blk)))) continue;
+        const double e = std::exp(w[kp] - mx);
+        sum += e;
+        for (int c = 0; c < d; ++c) out[(i * hq + h) * d + c] += e * v_all[(kp * hkv + kvh) * d + c];
+      }
+      for (int c = 0; c < d; ++c) out[(i * hq + h) * d + c] /= sum;
+    }
+  }
+  return out;
+}
+
+class AttentionMaskTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(AttentionMaskTest, RingCacheMatchesFullReference) {
+  const bool variant_b = GetParam();
+  auto be = CreateCpuBackend(2);
+  const int hq = 4, hkv = 2, d = 8, window = 4;
+  const int64_t q0 = 13, n = 7, cap = window - 1 + n;  // ring just large enough
+  // Positions 0..19; the chunk [13, 20) holds a 5-token vision block at 14..18 (longer than window).
+  std::vector<float> k_all = Random((q0 + n) * hkv * d, 1), v_all = Random((q0 + n) * hkv * d, 2);
+  std::vector<float> q = Random(n * hq * d, 3);
+  std::vector<int32_t> blocks = {-1, 0, 0, 0, 0, 0, -1};
+  std::vector<float> ring(cap * hkv * d, NAN), vring(cap * hkv * d, NAN);
+  for (int64_t p = q0 - (window - 1); p < q0 + n; ++p) {  // what a sequence would hold
+    std::copy_n(k_all.begin() + p * hkv * d, hkv * d, ring.begin() + (p % cap) * hkv * d);
+    std::copy_n(v_all.begin() + p * hkv * d, hkv * d, vring.begin() + (p % cap) * hkv * d);
+  }
+  std::vector<float> out(n * hq * d);
+  AttentionParams ap{q0, q0 - (window - 1), q0 + n, cap, window, variant_b, 1.0f};
+  Tensor block_t = Tensor::Contiguous(blocks.data(), DType::kI32, Device::kCpu, {n});
+  be->Attention(F32(q, {n, hq, d}), F32(ring, {cap, hkv, d}), F32(vring, {cap, hkv, d}), &block_t, ap,
+                F32(out, {n, hq, d}));
+  const std::vector<float> want = ReferenceAttention(q, k_all, v_all, blocks, q0, n, hq, hkv, d, window, variant_b);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-5) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, AttentionMaskTest, ::testing::Bool());
+
+TEST(CpuBackendTest, MatMulAddsBiasAndRoundsOnceToBf16) {
+  auto be = CreateCpuBackend(1);
+  std::vector<float> x = Random(3 * 70, 4), w = Random(130 * 70, 5), b = Random(130, 6);
+  std::vector<uint16_t> y(3 * 130);
+  Tensor yt = Tensor::Contiguous(y.data(), DType::kBF16, Device::kCpu, {3, 130});
+  Tensor bt = F32(b, {130});
+  be->MatMul(F32(x, {3, 70}), F32(w, {130, 70}), &bt, yt);
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 130; ++j) {
+      double s = b[j];
+      for (int k = 0; k < 70; ++k) s += static_cast<double>(x[i * 70 + k]) * w[j * 70 + k];
+      EXPECT_NEAR(Bf16ToF32(y[i * 130 + j]), s, std::abs(s) / 128 + 1e-5);
+    }
+  }
+}
+
+TEST(CpuBackendTest, SoftcapAndConversionsRoundLikeTorch) {
+  EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(Bf16ToF32(F32ToBf16(61.9677f)), 62.0f);  // sqrt(3840) in bf16 (spec §5.1)
+  EXPECT_EQ(F32ToBf16(1.00390625f), 0x3f80);         // tie to even
+  EXPECT_EQ(F16ToF32(F32ToF16(0.1f)), 0.0999755859375f);
+  EXPECT_EQ(F16ToF32(F32ToF16(1e-7f)), std::ldexp(2.0f, -24));  // subnormal
+  auto be = CreateCpuBackend(1);
+  std::vector<float> x = {0.0f, 15.0f, -100.0f};
+  std::vector<float> y(3);
+  be->Softcap(F32(x, {1, 3}), 30.0f, F32(y, {1, 3}));
+  EXPECT_FLOAT_EQ(y[1], 30.0f * std::tanh(0.5f));
+  EXPECT_NEAR(y[2], -30.0f * std::tanh(100.0f / 30.0f), 1e-5);
+}
+
+TEST(CpuBackendTest, RopeIsIdentityAtZeroAndRotatesOnlyTheFirstPairs) {
+  auto be = CreateCpuBackend(1);
+  std::vector<float> x = Random(2 * 1 * 16, 7), orig = x;
+  std::vector<int32_t> pos = {0, 5};
+  RopeParams rp{1e6f, 16, 2};  // proportional: only pairs 0 and 1 rotate
+  be->Rope(F32(x, {2, 1, 16}), Tensor::Contiguous(pos.data(), DType::kI32, Device::kCpu, {2}), rp);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(x[j], orig[j]);
+  for (int j : {2, 3, 4, 5, 6, 7}) {
+    EXPECT_EQ(x[16 + j], orig[16 + j]);
+    EXPECT_EQ(x[16 + j + 8], orig[16 + j + 8]);
+  }
+  EXPECT_NEAR(x[16], orig[16] * std::cos(5.0f) - orig[24] * std::sin(5.0f), 1e-5);
+}
+
+}  // namespace
+}  // namespace avserve::engine
