@@ -53,6 +53,19 @@ int64_t CountPlanTokens(const StreamPlan& plan, double fps, const StreamOptions&
   return total;
 }
 
+absl::StatusOr<ingest::IngestOptions> ReferenceIngestOptions(const ingest::MediaProbe& probe,
+                                                             ingest::IngestOptions base, int num_frames) {
+  if (num_frames <= 0) return absl::InvalidArgumentError("reference layout needs at least one frame");
+  if (probe.duration_us <= 0) return absl::InvalidArgumentError("media has no known duration");
+  base.fps = num_frames / (static_cast<double>(probe.duration_us) / 1e6);
+  const int64_t segments = ingest::SampleClock(base.fps).SegmentCount(probe.duration_us);
+  if (segments != num_frames) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot sample exactly ", num_frames, " frames from ",
+                                                   probe.duration_us, " us of media (got ", segments, ")"));
+  }
+  return base;
+}
+
 absl::StatusOr<int64_t> CountTokens(const ingest::MediaProbe& probe, const ingest::IngestOptions& options,
                                     const StreamOptions& stream, const engine::ModelInfo& info,
                                     const engine::Tokenizer& tokenizer) {

@@ -29,6 +29,13 @@ absl::StatusOr<int64_t> CountTokens(const ingest::MediaProbe& probe, const inges
                                     const StreamOptions& stream, const engine::ModelInfo& info,
                                     const engine::Tokenizer& tokenizer);
 
+// Ingest options for the reference layout: `num_frames` samples spread uniformly over the media
+// (fps = num_frames / duration), so the frame on screen at t_i = i * duration / num_frames is
+// frame floor(i * T / num_frames) of a constant-rate video of T frames, as transformers picks.
+// Error when the media is too short for the sampling to give exactly `num_frames` segments.
+absl::StatusOr<ingest::IngestOptions> ReferenceIngestOptions(const ingest::MediaProbe& probe,
+                                                             ingest::IngestOptions base, int num_frames = 32);
+
 // The same from a plan (pure; no ingest arithmetic), `fps` giving the segment start times.
 int64_t CountPlanTokens(const StreamPlan& plan, double fps, const StreamOptions& stream,
                         const engine::Tokenizer& tokenizer);

@@ -149,6 +149,15 @@ TEST(TokenizerLoadTest, RejectsBadFiles) {
   EXPECT_FALSE(Tokenizer::LoadFromJson(R"({"model": {"type": "Unigram", "vocab": []}})").ok());
   EXPECT_EQ(Tokenizer::LoadFromFile("/nonexistent/tokenizer.json").status().code(),
             absl::StatusCode::kNotFound);
+  // Malformed vocab or merges entries.
+  EXPECT_FALSE(Tokenizer::LoadFromJson(R"({"model": {"type": "BPE", "vocab": {"a": "x"}}})").ok());
+  EXPECT_FALSE(Tokenizer::LoadFromJson(
+                   R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b", "c"]]}})")
+                   .ok());
+  EXPECT_FALSE(Tokenizer::LoadFromJson(
+                   R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["ab"]}})")
+                   .ok());
+  EXPECT_FALSE(Tokenizer::LoadFromJson(R"({"model": {"type": "BPE", "vocab": {"a": 0}}, "x": [1, 2)").ok());
   // A merge of pieces that are not in the vocabulary is an error, not a crash.
   EXPECT_FALSE(Tokenizer::LoadFromJson(
                    R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a", "b"]]}})")
@@ -166,6 +175,11 @@ TEST(TokenizerLoadTest, EncodesWithATinyVocabulary) {
   EXPECT_EQ((*tokenizer)->Encode("ab ab<s>c"), (std::vector<int32_t>{2, 4, 5, 6}));
   EXPECT_EQ((*tokenizer)->Decode({2, 4, 5, 6}), "ab ab<s>c");
   EXPECT_EQ((*tokenizer)->Decode({2, 4, 5, 6}, /*skip_special=*/true), "ab abc");
+  // Merges in the older "left right" string form load the same.
+  auto legacy = Tokenizer::LoadFromJson(R"({"model": {"type": "BPE", "byte_fallback": true,
+      "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})");
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  EXPECT_EQ((*legacy)->Encode("abab"), (std::vector<int32_t>{2, 2}));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "ingest/frame_sampler.h"
 #include "ingest/media_reader.h"
 #include "pipeline/interleaver.h"
 #include "tests/pipeline/fake_segments.h"
@@ -77,9 +78,25 @@ TEST_F(TokenCountTest, RejectsProbesWithNothingToIngest) {
   probe.duration_us = 1000000;
   ingest::IngestOptions options;
   EXPECT_FALSE(CountTokens(probe, options, StreamOptions(), info_, *tokenizer_).ok());
+  probe.duration_us = 0;
+  probe.has_audio = true;
+  EXPECT_FALSE(CountTokens(probe, options, StreamOptions(), info_, *tokenizer_).ok());
+  probe.duration_us = 1000000;
   probe.has_audio = true;
   options.fps = 0;
   EXPECT_FALSE(CountTokens(probe, options, StreamOptions(), info_, *tokenizer_).ok());
+}
+
+TEST(ReferenceIngestOptionsTest, SamplesExactlyTheRequestedFrames) {
+  for (int64_t duration_us : {3000000LL, 10000000LL, 7300001LL, 600000000LL, 1234567LL}) {
+    ingest::MediaProbe probe;
+    probe.duration_us = duration_us;
+    const auto options = ReferenceIngestOptions(probe, ingest::IngestOptions(), 32);
+    ASSERT_TRUE(options.ok()) << options.status();
+    EXPECT_EQ(ingest::SampleClock(options->fps).SegmentCount(duration_us), 32) << duration_us;
+  }
+  ingest::MediaProbe empty;
+  EXPECT_FALSE(ReferenceIngestOptions(empty, ingest::IngestOptions(), 32).ok());
 }
 
 // Real files from the ffmpeg CLI through MediaReader: prediction from the probe == produced.
