@@ -34,7 +34,7 @@ json SpecToJson(const BatchJobSpec& s) {
                             {"max_new_tokens", s.sampling.max_new_tokens}}}};
 }
 
-absl::StatusOr<BatchJobSpec> SpecFromJson(const json& j) {
+absl::StatusOr<BatchJobSpec> SpecFromJsonUnchecked(const json& j) {
   if (!j.is_object() || !j.contains("job_id") || !j["media_ids"].is_array() || !j["questions"].is_array()) {
     return absl::DataLossError("job.json is malformed");
   }
@@ -59,6 +59,15 @@ absl::StatusOr<BatchJobSpec> SpecFromJson(const json& j) {
   s.sampling.seed = sa.value("seed", uint64_t{0});
   s.sampling.max_new_tokens = sa.value("max_new_tokens", 256);
   return s;
+}
+
+// nlohmann throws on type mismatches; a damaged journal becomes DATA_LOSS instead (we throw nothing).
+absl::StatusOr<BatchJobSpec> SpecFromJson(const json& j) {
+  try {
+    return SpecFromJsonUnchecked(j);
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat("job.json is malformed: ", e.what()));
+  }
 }
 
 json ResultToJson(const BatchItemResult& r) {
@@ -130,7 +139,12 @@ absl::StatusOr<std::unique_ptr<BatchJournal>> BatchJournal::Open(const std::stri
     if (j.is_discarded() || !j.is_object()) continue;
     if (j.value("type", "") == "cancelled") state->cancelled = true;
     if (j.value("type", "") != "result") continue;
-    BatchItemResult r = ResultFromJson(j);
+    BatchItemResult r;
+    try {
+      r = ResultFromJson(j);
+    } catch (const json::exception&) {
+      continue;  // a damaged line is not a result; the item runs again
+    }
     if (r.item_index < 0 || r.item_index >= state->spec.total_items() || seen[r.item_index]) continue;
     seen[r.item_index] = true;
     state->results.push_back(std::move(r));

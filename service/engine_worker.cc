@@ -1,5 +1,7 @@
 #include "service/engine_worker.h"
 
+#include <malloc.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace avserve::service {
@@ -50,6 +52,9 @@ void EngineWorker::Loop() {
     }
     task->Run(*backend_);
     task.reset();  // release the request's state on the engine thread, before taking the next one
+    // A finished or cancelled request's memory goes back to the system, not just to malloc's free
+    // lists: prefill buffers are large and RSS is what operators (and the cancellation test) watch.
+    malloc_trim(0);
     std::lock_guard<std::mutex> lock(mu_);
     running_task_ = false;
   }

@@ -109,8 +109,9 @@ absl::StatusOr<MediaRecord> PendingUpload::Commit(const std::string& display_nam
   record.display_name = display_name.substr(0, 256);
   record.probe = *std::move(probe);
   record.created_unix_ms = NowUnixMs();
-  auto published = store_->Publish(std::move(record), temp_path_);
-  committed_ = published.ok();
+  bool consumed = false;
+  auto published = store_->Publish(std::move(record), temp_path_, &consumed);
+  committed_ = consumed;  // otherwise the destructor removes the duplicate bytes
   return published;
 }
 
@@ -139,7 +140,9 @@ absl::StatusOr<std::unique_ptr<PendingUpload>> MediaStore::BeginUpload() {
   return std::unique_ptr<PendingUpload>(new PendingUpload(this, templ, fd));
 }
 
-absl::StatusOr<MediaRecord> MediaStore::Publish(MediaRecord record, const std::string& data_file) {
+absl::StatusOr<MediaRecord> MediaStore::Publish(MediaRecord record, const std::string& data_file,
+                                                bool* consumed) {
+  *consumed = false;
   std::string hex(MediaIdHex(record.media_id));
   std::lock_guard<std::mutex> lock(mu_);
   // Same bytes already known: keep the existing entry untouched (it may be in use).
@@ -151,6 +154,7 @@ absl::StatusOr<MediaRecord> MediaStore::Publish(MediaRecord record, const std::s
       RemoveTree(staging).IgnoreError();
       return absl::InternalError(absl::StrCat("cannot stage upload: ", std::strerror(errno)));
     }
+    *consumed = true;
     record.file_path = EntryDir(hex) + "/data";
   }
   absl::Status status = WriteFileAtomically(staging + "/meta.json", RecordToJson(record));
@@ -167,6 +171,8 @@ absl::StatusOr<MediaRecord> MediaStore::Publish(MediaRecord record, const std::s
   return record;
 }
 
+MediaRecord RecordFromJson(const nlohmann::json& j, const std::string& id);  // below
+
 absl::StatusOr<MediaRecord> MediaStore::LoadRecord(std::string_view hex) {
   std::string id = MediaIdFromHex(hex);
   if (auto it = cache_.find(id); it != cache_.end()) return it->second;
@@ -178,14 +184,25 @@ absl::StatusOr<MediaRecord> MediaStore::LoadRecord(std::string_view hex) {
   json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat("corrupt metadata for ", id));
   MediaRecord r;
+  try {
+    r = RecordFromJson(j, id);
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat("corrupt metadata for ", id, ": ", e.what()));
+  }
+  r.file_path = r.source == MediaSourceKind::kPath ? r.file_path : EntryDir(hex) + "/data";
+  cache_[id] = r;
+  return r;
+}
+
+MediaRecord RecordFromJson(const nlohmann::json& j, const std::string& id) {
+  MediaRecord r;
   r.media_id = id;
   r.source = j.value("source", "upload") == "path" ? MediaSourceKind::kPath : MediaSourceKind::kUpload;
   r.size_bytes = j.value("size_bytes", int64_t{0});
   r.display_name = j.value("display_name", "");
-  r.file_path = r.source == MediaSourceKind::kPath ? j.value("file_path", "") : EntryDir(hex) + "/data";
+  r.file_path = j.value("file_path", "");
   if (j.contains("probe") && j["probe"].is_object()) r.probe = ProbeFromJson(j["probe"]);
   r.created_unix_ms = j.value("created_unix_ms", int64_t{0});
-  cache_[id] = r;
   return r;
 }
 
@@ -207,7 +224,8 @@ absl::StatusOr<MediaRecord> MediaStore::RegisterPath(const std::string& user_pat
   record.file_path = real;
   record.probe = *std::move(probe);
   record.created_unix_ms = NowUnixMs();
-  return Publish(std::move(record), /*data_file=*/"");
+  bool consumed = false;
+  return Publish(std::move(record), /*data_file=*/"", &consumed);
 }
 
 absl::StatusOr<MediaRecord> MediaStore::Get(std::string_view media_id) {

@@ -92,7 +92,8 @@ class MediaStore {
   MediaStore(MediaStoreOptions options, MediaProber prober);
 
   // Moves `data_file` (may be empty: registered path) and a meta.json into media/<hex> atomically.
-  absl::StatusOr<MediaRecord> Publish(MediaRecord record, const std::string& data_file);
+  // *consumed tells whether data_file was moved (false when the entry already existed).
+  absl::StatusOr<MediaRecord> Publish(MediaRecord record, const std::string& data_file, bool* consumed);
   absl::StatusOr<MediaRecord> LoadRecord(std::string_view hex);
   std::string EntryDir(std::string_view hex) const;
 
