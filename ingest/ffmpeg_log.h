@@ -3,6 +3,8 @@
 // size), so each demuxer/decoder routes its errors to an FfmpegErrorLog: through the context's
 // `opaque` pointer (which frame-threading copies keep) or, for messages without an attributable
 // context, through the log attached to the calling thread by a ScopedThreadErrorLog.
+// Invariant: in this process every AVFormatContext/AVCodecContext `opaque` is null or an
+// FfmpegErrorLog that outlives the context (ingest is avserve's only FFmpeg user).
 #pragma once
 
 #include <mutex>

@@ -117,7 +117,7 @@ absl::Status MediaReaderImpl::Init() {
     video_origin_ = av_rescale_q(probe.start_us, AV_TIME_BASE_Q, video_tb_);
     ASSIGN_OR_RETURN(video_, VideoDecoder::Open(st, options_.decode_threads, probe.rotation_deg,
                                                         demuxer_->error_log()));
-    filter_ = std::make_unique<PacketFilter>(options_.mode, st, clock_, video_origin_);
+    filter_ = std::make_unique<PacketFilter>(options_.mode, st, clock_, video_origin_, options_.skip_disposable);
     sampler_ = std::make_unique<FrameSampler>(clock_, video_tb_);
   }
   if (use_audio_) {

@@ -27,6 +27,9 @@ struct IngestOptions {
   bool use_video = true;     // false: ignore the video stream
   bool use_audio = true;     // false: ignore the soundtrack
   int decode_threads = 0;    // 0: FFmpeg's choice
+  // Exact mode: do not decode disposable frames that are on screen at no sample time. Output is
+  // identical either way; false only to measure what the skipping buys (bench/ingest.sh).
+  bool skip_disposable = true;
 };
 
 struct MediaProbe {

@@ -66,8 +66,9 @@ bool IsDisposablePacket(const AVPacket* packet, const AVCodecParameters* par) {
   return ok && vcl > 0 && referenced == 0;
 }
 
-PacketFilter::PacketFilter(SamplingMode mode, const AVStream* stream, const SampleClock& clock, int64_t origin)
-    : mode_(mode), stream_(stream), clock_(clock), origin_(origin) {}
+PacketFilter::PacketFilter(SamplingMode mode, const AVStream* stream, const SampleClock& clock, int64_t origin,
+                           bool skip_disposable)
+    : mode_(mode), skip_disposable_(skip_disposable), stream_(stream), clock_(clock), origin_(origin) {}
 
 void PacketFilter::Push(AVPacket* packet) {
   UniqueAVPacket held = MakePacket();
@@ -77,7 +78,9 @@ void PacketFilter::Push(AVPacket* packet) {
 
 bool PacketFilter::CanSkip(const AVPacket* packet) const {
   if (mode_ == SamplingMode::kKeyframe) return (packet->flags & AV_PKT_FLAG_KEY) == 0;
-  if (packet->pts == AV_NOPTS_VALUE || !IsDisposablePacket(packet, stream_->codecpar)) return false;
+  if (!skip_disposable_ || packet->pts == AV_NOPTS_VALUE || !IsDisposablePacket(packet, stream_->codecpar)) {
+    return false;
+  }
   // The next presentation time after this picture, from the windows behind and ahead.
   int64_t next = std::numeric_limits<int64_t>::max();
   for (int64_t pts : behind_pts_) {

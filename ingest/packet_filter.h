@@ -23,7 +23,8 @@ bool IsDisposablePacket(const AVPacket* packet, const AVCodecParameters* par);
 class PacketFilter {
  public:
   // origin: media time 0 in the stream's time base.
-  PacketFilter(SamplingMode mode, const AVStream* stream, const SampleClock& clock, int64_t origin);
+  PacketFilter(SamplingMode mode, const AVStream* stream, const SampleClock& clock, int64_t origin,
+               bool skip_disposable = true);
 
   // Takes the packet's reference (the caller's packet is left blank).
   void Push(AVPacket* packet);
@@ -38,6 +39,7 @@ class PacketFilter {
   bool CanSkip(const AVPacket* packet) const;
 
   SamplingMode mode_;
+  bool skip_disposable_;
   const AVStream* stream_;
   SampleClock clock_;
   int64_t origin_;

@@ -111,7 +111,7 @@ make_lecture() {
   local font=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf filters="" inputs=() mix="" n=30
   echo "kind,start_s,end_s,text" > "$work/truth.csv"
   for ((i = 0; i < n; ++i)); do
-    local start=$((i * 20)) text="Slide $((i + 1)): topic number $((i * 7 % 30 + 1))"
+    local start=$((i * 20)) text="Slide $((i + 1)) - topic number $((i * 7 % 30 + 1))"
     local sentence="This is slide $((i + 1)). The key number is $((i * 13 % 97))."
     filters+="drawtext=fontfile=$font:fontsize=56:fontcolor=white:x=80:y=300:text='$text':enable='between(t\\,$start\\,$((start + 20)))',"
     espeak-ng -v en -s 150 -w "$work/s$i.wav" "$sentence"

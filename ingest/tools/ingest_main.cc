@@ -27,6 +27,10 @@ void PrintProbe(const MediaProbe& p) {
   if (p.has_video) {
     std::printf("video codec=%s size=%dx%d rotation=%d fps=%.3f\n", p.video_codec.c_str(), p.width, p.height,
                 p.rotation_deg, p.avg_frame_rate);
+    for (int budget : {70, 140, 280, 560, 1120}) {
+      auto size = avserve::ingest::TargetSize(p.height, p.width, budget);
+      if (size.ok()) std::printf("target budget=%d height=%d width=%d\n", budget, size->first, size->second);
+    }
   }
   if (p.has_audio) {
     std::printf("audio codec=%s rate_hz=%d channels=%d\n", p.audio_codec.c_str(), p.audio_sample_rate_hz,
@@ -117,6 +121,8 @@ int main(int argc, char** argv) {
   run->add_option("--threads", options.decode_threads, "decoder threads (0: auto)");
   run->add_option("--dump", dump_dir, "write segment_<k>_patches.f32 / _audio.f32 here");
   run->add_flag("--quiet", quiet, "only the summary line");
+  bool no_skip = false;
+  run->add_flag("--no-skip", no_skip, "decode disposable frames too (to measure the skipping)");
   run->add_flag("--from-memory", from_memory, "read the file into memory and use OpenBytes");
   CLI11_PARSE(app, argc, argv);
   if (*probe) {
@@ -128,6 +134,7 @@ int main(int argc, char** argv) {
     PrintProbe(*p);
     return 0;
   }
+  options.skip_disposable = !no_skip;
   options.mode = mode == "keyframe" ? avserve::ingest::SamplingMode::kKeyframe : avserve::ingest::SamplingMode::kExact;
   return Run(path, options, dump_dir, quiet, from_memory);
 }
