@@ -1,5 +1,6 @@
 #include "pipeline/token_count.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -9,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "ingest/frame_sampler.h"
 #include "ingest/media_reader.h"
+#include "pipeline/ingest_graph.h"
 #include "pipeline/interleaver.h"
 #include "tests/pipeline/fake_segments.h"
 #include "tests/pipeline/test_util.h"
@@ -126,6 +128,46 @@ TEST_P(TokenCountMediaTest, PredictedEqualsProducedOnGeneratedMedia) {
   }
   EXPECT_EQ(*predicted, Produce(segments, Layout::kInterleaved));
   std::filesystem::remove_all(dir);
+}
+
+// The reference layout through real ingest: MediaReader with ReferenceIngestOptions picks the frames
+// transformers picks (indices floor(i * T / 32) of a constant-rate video), and the graph delivers them.
+TEST_F(TokenCountTest, ReferenceSamplingPicksTransformersFrames) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            absl::StrCat("avserve_reference_", ::getpid(), ".mkv")).string();
+  const std::string cmd = absl::StrCat(
+      "ffmpeg -loglevel error -y -f lavfi -i testsrc=size=192x144:rate=30:duration=3 -c:v mpeg4 ", path);
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "ffmpeg CLI could not generate " << path;
+  auto probe = ingest::ProbeFile(path);
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  const auto options = ReferenceIngestOptions(*probe, ingest::IngestOptions(), 32);
+  ASSERT_TRUE(options.ok()) << options.status();
+  auto reader = ingest::MediaReader::OpenFile(path, *options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<int64_t> pts;
+  int64_t tokens = 0;
+  const auto count = CountTokens(*probe, *options, StreamOptions{Layout::kReference, 1000}, info_, *tokenizer_);
+  ASSERT_TRUE(count.ok()) << count.status();
+  const SegmentSource source = [&]() -> absl::StatusOr<std::optional<ingest::Segment>> {
+    auto next = (*reader)->Next();
+    if (next.ok() && next->has_value() && (*next)->frame.has_value()) pts.push_back((*next)->frame->pts_us);
+    return next;
+  };
+  GraphOptions graph;
+  graph.stream = StreamOptions{Layout::kReference, 1000};
+  const absl::Status status = RunIngestGraph(
+      source, info_, *tokenizer_, graph,
+      [&](engine::PromptChunk&& chunk, const IngestProgress&) {
+        tokens += static_cast<int64_t>(chunk.size());
+        return absl::OkStatus();
+      },
+      nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_EQ(pts.size(), 32u);
+  // Matroska stores milliseconds, so compare frame indices (pts * 30 fps), not microseconds.
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(std::llround(pts[i] * 30 / 1e6), i * 90 / 32) << "frame " << i;
+  EXPECT_EQ(tokens, *count);
+  std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(
