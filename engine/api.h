@@ -107,6 +107,20 @@ class Engine {
   virtual absl::Status Generate(Sequence& seq, const SamplingOptions& options,
                                 const std::function<bool(int32_t)>& on_token,
                                 const std::atomic<bool>* cancel) = 0;
+  // Generate for several sequences in lockstep (e.g. questions forked from one media prefix): each
+  // iteration advances every running sequence by one token; on_token(index, token). Sequence i
+  // samples with seed options.seed + i. The default runs them one after another.
+  virtual absl::Status GenerateBatch(const std::vector<Sequence*>& seqs, const SamplingOptions& options,
+                                     const std::function<bool(size_t, int32_t)>& on_token,
+                                     const std::atomic<bool>* cancel) {
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      SamplingOptions o = options;
+      o.seed = options.seed + i;
+      absl::Status st = Generate(*seqs[i], o, [&](int32_t t) { return on_token(i, t); }, cancel);
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace avserve::engine

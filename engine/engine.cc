@@ -212,34 +212,73 @@ class EngineImpl final : public Engine {
 
   absl::Status Generate(Sequence& seq, const SamplingOptions& options,
                         const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel) override;
+  absl::Status GenerateBatch(const std::vector<Sequence*>& seqs, const SamplingOptions& options,
+                             const std::function<bool(size_t, int32_t)>& on_token,
+                             const std::atomic<bool>* cancel) override;
 
  private:
+  absl::StatusOr<bool> Step(SequenceImpl& s, Sampler& sampler, int emitted, int max_new,
+                            const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel);
+
   std::unique_ptr<Backend> backend_;
   Gemma4Model model_;
   EngineOptions options_;
 };
 
+// One generation step of `s`: feeds the pending token, samples the next one and hands it out.
+// Returns false once this sequence is finished (stop id, limit, full, or on_token said stop).
+absl::StatusOr<bool> EngineImpl::Step(SequenceImpl& s, Sampler& sampler, int emitted, int max_new,
+                                      const std::function<bool(int32_t)>& on_token,
+                                      const std::atomic<bool>* cancel) {
+  if (emitted >= max_new) return false;
+  if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
+  RETURN_IF_ERROR(s.FeedPending(cancel));
+  const int vocab = model_.config().vocab_size;
+  const std::vector<float>& lg = s.logits();
+  if (lg.size() < static_cast<size_t>(vocab)) return absl::FailedPreconditionError("Generate needs a prefilled sequence");
+  const int32_t token = sampler.Sample(std::span<const float>(lg.data() + lg.size() - vocab, vocab));
+  if (token < 0) return absl::InternalError("no token could be sampled (all suppressed or NaN)");
+  const std::vector<int32_t>& stops = info().stop_ids;
+  if (std::find(stops.begin(), stops.end(), token) != stops.end()) return false;
+  if (s.length() >= s.capacity()) return false;  // full: nowhere to put the token
+  s.SetPending(token);
+  return on_token(token) && emitted + 1 < max_new;
+}
+
 absl::Status EngineImpl::Generate(Sequence& seq, const SamplingOptions& options,
                                   const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel) {
   auto* s = dynamic_cast<SequenceImpl*>(&seq);
   if (s == nullptr) return absl::InvalidArgumentError("sequence from another engine");
-  RETURN_IF_ERROR(s->FeedPending(cancel));
-  const int vocab = model_.config().vocab_size;
-  if (s->logits().size() < static_cast<size_t>(vocab)) {
-    return absl::FailedPreconditionError("Generate needs a prefilled sequence");
-  }
   Sampler sampler(options, info().suppress_ids);
-  const std::vector<int32_t>& stops = info().stop_ids;
-  for (int t = 0; t < options.max_new_tokens; ++t) {
-    if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
-    if (t > 0) RETURN_IF_ERROR(s->FeedPending(cancel));
-    const std::vector<float>& lg = s->logits();
-    const int32_t token = sampler.Sample(std::span<const float>(lg.data() + lg.size() - vocab, vocab));
-    if (token < 0) return absl::InternalError("no token could be sampled (all suppressed or NaN)");
-    if (std::find(stops.begin(), stops.end(), token) != stops.end()) return absl::OkStatus();
-    if (s->length() >= s->capacity()) return absl::OkStatus();  // full: nowhere to put the token
-    s->SetPending(token);
-    if (!on_token(token)) return absl::OkStatus();
+  for (int t = 0;; ++t) {
+    ASSIGN_OR_RETURN(bool more, Step(*s, sampler, t, options.max_new_tokens, on_token, cancel));
+    if (!more) return absl::OkStatus();
+  }
+}
+
+absl::Status EngineImpl::GenerateBatch(const std::vector<Sequence*>& seqs, const SamplingOptions& options,
+                                       const std::function<bool(size_t, int32_t)>& on_token,
+                                       const std::atomic<bool>* cancel) {
+  std::vector<SequenceImpl*> impl;
+  std::vector<Sampler> samplers;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto* s = seqs[i] ? dynamic_cast<SequenceImpl*>(seqs[i]) : nullptr;
+    if (s == nullptr) return absl::InvalidArgumentError("sequence from another engine");
+    impl.push_back(s);
+    SamplingOptions o = options;
+    o.seed = options.seed + i;
+    samplers.emplace_back(o, info().suppress_ids);
+  }
+  // Lockstep: one token per running sequence per iteration (a batched backend step can replace
+  // the inner loop without changing what callers see).
+  std::vector<bool> running(seqs.size(), true);
+  for (int t = 0; std::find(running.begin(), running.end(), true) != running.end(); ++t) {
+    for (size_t i = 0; i < impl.size(); ++i) {
+      if (!running[i]) continue;
+      ASSIGN_OR_RETURN(bool more, Step(*impl[i], samplers[i], t, options.max_new_tokens,
+                                       [&](int32_t tok) { return on_token(i, tok); }, cancel));
+      running[i] = more;
+    }
   }
   return absl::OkStatus();
 }

@@ -107,6 +107,32 @@ TEST_F(EngineTest, ForkIsIndependent) {
   EXPECT_EQ((*seq)->logits(), (*fork)->logits());
 }
 
+TEST_F(EngineTest, BatchedGenerationEqualsSeparateRuns) {
+  auto prefix = engine_->NewSequence(64);
+  ASSERT_TRUE((*prefix)->Prefill(Text({2, 105, 120, 121}), nullptr).ok());
+  std::vector<std::unique_ptr<Sequence>> forks, twins;
+  for (const std::vector<int32_t>& q : {std::vector<int32_t>{130, 131}, std::vector<int32_t>{140}}) {
+    auto f = (*prefix)->Fork();
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->Prefill(Text(q), nullptr).ok());
+    auto twin = (*f)->Fork();
+    ASSERT_TRUE(twin.ok());
+    forks.push_back(*std::move(f));
+    twins.push_back(*std::move(twin));
+  }
+  SamplingOptions s;
+  s.max_new_tokens = 6;
+  std::vector<std::vector<int32_t>> batched(2), separate(2);
+  ASSERT_TRUE(engine_->GenerateBatch({forks[0].get(), forks[1].get()}, s,
+                                     [&](size_t i, int32_t t) { batched[i].push_back(t); return true; }, nullptr)
+                  .ok());
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(engine_->Generate(*twins[i], s, [&](int32_t t) { separate[i].push_back(t); return true; }, nullptr).ok());
+  }
+  EXPECT_EQ(batched, separate);
+  EXPECT_EQ(batched[0].size(), 6u);
+}
+
 TEST_F(EngineTest, VisionBlockMayNotStraddleChunks) {
   const testing::Golden g = testing::Golden::Load();
   auto seq = engine_->NewSequence(64);
