@@ -32,6 +32,14 @@ ingest::IngestOptions ToIngestOptions(const IngestSpec& spec) {
   return o;
 }
 
+// The reference layout samples transformers' 32 uniformly spaced frames instead of `fps`.
+absl::StatusOr<ingest::IngestOptions> OptionsFor(const std::string& path, const IngestSpec& spec) {
+  ingest::IngestOptions options = ToIngestOptions(spec);
+  if (spec.layout != PromptLayout::kReference) return options;
+  ASSIGN_OR_RETURN(ingest::MediaProbe probe, ingest::ProbeFile(path));
+  return pipeline::ReferenceIngestOptions(probe, options);
+}
+
 pipeline::Layout ToLayout(PromptLayout layout) {
   return layout == PromptLayout::kReference ? pipeline::Layout::kReference : pipeline::Layout::kInterleaved;
 }
@@ -62,7 +70,8 @@ class ModelBackend final : public InferenceBackend {
     ASSIGN_OR_RETURN(ingest::MediaProbe probe, ingest::ProbeFile(media.file_path));
     pipeline::StreamOptions stream;
     stream.layout = ToLayout(ingest.layout);
-    return pipeline::CountTokens(probe, ToIngestOptions(ingest), stream, engine_->info(), *tokenizer_);
+    ASSIGN_OR_RETURN(ingest::IngestOptions options, OptionsFor(media.file_path, ingest));
+    return pipeline::CountTokens(probe, options, stream, engine_->info(), *tokenizer_);
   }
 
   absl::StatusOr<AskOutcome> Ask(const AskSpec& spec, AskObserver& observer, const std::atomic<bool>& cancel) override;
@@ -91,7 +100,8 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
     const AskSpec& spec, const pipeline::MediaPromptOptions& prompt, AskObserver& observer,
     const std::atomic<bool>& cancel, int64_t* tokens, int64_t* ingest_ms) {
   ASSIGN_OR_RETURN(std::vector<int32_t> prefix_ids, pipeline::MediaPrefixIds(*tokenizer_, prompt));
-  ASSIGN_OR_RETURN(auto reader, ingest::MediaReader::OpenFile(spec.media.file_path, ToIngestOptions(spec.ingest)));
+  ASSIGN_OR_RETURN(ingest::IngestOptions options, OptionsFor(spec.media.file_path, spec.ingest));
+  ASSIGN_OR_RETURN(auto reader, ingest::MediaReader::OpenFile(spec.media.file_path, options));
   pipeline::StreamOptions stream;
   stream.layout = prompt.layout;
   ASSIGN_OR_RETURN(int64_t media_tokens, pipeline::CountTokens(reader->probe(), reader->options(), stream,
