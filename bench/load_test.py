@@ -41,7 +41,7 @@ class Stats:
     def add(self, op, code, seconds):
         with self.lock:
             self.codes[(op, code)] = self.codes.get((op, code), 0) + 1
-            if code == "OK":
+            if code == "OK" or (op == "ask_cancel" and code == "CANCELLED"):
                 self.latency.setdefault(op, []).append(seconds)
 
 
@@ -120,6 +120,7 @@ def main():
 
     stats, stop = Stats(), threading.Event()
     rss = [server.metric("avserve_process_resident_memory_bytes")]
+    cache = [server.metric("avserve_prefix_cache_bytes")]
     threads = [threading.Thread(target=client_loop, args=(i, server.address, pb, rpc, media_ids, clips, stop, stats,
                                                           args.max_tokens)) for i in range(args.clients)]
     t_start = time.time()
@@ -128,6 +129,7 @@ def main():
     while time.time() - t_start < args.seconds:
         time.sleep(2)
         rss.append(server.metric("avserve_process_resident_memory_bytes"))
+        cache.append(server.metric("avserve_prefix_cache_bytes"))
     stop.set()
     for t in threads:
         t.join()
@@ -143,15 +145,18 @@ def main():
     print(f"{args.clients} clients x {elapsed:.0f} s on loopback; server `{os.path.basename(args.server)} "
           f"{args.server_args}`; mix 60% ask (1-3 questions, {args.max_tokens} tokens), 15% upload, "
           f"15% ask cancelled after its first event, 10% GetMedia.\n")
-    print("| op | ok | p50 ms | p99 ms | other codes |")
+    print("| op | done | p50 ms | p99 ms | other codes |")
     print("|---|---|---|---|---|")
     for op in ["ask", "ask_cancel", "upload", "get_media"]:
         lat = stats.latency.get(op, [])
         others = ", ".join(f"{c} {n}" for (o, c), n in sorted(stats.codes.items()) if o == op and c != "OK")
         print(f"| {op} | {len(lat)} | {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} | "
               f"{others or '-'} |")
-    print(f"\nServer RSS: start {mib(rss[0]):.1f} MiB, peak {mib(max(rss)):.1f} MiB, end {mib(rss[-1]):.1f} MiB "
-          f"(sampled every 2 s). Still serving after the run: {alive}. Graceful shutdown exit code: {exit_code}.")
+    quarters = [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in range(5)]
+    print(f"\n(ask_cancel: time until the client's cancel was acknowledged.) Server RSS at 0/25/50/75/100 % of the run: "
+          + " / ".join(f"{mib(v):.1f}" for v in quarters) + f" MiB (peak {mib(max(rss)):.1f}); prefix cache "
+          f"{mib(cache[-1]):.1f} MiB at the end. Still serving after the run: {alive}. Graceful shutdown exit code: "
+          f"{exit_code}.")
     print(f"Unexpected failures: {sum(bad.values()) if bad else 0} {bad if bad else ''}")
     return 1 if bad or not alive or exit_code != 0 else 0
 
