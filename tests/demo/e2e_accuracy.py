@@ -2,10 +2,11 @@
 """End-to-end alignment test: held-out toy videos through the real avserve server and avctl client.
 
 Generates clips with new random seeds (samples/toy/make_sample.py: ffmpeg + espeak-ng), uploads
-them to an avserve running the toy checkpoint on the CPU, asks 2 questions per category per clip
-(vision-only, audio-only, audio+vision timing) and scores the greedy answers against the truth.
-The same scenes are also encoded misaligned (soundtrack delayed 3 s) and with the frames shuffled
-(second k shows the picture of another second); the truth stays that of the aligned scene.
+them to an avserve running the toy checkpoint on the CPU, asks 3 questions per category per clip
+(vision-only, audio-only, audio+vision timing; one request per clip, so the media is prefilled
+once) and scores the greedy answers against the truth: 6 clips give 54 questions. The first 4
+scenes are also encoded misaligned (soundtrack delayed 3 s) and with the frames shuffled (second k
+shows the picture of another second); the truth stays that of the aligned scene.
 
 Pass criteria (the model card states the measured numbers):
   aligned:  >= 90% of >= 50 questions correct
@@ -34,15 +35,19 @@ import toyworld as tw  # noqa: E402
 CONDITIONS = {"aligned": {}, "shift3": {"shift_audio": 3}, "shuffle": {"shuffle": True}}
 
 
-def generate(tmp, seeds):
-    """All clips (seed x condition), in parallel: ffmpeg and espeak-ng run as subprocesses."""
+def generate(tmp, seeds, control_clips, per_category):
+    """The clips, in parallel (ffmpeg and espeak-ng run as subprocesses): every seed aligned, the
+    first `control_clips` seeds also shifted and shuffled (the same scenes, paired)."""
     jobs = {}
     with cf.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             for cond, kw in CONDITIONS.items():
+                if cond != "aligned" and i >= control_clips:
+                    continue
                 path = os.path.join(tmp, f"{cond}_{seed}.mp4")
                 jobs[(seed, cond)] = (path, pool.submit(make_sample.make, seed, path, None, None,
-                                                        kw.get("shift_audio", 0), kw.get("shuffle", False), 2))
+                                                        kw.get("shift_audio", 0), kw.get("shuffle", False),
+                                                        per_category))
         return {k: (path, fut.result()) for k, (path, fut) in jobs.items()}
 
 
@@ -81,7 +86,9 @@ def main():
     ap.add_argument("--avserve", required=True)
     ap.add_argument("--avctl", required=True)
     ap.add_argument("--checkpoint", default=os.path.join(ROOT, "deploy", "toy-model"))
-    ap.add_argument("--clips", type=int, default=9, help="scenes; each gives 6 questions per condition")
+    ap.add_argument("--clips", type=int, default=6, help="aligned scenes (3 questions per category each)")
+    ap.add_argument("--control-clips", type=int, default=4, help="of those, also shifted and shuffled")
+    ap.add_argument("--per-category", type=int, default=3)
     ap.add_argument("--seed", type=int, help="first scene seed (default: random, printed)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", help="write per-question results here")
@@ -92,7 +99,7 @@ def main():
     t0 = time.time()
     rows = []
     with tempfile.TemporaryDirectory(prefix="avserve_e2e_") as tmp:
-        clips = generate(tmp, seeds)
+        clips = generate(tmp, seeds, a.control_clips, a.per_category)
         print(f"e2e: generated {len(clips)} clips in {time.time() - t0:.1f} s", flush=True)
         with avclient.Server(a.avserve, a.checkpoint, os.path.join(tmp, "server"), a.threads) as srv:
             for (seed, cond), (path, truth) in sorted(clips.items(), key=lambda kv: (kv[0][1], kv[0][0])):
