@@ -3,7 +3,7 @@
 # (1 fps frames on screen at t = k, scaled to the budget-70 size, raw RGB; soundtrack to 16 kHz
 # mono f32le), on the 10-minute 720p lecture and the 5-minute 1080p clip (generated on first use).
 # Usage: bench/ingest.sh [BUILD_DIR=build] [RUNS=3]
-# Env: LONG=1 also measures peak RSS on a 60-minute 1080p file (the 5-minute clip concatenated
+# Env: FILES="lecture720.mp4 clip1080.mp4" (default) picks the media; LONG=1 also measures peak RSS on a 60-minute 1080p file (the 5-minute clip concatenated
 # 12 times with -c copy) in exact mode.
 # Last line: ingest speedup_vs_ffmpeg_cli=<median, exact> keyframe_speedup=<median, keyframe>
 #            realtime_factor=<media s per wall s, exact> peak_rss_mb=<max over our runs>
@@ -14,7 +14,7 @@ RUNS="${2:-3}"
 TOOL="$BUILD/ingest/avserve_ingest_tool"
 OUT="$ROOT/samples/out"
 [[ -x "$TOOL" ]] || { echo "missing $TOOL (cmake --build $BUILD --target avserve_ingest_tool)" >&2; exit 1; }
-"$ROOT/samples/make_samples.sh" "$OUT" lecture720.mp4 clip1080.mp4
+"$ROOT/samples/make_samples.sh" "$OUT" ${FILES:-lecture720.mp4 lecture720_truth.csv clip1080.mp4}
 
 median() { tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Runs a command under GNU time; prints "wall_s cpu_s peak_rss_mb".
@@ -30,7 +30,7 @@ cli() {  # file W H: the same job with the ffmpeg CLI
 }
 
 exact_ratios=() key_ratios=() cpu_ratios=() skip_gain=() realtime=() peak=0
-for name in lecture720.mp4 clip1080.mp4; do
+for name in ${FILES:-lecture720.mp4 clip1080.mp4}; do
   file="$OUT/$name"
   duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$file")
   target=$("$TOOL" probe "$file" | grep '^target budget=70 ')

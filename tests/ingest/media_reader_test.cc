@@ -116,6 +116,22 @@ TEST(MediaReaderTest, ExactModeSkipsDisposableFramesButNoSampledOnes) {
   EXPECT_LE(in.stats.video_frames_converted, static_cast<int64_t>(in.segments.size()) + 1);
 }
 
+TEST(MediaReaderTest, SkippingDisposableFramesDoesNotChangeTheOutput) {
+  IngestOptions no_skip;
+  no_skip.skip_disposable = false;
+  for (const char* name : {"cfr25.mp4", "vfr.mp4", "hevc.mp4"}) {
+    const Ingested skipped = IngestFile(Sample(name));
+    const Ingested full = IngestFile(Sample(name), no_skip);
+    ASSERT_TRUE(skipped.status.ok() && full.status.ok());
+    EXPECT_GT(skipped.stats.video_packets_skipped, 0) << name;
+    EXPECT_EQ(full.stats.video_packets_skipped, 0) << name;
+    ASSERT_EQ(skipped.segments.size(), full.segments.size());
+    for (size_t k = 0; k < full.segments.size(); ++k) {
+      EXPECT_TRUE(skipped.segments[k].frame->patches == full.segments[k].frame->patches) << name << " " << k;
+    }
+  }
+}
+
 TEST(MediaReaderTest, KeyframeModeSamplesTheLastKeyframe) {
   IngestOptions options;
   options.mode = SamplingMode::kKeyframe;
