@@ -51,6 +51,13 @@ def generate(tmp, seeds, control_clips, per_category):
         return {k: (path, fut.result()) for k, (path, fut) in jobs.items()}
 
 
+def expected_prefix_tokens(tok, seconds):
+    """Tokens of the media prompt up to the stream's end, as toyworld (and so the trainer) lays it
+    out; avserve's usage.prefix_tokens must be the same (the "\n\n" before the question is suffix)."""
+    pre = tw.prompt_text(seconds, "\x00").split("\x00")[0]
+    return len(tok.encode(pre[:-2]))
+
+
 def score(rows):
     out = {}
     for cond in CONDITIONS:
@@ -97,7 +104,8 @@ def main():
     seeds = [first + i for i in range(a.clips)]
     print(f"e2e: seeds {seeds[0]}..{seeds[-1]} (held out: training used seeds < 1e7)", flush=True)
     t0 = time.time()
-    rows = []
+    rows, layout_errors = [], []
+    tok = tw.ToyTokenizer(tw.load_json(os.path.join(a.checkpoint, "tokenizer.json")))
     with tempfile.TemporaryDirectory(prefix="avserve_e2e_") as tmp:
         clips = generate(tmp, seeds, a.control_clips, a.per_category)
         print(f"e2e: generated {len(clips)} clips in {time.time() - t0:.1f} s", flush=True)
@@ -106,6 +114,11 @@ def main():
                 media_id = avclient.upload(a.avctl, srv.address, path)
                 qs = truth["picked"]
                 answers, final = avclient.ask(a.avctl, srv.address, media_id, [q["question"] for q in qs])
+                got = int(((final or {}).get("usage") or {}).get("prefix_tokens", -1))
+                want = expected_prefix_tokens(tok, truth["seconds"])
+                if got != want:
+                    layout_errors.append(f"{cond} seed {seed}: avserve prefilled {got} media tokens, the "
+                                         f"training layout has {want}")
                 for q, ans in zip(qs, answers):
                     ok = avclient.normalize(ans) == q["answer"]
                     rows.append({"seed": seed, "condition": cond, "category": q["category"],
@@ -123,7 +136,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"scores": s, "rows": rows}, f, indent=1)
-    problems = check(s)
+    problems = check(s) + layout_errors
     print(f"e2e: {len(rows)} answers in {time.time() - t0:.0f} s")
     for p in problems:
         print("FAIL:", p)
