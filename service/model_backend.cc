@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
     if (!segment.has_value() || segment->start_us >= window_end) break;
     observer.OnIngestProgress(segment->end_us, spec.media.duration_us);
     if (segment->end_us <= window_start) continue;
-    // A window restarts the timeline at its start: segments are renumbered from 0 (Note in summarizer.h).
+    // A window restarts the timeline at its start (Note [Chunk timestamps] in summarizer.h).
     segment->index = next_index++;
     RETURN_IF_ERROR(interleaver.Add(*segment, &ready));
     for (auto& chunk : ready) {

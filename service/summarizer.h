@@ -1,6 +1,11 @@
 // Summaries of long recordings (design.md §2): when the media prefix does not fit the context,
 // map (timestamped notes per time chunk) then reduce (one summary from the notes). Runs on the engine
 // thread against any InferenceBackend.
+//
+// Note [Chunk timestamps]: a chunk is ingested as a window [start_us, end_us) whose segments are
+// renumbered from 0 (the Interleaver's stream starts at segment 0), so the "MM:SS" marks the model
+// sees inside a chunk restart at 00:00. The map question states the chunk's absolute range and the
+// notes are labelled "[MM:SS-MM:SS]" with it, so the reduce step works with recording times.
 #pragma once
 
 #include <atomic>

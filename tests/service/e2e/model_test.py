@@ -92,6 +92,23 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(sum(e.HasField("chunk_progress") for e in events), 4)
         self.assertEqual(len(final.results), 1)
 
+    def test_cancel_mid_prefill_and_deadline_reach_the_engine(self):
+        ingest = pb.IngestOptions(fps=2, frame_budget=140)  # a longer prefill, and a cache key of its own
+        call = self.inference.Ask(pb.AskRequest(media_id=self.media_id, questions=["q"], ingest=ingest,
+                                                sampling=SAMPLING))
+        for e in call:
+            if e.HasField("prefill_progress") or e.HasField("ingest_progress"):
+                call.cancel()
+                break
+        self.assertEqual(call.code(), grpc.StatusCode.CANCELLED)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            list(self.inference.Ask(pb.AskRequest(media_id=self.media_id, questions=["q"], ingest=ingest,
+                                                  sampling=SAMPLING), timeout=0.05))
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # Neither interrupted prefill left a (partial) prefix in the cache.
+        events = self.ask(["q"], ingest=ingest)
+        self.assertFalse(events[-1].final.prefix_cache_hit)
+
     def test_health_and_metrics(self):
         self.assertEqual(harness.health_status(self.channel), 1)
         self.ask(["warm?"])

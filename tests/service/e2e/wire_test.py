@@ -277,6 +277,33 @@ class WireTest(unittest.TestCase):
         self.assertGreaterEqual(codes.count(grpc.StatusCode.OK), 2)
 
 
+class BatchCancelTest(unittest.TestCase):
+    def test_cancel_stops_a_job_and_keeps_what_finished(self):
+        work = os.path.join(TMP, "cancel")
+        env = dict(FAKE_ENV, AVSERVE_FAKE_DECODE_MS_PER_TOKEN="40")
+        server = harness.ServerProcess(ENV["AVSERVE_FAKE_SERVER"], work, ["--media-root", MEDIA_ROOT], env=env).start()
+        try:
+            channel = grpc.insecure_channel(server.address)
+            media_id = rpc.MediaServiceStub(channel).RegisterPath(pb.RegisterPathRequest(path="clip2.mp4")).media_id
+            batch = rpc.BatchServiceStub(channel)
+            job = batch.Submit(pb.SubmitBatchRequest(media_ids=[media_id], questions=[f"q{i}" for i in range(10)]))
+            watch = batch.Watch(pb.WatchBatchRequest(job_id=job.job_id), timeout=60)
+            first = next(watch)
+            p = subprocess.run([ENV["AVCTL_BIN"], "-s", server.address, "--json", "batch", "cancel", job.job_id],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["state"], "JOB_STATE_CANCELLED")
+            rest = list(watch)  # the stream ends once the job is cancelled
+            got = batch.Get(pb.GetBatchRequest(job_id=job.job_id, include_results=True))
+            self.assertEqual(got.state, pb.JOB_STATE_CANCELLED)
+            self.assertLess(got.finished_items, 10)
+            self.assertEqual(got.results[0].answer, first.answer)
+            self.assertEqual(len(rest) + 1, got.finished_items)
+            channel.close()
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
 class AuthTlsTest(unittest.TestCase):
     def test_bearer_token_and_tls(self):
         work = os.path.join(TMP, "tls")
