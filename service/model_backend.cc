@@ -8,6 +8,7 @@
 #include "engine/base/status_macros.h"
 #include "engine/model/tokenizer.h"
 #include "ingest/media_reader.h"
+#include "pipeline/ingest_graph.h"
 #include "pipeline/interleaver.h"
 #include "pipeline/prompt.h"
 #include "pipeline/token_count.h"
@@ -71,7 +72,7 @@ class ModelBackend final : public InferenceBackend {
     pipeline::StreamOptions stream;
     stream.layout = ToLayout(ingest.layout);
     ASSIGN_OR_RETURN(ingest::IngestOptions options, OptionsFor(media.file_path, ingest));
-    return pipeline::CountTokens(probe, options, stream, engine_->info(), *tokenizer_);
+    return CountWindowTokens(probe, options, ingest, stream);
   }
 
   absl::StatusOr<AskOutcome> Ask(const AskSpec& spec, AskObserver& observer, const std::atomic<bool>& cancel) override;
@@ -86,6 +87,10 @@ class ModelBackend final : public InferenceBackend {
                                                                  AskObserver& observer,
                                                                  const std::atomic<bool>& cancel, int64_t* tokens,
                                                                  int64_t* ingest_ms);
+  // Exact for the whole media; for a window [start_us, end_us) an upper bound (whole segments and
+  // audio frames overlapping it), which is what capacity checks and chunk planning need.
+  absl::StatusOr<int64_t> CountWindowTokens(const ingest::MediaProbe& probe, const ingest::IngestOptions& options,
+                                            const IngestSpec& spec, const pipeline::StreamOptions& stream) const;
   absl::StatusOr<QuestionOutcome> Generate(engine::Sequence& seq, int question_index, const SamplingSpec& sampling,
                                            bool thinking, AskObserver& observer, const std::atomic<bool>& cancel);
 
@@ -96,53 +101,71 @@ class ModelBackend final : public InferenceBackend {
   int32_t channel_end_id_ = -1;
 };
 
+absl::StatusOr<int64_t> ModelBackend::CountWindowTokens(const ingest::MediaProbe& probe,
+                                                        const ingest::IngestOptions& options, const IngestSpec& spec,
+                                                        const pipeline::StreamOptions& stream) const {
+  if ((spec.start_us == 0 && spec.end_us == 0) || probe.duration_us <= 0) {
+    return pipeline::CountTokens(probe, options, stream, engine_->info(), *tokenizer_);
+  }
+  ASSIGN_OR_RETURN(pipeline::StreamPlan plan, pipeline::PlanStream(probe, options));
+  const int64_t end = spec.end_us > 0 ? std::min(spec.end_us, probe.duration_us) : probe.duration_us;
+  const int64_t span_us = std::max<int64_t>(0, end - spec.start_us);
+  plan.num_segments = std::min<int64_t>(plan.num_segments, static_cast<int64_t>(span_us * options.fps / 1e6) + 2);
+  plan.num_audio_frames = std::min<int64_t>(plan.num_audio_frames, span_us / ingest::kAudioFrameUs + 2);
+  return pipeline::CountPlanTokens(plan, options.fps, stream, *tokenizer_);
+}
+
 absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
     const AskSpec& spec, const pipeline::MediaPromptOptions& prompt, AskObserver& observer,
     const std::atomic<bool>& cancel, int64_t* tokens, int64_t* ingest_ms) {
   ASSIGN_OR_RETURN(std::vector<int32_t> prefix_ids, pipeline::MediaPrefixIds(*tokenizer_, prompt));
   ASSIGN_OR_RETURN(ingest::IngestOptions options, OptionsFor(spec.media.file_path, spec.ingest));
   ASSIGN_OR_RETURN(auto reader, ingest::MediaReader::OpenFile(spec.media.file_path, options));
-  pipeline::StreamOptions stream;
-  stream.layout = prompt.layout;
-  ASSIGN_OR_RETURN(int64_t media_tokens, pipeline::CountTokens(reader->probe(), reader->options(), stream,
-                                                               engine_->info(), *tokenizer_));
+  pipeline::GraphOptions graph;
+  graph.stream.layout = prompt.layout;
+  ASSIGN_OR_RETURN(int64_t media_tokens, CountWindowTokens(reader->probe(), reader->options(), spec.ingest,
+                                                           graph.stream));
   const int64_t total = static_cast<int64_t>(prefix_ids.size()) + media_tokens;
-  const int64_t capacity = std::min(engine_->info().max_context, total + kQuestionReserveTokens + 8192);
   if (total + 16 > engine_->info().max_context) {
     return absl::OutOfRangeError(absl::StrCat("the media takes ", total, " tokens, more than the context of ",
                                               engine_->info().max_context,
                                               ": lower fps or frame_budget, pick a window, or use Summarize"));
   }
-  ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(capacity));
+  ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(
+                                 std::min(engine_->info().max_context, total + kQuestionReserveTokens + 8192)));
   RETURN_IF_ERROR(seq->Prefill(TextChunk(prefix_ids), &cancel));
   const int64_t window_start = spec.ingest.start_us;
   const int64_t window_end = spec.ingest.end_us > 0 ? spec.ingest.end_us : INT64_MAX;
-  pipeline::Interleaver interleaver(engine_->info(), *tokenizer_, stream);
-  std::vector<engine::PromptChunk> ready;
-  int64_t done = static_cast<int64_t>(prefix_ids.size()), next_index = 0;
-  auto start = Clock::now();
-  for (;;) {
-    if (cancel.load()) return absl::CancelledError("cancelled during ingest");
-    ASSIGN_OR_RETURN(std::optional<ingest::Segment> segment, reader->Next());
-    if (!segment.has_value() || segment->start_us >= window_end) break;
-    observer.OnIngestProgress(segment->end_us, spec.media.duration_us);
-    if (segment->end_us <= window_start) continue;
-    // A window restarts the timeline at its start (Note [Chunk timestamps] in summarizer.h).
-    segment->index = next_index++;
-    RETURN_IF_ERROR(interleaver.Add(*segment, &ready));
-    for (auto& chunk : ready) {
-      RETURN_IF_ERROR(seq->Prefill(chunk, &cancel));
-      done += static_cast<int64_t>(chunk.size());
-      observer.OnPrefillProgress(-1, done, total);
+  int64_t next_index = 0;
+  // Runs on a TBB worker: the reader is used there only. Skips segments outside the window and
+  // renumbers the rest from 0 (Note [Chunk timestamps] in summarizer.h).
+  pipeline::SegmentSource source = [&]() -> absl::StatusOr<std::optional<ingest::Segment>> {
+    for (;;) {
+      absl::StatusOr<std::optional<ingest::Segment>> next = reader->Next();
+      if (!next.ok() || !next->has_value()) return next;
+      ingest::Segment& segment = **next;
+      if (segment.start_us >= window_end) return std::optional<ingest::Segment>();
+      if (segment.end_us <= window_start) continue;
+      segment.index = next_index++;
+      return next;
     }
-    ready.clear();
-  }
-  RETURN_IF_ERROR(interleaver.Finish(&ready));
-  for (auto& chunk : ready) {
-    RETURN_IF_ERROR(seq->Prefill(chunk, &cancel));
-    done += static_cast<int64_t>(chunk.size());
-    observer.OnPrefillProgress(-1, done, std::max(done, total));
-  }
+  };
+  graph.media_us_total = spec.media.duration_us;
+  graph.tokens_total = media_tokens;
+  int64_t done = static_cast<int64_t>(prefix_ids.size());
+  auto start = Clock::now();
+  // Prefill overlaps ingest: chunks arrive on this (the engine) thread while TBB workers decode.
+  RETURN_IF_ERROR(pipeline::RunIngestGraph(
+      source, engine_->info(), *tokenizer_, graph,
+      [&](engine::PromptChunk&& chunk, const pipeline::IngestProgress& progress) -> absl::Status {
+        RETURN_IF_ERROR(seq->Prefill(chunk, &cancel));
+        done += static_cast<int64_t>(chunk.size());
+        observer.OnIngestProgress(progress.media_us_ingested, spec.media.duration_us);
+        observer.OnPrefillProgress(-1, done, std::max(done, total));
+        return absl::OkStatus();
+      },
+      &cancel));
+  observer.OnPrefillProgress(-1, done, done);
   *tokens = done;
   *ingest_ms = MsSince(start);
   return seq;

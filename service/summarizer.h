@@ -2,10 +2,10 @@
 // map (timestamped notes per time chunk) then reduce (one summary from the notes). Runs on the engine
 // thread against any InferenceBackend.
 //
-// Note [Chunk timestamps]: a chunk is ingested as a window [start_us, end_us) whose segments are
-// renumbered from 0 (the Interleaver's stream starts at segment 0), so the "MM:SS" marks the model
-// sees inside a chunk restart at 00:00. The map question states the chunk's absolute range and the
-// notes are labelled "[MM:SS-MM:SS]" with it, so the reduce step works with recording times.
+// Note [Chunk timestamps]: a chunk is ingested as a window [start_us, end_us); its segments are
+// renumbered from 0 (the Interleaver wants indices in order from 0) but keep their media start
+// times, which is what the "MM:SS" marks are written from, so the model sees recording times in
+// every chunk. The notes are also labelled "[MM:SS-MM:SS]" with the chunk's range for the reduce step.
 #pragma once
 
 #include <atomic>
