@@ -14,6 +14,46 @@ namespace {
 constexpr int kThreads = 256;
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Running (max, sum of exp) of one thread, updated with one score.
+__device__ __forceinline__ void OnlineUpdate(float v, float scale_log2, float* mx, float* sum) {
+  if (v > *mx) {
+    *sum = *sum * exp2f((*mx - v) * scale_log2) + 1.f;
+    *mx = v;
+  } else {
+    *sum += exp2f((v - *mx) * scale_log2);
+  }
+}
+
+// Causal rows without vision blocks see a prefix of the keys: [0, visible). Vectorised (16-byte loads of S,
+// 8-byte stores of P), no per-key predicate.
+__device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int keys, float scale_log2, float* scratch) {
+  float mx = -FLT_MAX, sum = 0.f;
+  const float4* s4 = reinterpret_cast<const float4*>(s);
+  for (int i = threadIdx.x; i < visible / 4; i += kThreads) {
+    const float4 v = s4[i];
+    OnlineUpdate(v.x, scale_log2, &mx, &sum);
+    OnlineUpdate(v.y, scale_log2, &mx, &sum);
+    OnlineUpdate(v.z, scale_log2, &mx, &sum);
+    OnlineUpdate(v.w, scale_log2, &mx, &sum);
+  }
+  for (int k = visible / 4 * 4 + threadIdx.x; k < visible; k += kThreads) OnlineUpdate(s[k], scale_log2, &mx, &sum);
+  const float block_max = BlockMax(mx, scratch);
+  sum = BlockSum(sum * exp2f((mx - block_max) * scale_log2), scratch);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  for (int i = threadIdx.x; i < (keys + 3) / 4; i += kThreads) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (4 * i < visible) v = s4[i];  // lanes past `visible` are zeroed below (padding may hold garbage)
+    const float e[4] = {v.x, v.y, v.z, v.w};
+    __nv_bfloat162 pk[2];
+    float pr[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pr[j] = 4 * i + j < visible ? exp2f((e[j] - block_max) * scale_log2) * inv : 0.f;
+    pk[0] = __floats2bfloat162_rn(pr[0], pr[1]);
+    pk[1] = __floats2bfloat162_rn(pr[2], pr[3]);
+    *reinterpret_cast<uint2*>(out + 4 * i) = *reinterpret_cast<const uint2*>(pk);
+  }
+}
+
 // One block per score row: row r is query position q0 + r / num_heads. Keys are positions key0 + [0, keys).
 // P = softmax over the visible keys (masked keys -> 0), rounded to bf16; a row that sees nothing is all 0.
 __global__ void __launch_bounds__(kThreads)
@@ -21,21 +61,19 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float scratch[kThreads / 32];
   const int row = blockIdx.x;
   const int qpos = q0 + row / p.num_heads;
-  const int bq = BlockIdAt(p, qpos);
   const float* s = scores + static_cast<int64_t>(row) * ld;
   bf16* out = probs + static_cast<int64_t>(row) * ld;
   const float scale_log2 = p.scale * kLog2e;
+  if (p.block_ids == nullptr && p.window <= 0 && key0 == p.kv_begin) {
+    const int visible = max(0, min(min(qpos + 1, p.kv_end) - key0, keys));
+    PrefixSoftmaxRow(s, out, visible, keys, scale_log2, scratch);
+    return;
+  }
+  const int bq = BlockIdAt(p, qpos);
   // One pass for the running maximum and the rescaled sum (per thread), then block-wide merges.
   float mx = -FLT_MAX, sum = 0.f;
   for (int k = threadIdx.x; k < keys; k += kThreads) {
-    if (!Allowed(p, qpos, key0 + k, bq, BlockIdAt(p, key0 + k))) continue;
-    const float v = s[k];
-    if (v > mx) {
-      sum = sum * exp2f((mx - v) * scale_log2) + 1.f;
-      mx = v;
-    } else {
-      sum += exp2f((v - mx) * scale_log2);
-    }
+    if (Allowed(p, qpos, key0 + k, bq, BlockIdAt(p, key0 + k))) OnlineUpdate(s[k], scale_log2, &mx, &sum);
   }
   const float block_max = BlockMax(mx, scratch);
   sum = BlockSum(sum * exp2f((mx - block_max) * scale_log2), scratch);

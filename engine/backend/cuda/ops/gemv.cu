@@ -60,13 +60,7 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
   switch (p.m) {
     case 1: Launch<1>(p, stream); break;
-    case 2: Launch<2>(p, stream); break;
-    case 3: Launch<3>(p, stream); break;
-    case 4: Launch<4>(p, stream); break;
-    case 5: Launch<5>(p, stream); break;
-    case 6: Launch<6>(p, stream); break;
-    case 7: Launch<7>(p, stream); break;
-    default: Launch<8>(p, stream); break;
+    default: Launch<2>(p, stream); break;
   }
 }
 
