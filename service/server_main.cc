@@ -21,18 +21,26 @@ void AddFlags(CLI::App& app, ServerConfig& c, std::string& port_file, std::strin
       ->capture_default_str();
   app.add_option("--data-dir", c.data_dir, "uploads, media metadata and batch journals")->capture_default_str();
   app.add_option("--media-root", c.media_root, "directory RegisterPath may reference ('' = disabled)");
-  app.add_option("--max-upload-bytes", c.max_upload_bytes, "largest accepted upload")->capture_default_str();
-  app.add_option("--max-message-bytes", c.max_message_bytes, "largest gRPC message")->capture_default_str();
+  app.add_option("--max-upload-bytes", c.max_upload_bytes, "largest accepted upload")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-message-bytes", c.max_message_bytes, "largest gRPC message")
+      ->capture_default_str()
+      ->check(CLI::Range(4096, 1 << 30));
   app.add_option("--max-queue", c.max_queued_requests, "requests waiting for the engine before RESOURCE_EXHAUSTED")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   app.add_option("--token-file", token_file, "file holding the bearer token clients must send");
   app.add_option("--tls-cert", c.tls_cert_file, "PEM certificate chain (enables TLS with --tls-key)");
   app.add_option("--tls-key", c.tls_key_file, "PEM private key");
   app.add_option("--checkpoint", c.checkpoint_dir, "model folder (config.json, model.safetensors, tokenizer.json)");
   app.add_option("--backend", c.backend, "auto | cpu | cuda")->capture_default_str();
-  app.add_option("--cpu-threads", c.cpu_threads, "CPU backend threads (0 = all cores)");
-  app.add_option("--prefix-cache-bytes", c.prefix_cache_bytes, "prefix cache budget")->capture_default_str();
-  app.add_option("--max-context", c.max_context_tokens, "context limit in tokens (0 = the model's)");
+  app.add_option("--cpu-threads", c.cpu_threads, "CPU backend threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  app.add_option("--prefix-cache-bytes", c.prefix_cache_bytes, "prefix cache budget")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-context", c.max_context_tokens, "context limit in tokens (0 = the model's)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--port-file", port_file, "write {\"grpc_port\":..,\"metrics_port\":..} here once listening");
 }
 
