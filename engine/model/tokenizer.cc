@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "re2/re2.h"
 
 namespace avserve::engine {
 namespace {
@@ -428,13 +429,7 @@ absl::Status Tokenizer::ParsePipeline(const Json& root, const Json& model) {
   const Json& normalizer = Field(root, "normalizer");
   if (!normalizer.is_null()) RETURN_IF_ERROR(ParseReplace(normalizer, &normalizer_from_, &normalizer_to_));
   const Json& pre = Field(root, "pre_tokenizer");
-  if (!pre.is_null()) {
-    if (pre.value("type", "") != "Split" || !Field(pre, "pattern").contains("String") ||
-        pre.value("behavior", "") != "MergedWithPrevious" || pre.value("invert", false)) {
-      return Unsupported("pre_tokenizer", pre);
-    }
-    split_pattern_ = Field(Field(pre, "pattern"), "String").get<std::string>();
-  }
+  if (!pre.is_null()) RETURN_IF_ERROR(ParseSplit(pre));
   const Json& decoder = Field(root, "decoder");
   if (!decoder.is_null()) {
     if (decoder.value("type", "") != "Sequence") return Unsupported("decoder", decoder);
@@ -563,15 +558,59 @@ void Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* out) con
   for (int32_t i = 0; i >= 0; i = symbols[i].next) out->push_back(symbols[i].id);
 }
 
+absl::Status Tokenizer::ParseSplit(const Json& pre) {
+  const std::string behavior = pre.value("behavior", "");
+  const Json& pattern = Field(pre, "pattern");
+  if (pre.value("type", "") != "Split" || pre.value("invert", false) ||
+      (behavior != "MergedWithPrevious" && behavior != "Isolated")) {
+    return Unsupported("pre_tokenizer", pre);
+  }
+  split_isolated_ = behavior == "Isolated";
+  if (Field(pattern, "String").is_string()) {
+    split_literal_ = Field(pattern, "String").get<std::string>();
+    if (split_literal_.empty()) return Unsupported("pre_tokenizer (empty pattern)", pre);
+    return absl::OkStatus();
+  }
+  if (!Field(pattern, "Regex").is_string()) return Unsupported("pre_tokenizer pattern", pre);
+  // RE2 is UTF-8 aware but its \d is ASCII digits only (tokenizers' Oniguruma may be wider).
+  auto regex = std::make_shared<re2::RE2>(Field(pattern, "Regex").get<std::string>(), RE2::Quiet);
+  if (!regex->ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer.json: pre_tokenizer regex does not compile: ", regex->error()));
+  }
+  split_regex_ = std::move(regex);
+  return absl::OkStatus();
+}
+
+std::pair<size_t, size_t> Tokenizer::FindSplit(std::string_view text) const {
+  if (!split_literal_.empty()) return {text.find(split_literal_), split_literal_.size()};
+  if (!split_regex_) return {std::string_view::npos, 0};
+  for (size_t from = 0; from < text.size();) {
+    re2::StringPiece match;
+    if (!split_regex_->Match(re2::StringPiece(text.data(), text.size()), from, text.size(),
+                             RE2::UNANCHORED, &match, 1)) {
+      break;
+    }
+    const size_t at = static_cast<size_t>(match.data() - text.data());
+    if (!match.empty()) return {at, match.size()};
+    from = at + 1;  // an empty match splits nothing
+  }
+  return {std::string_view::npos, 0};
+}
+
 void Tokenizer::EncodeNormalizedPiece(std::string_view text, std::vector<int32_t>* out) const {
   const std::string normalized = Normalize(text);
   std::string_view rest = normalized;
-  // Split, MergedWithPrevious: each occurrence of the pattern ends a word.
-  while (!split_pattern_.empty() && !rest.empty()) {
-    const size_t at = rest.find(split_pattern_);
+  while (!rest.empty()) {
+    const auto [at, len] = FindSplit(rest);
     if (at == std::string_view::npos) break;
-    EncodeWord(rest.substr(0, at + split_pattern_.size()), out);
-    rest.remove_prefix(at + split_pattern_.size());
+    if (split_isolated_) {
+      if (at > 0) EncodeWord(rest.substr(0, at), out);
+      EncodeWord(rest.substr(at, len), out);
+    } else {
+      EncodeWord(rest.substr(0, at + len), out);
+    }
+    rest.remove_prefix(at + len);
   }
   if (!rest.empty()) EncodeWord(rest, out);
 }

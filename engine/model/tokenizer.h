@@ -23,6 +23,10 @@
 #include "absl/types/span.h"
 #include "nlohmann/json_fwd.hpp"
 
+namespace re2 {
+class RE2;
+}
+
 namespace avserve::engine {
 
 class Tokenizer {
@@ -74,6 +78,9 @@ class Tokenizer {
   std::string Normalize(std::string_view text) const;
   void EncodeWord(std::string_view word, std::vector<int32_t>* out) const;
   void EncodeNormalizedPiece(std::string_view text, std::vector<int32_t>* out) const;
+  absl::Status ParseSplit(const nlohmann::json& pre);
+  // The next split match in `text` as (offset, length); offset == npos when there is none.
+  std::pair<size_t, size_t> FindSplit(std::string_view text) const;
 
   std::vector<std::string> pieces_;                          // [vocab_size] id -> piece
   absl::flat_hash_map<std::string, int32_t> piece_to_id_;    // model vocab + added tokens
@@ -85,7 +92,11 @@ class Tokenizer {
   int32_t unk_id_ = -1;
   bool fuse_unk_ = false;
   std::string normalizer_from_, normalizer_to_;              // Replace; empty = none
-  std::string split_pattern_;                                // Split pre-tokenizer; empty = none
+  // Split pre-tokenizer (none when both pattern fields are empty): a literal or an RE2 regex;
+  // MergedWithPrevious ends a word after each match, Isolated makes each match its own word.
+  std::string split_literal_;
+  std::shared_ptr<const re2::RE2> split_regex_;              // shared_ptr: RE2 stays incomplete here
+  bool split_isolated_ = false;
   std::unique_ptr<AddedMatcher> matcher_;
 };
 

@@ -1,5 +1,6 @@
 #include "engine/model/tokenizer.h"
 
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -180,6 +181,43 @@ TEST(TokenizerLoadTest, EncodesWithATinyVocabulary) {
       "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})");
   ASSERT_TRUE(legacy.ok()) << legacy.status();
   EXPECT_EQ((*legacy)->Encode("abab"), (std::vector<int32_t>{2, 2}));
+}
+
+TEST(TokenizerLoadTest, RegexSplitIsolatesEachMatch) {
+  // The pre-tokenizer of transformers-made small checkpoints: digits are words of their own,
+  // so "12" never merges even though the vocabulary has "12".
+  auto tokenizer = Tokenizer::LoadFromJson(R"({
+    "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\d"}, "behavior": "Isolated",
+                      "invert": false},
+    "model": {"type": "BPE", "byte_fallback": true, "unk_token": null,
+              "vocab": {"a": 0, "1": 1, "2": 2, "12": 3, "a1": 4, "\u2581": 5},
+              "merges": [["1", "2"], ["a", "1"]]}})");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->Encode("a12 a"), (std::vector<int32_t>{0, 1, 2, 5, 0}));
+  EXPECT_EQ((*tokenizer)->Decode({0, 1, 2, 5, 0}), "a12 a");
+  // Without the pre-tokenizer the same text merges across the digits.
+  auto merged = Tokenizer::LoadFromJson(R"({"model": {"type": "BPE", "byte_fallback": true,
+      "vocab": {"a": 0, "1": 1, "2": 2, "12": 3, "a1": 4}, "merges": [["1", "2"], ["a", "1"]]}})");
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ((*merged)->Encode("a12"), (std::vector<int32_t>{0, 3}));
+  // A regex that does not compile is a clear error.
+  auto bad = Tokenizer::LoadFromJson(R"({"pre_tokenizer": {"type": "Split",
+      "pattern": {"Regex": "("}, "behavior": "Isolated"},
+      "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TokenizerLoadTest, LoadsTheTinyTestCheckpointTokenizer) {
+  auto tokenizer =
+      Tokenizer::LoadFromFile(std::string(AVSERVE_SOURCE_DIR) + "/tests/data/engine/tiny/tokenizer.json");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::vector<int32_t> ids = (*tokenizer)->Encode("frame 2024");
+  EXPECT_EQ((*tokenizer)->Decode(ids), "frame 2024");
+  int digits = 0;
+  for (int32_t id : ids) digits += (*tokenizer)->IdToToken(id).size() == 1 &&
+                                   std::isdigit(static_cast<unsigned char>((*tokenizer)->IdToToken(id)[0]));
+  EXPECT_EQ(digits, 4);
 }
 
 }  // namespace
