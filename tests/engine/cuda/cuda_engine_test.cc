@@ -8,19 +8,13 @@
 
 #include "engine/api.h"
 #include "gtest/gtest.h"
+#include "tests/engine/cuda/test_util.h"
 #include "tests/engine/golden.h"
 
 namespace avserve::engine {
 namespace {
 
-bool HaveDevice() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
+using cuda::testing::HaveDevice;
 
 std::unique_ptr<Engine> Load(BackendKind kind) {
   EngineOptions o;

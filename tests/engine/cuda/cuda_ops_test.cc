@@ -20,14 +20,7 @@ namespace {
 using testing::RandomBf16;
 using testing::RelErr;
 
-bool HaveDevice() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
+using testing::HaveDevice;
 
 #define SKIP_WITHOUT_GPU() \
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device"

@@ -7,11 +7,23 @@
 #include <random>
 #include <vector>
 
+#include <cuda_runtime.h>
+
 #include "engine/backend/backend.h"
 #include "engine/backend/numeric.h"
 #include "gtest/gtest.h"
 
 namespace avserve::engine::cuda::testing {
+
+// True when a CUDA device can be used (clears the error a machine without a GPU leaves behind).
+inline bool HaveDevice() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
 
 // ||got - want|| / ||want|| over two float vectors (NaN anywhere fails).
 inline double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
