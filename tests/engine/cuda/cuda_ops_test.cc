@@ -40,6 +40,17 @@ std::vector<T> ToHost(const DeviceBuffer<T>& buf) {
   return host;
 }
 
+// Sampling parameters over `rows` contiguous rows of `vocab` logits, one id out per row.
+SampleParams RowsToSample(const float* logits, int32_t* out_ids, int rows, int vocab) {
+  SampleParams p;
+  p.logits = logits;
+  p.row_stride = vocab;
+  p.rows = rows;
+  p.vocab = vocab;
+  p.out_ids = out_ids;
+  return p;
+}
+
 TEST(CudaSampleTest, GreedyIsFirstArgmaxAndSkipsSuppressedIds) {
   SKIP_WITHOUT_GPU();
   constexpr int kVocab = 262144, kRows = 3;
@@ -53,12 +64,7 @@ TEST(CudaSampleTest, GreedyIsFirstArgmaxAndSkipsSuppressedIds) {
   logits[2 * kVocab + 10] = logits[2 * kVocab + 20] = 70.f;  // row 2: tie -> first index
   auto d_logits = ToDevice(logits);
   auto d_out = ToDevice(std::vector<int32_t>(kRows, -1));
-  SampleParams p;
-  p.logits = d_logits.get();
-  p.row_stride = kVocab;
-  p.rows = kRows;
-  p.vocab = kVocab;
-  p.out_ids = d_out.get();
+  SampleParams p = RowsToSample(d_logits.get(), d_out.get(), kRows, kVocab);
   p.suppressed[0] = 258882;
   p.suppressed[1] = 258883;
   p.num_suppressed = 2;
@@ -78,12 +84,7 @@ TEST(CudaSampleTest, TopKSamplingFollowsTheSoftmaxOfTheTopK) {
   }
   auto d_logits = ToDevice(logits);
   auto d_out = ToDevice(std::vector<int32_t>(kRows, -1));
-  SampleParams p;
-  p.logits = d_logits.get();
-  p.row_stride = kVocab;
-  p.rows = kRows;
-  p.vocab = kVocab;
-  p.out_ids = d_out.get();
+  SampleParams p = RowsToSample(d_logits.get(), d_out.get(), kRows, kVocab);
   p.temperature = 1.f;
   p.top_k = 2;
   p.seed = 42;
