@@ -52,7 +52,7 @@ def augment_audio(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train: bool,
-                 condition: str = "aligned", branches: int = 6, per_template: int = 1) -> dict:
+                 condition: str = "aligned", branches: int = 6, per_template: int = 1, bind: bool = False) -> dict:
     """condition: aligned | shift3 (audio delayed 3 s) | shuffle (frames deranged). The answers are
     always those of the aligned scene."""
     rng = np.random.default_rng(seed)
@@ -95,6 +95,7 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
     # Perception targets at the frame/audio block ends of each second (training signal only; the
     # logits of prompt positions are never sampled): the shape at <image|>, its colour at <|audio>,
     # the sound ("beep" or the word) at <audio|>.
+    aux2 = [IGNORE] * len(prefix)
     if train and condition == "aligned":
         p = np.array(prefix)
         ends = [np.nonzero(p == t)[0] for t in (vocab.eoi, vocab.boa, vocab.eoa)]
@@ -105,6 +106,11 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
                     aux[ends[1][k]] = vocab.answer_id[scene.colour[k]]
             if scene.sound[k] and k < len(ends[2]):
                 aux[ends[2][k]] = vocab.beep if scene.sound[k] == "beep" else vocab.answer_id[scene.sound[k]]
+                # Binding target: the same position also names the shape on screen, so that what is
+                # heard and what is seen in one second meet in one place (questions like "which word
+                # is spoken while the square is visible" then need one attention hop, not two).
+                if scene.kind[k] and bind:
+                    aux2[ends[2][k]] = vocab.answer_id[tw.SHAPES[scene.kind[k] - 1]]
     for j, q in enumerate(picked, start=1):
         b = vocab.tok.encode(q["question"] + suffix_tpl)
         a = [vocab.answer_id[q["answer"]], vocab.turn_end]
@@ -115,13 +121,14 @@ def make_example(seed: int, seconds: int, vocab: Vocab, bank: tw.WordBank, train
         branch += [j] * len(seq)
         labels += [IGNORE] * (len(b) - 1) + a + [IGNORE]
         aux += [IGNORE] * len(seq)
+        aux2 += [IGNORE] * len(seq)
     types = np.zeros(len(ids), np.int64)
     arr = np.array(ids, np.int64)
     types[arr == vocab.video] = 2
     types[arr == vocab.audio] = 3
     return {
         "ids": arr, "pos": np.array(pos, np.int64), "branch": np.array(branch, np.int64),
-        "labels": np.array(labels, np.int64), "aux": np.array(aux, np.int64), "types": types, "block": block_ids(types),
+        "labels": np.array(labels, np.int64), "aux": np.array(aux, np.int64), "aux2": np.array(aux2, np.int64), "types": types, "block": block_ids(types),
         "answer_at": np.array(answer_at, np.int64),
         "answers": [vocab.answer_id[q["answer"]] for q in picked],
         "categories": [q["category"] for q in picked], "templates": [q["template"] for q in picked],
@@ -149,7 +156,7 @@ def collate(examples: list, pad_id: int) -> dict:
         return out
 
     batch = {"ids": pad("ids", pad_id), "pos": pad("pos", 0), "branch": pad("branch", -1),
-             "labels": pad("labels", IGNORE), "aux": pad("aux", IGNORE), "types": pad("types", 0),
+             "labels": pad("labels", IGNORE), "aux": pad("aux", IGNORE), "aux2": pad("aux2", IGNORE), "types": pad("types", 0),
              "block": pad("block", -1)}
     for i, e in enumerate(examples):   # pads continue the positions (harmless, never attended by real rows)
         n = len(e["ids"])

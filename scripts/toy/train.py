@@ -70,7 +70,7 @@ def _worker_init():
 def _make_batch(spec):
     seed, clips, seconds, train, condition = spec
     ex = [td.make_example(seed * 1000 + i, seconds, _W["vocab"], _W["bank"], train, condition,
-                          branches=18 if train else 6, per_template=3 if train else 1)
+                          branches=18 if train else 6, per_template=3 if train else 1, bind=_W.get("bind", False))
           for i in range(clips)]
     b = td.collate(ex, _W["vocab"].pad)
     b["answer_at"] = [e["answer_at"] for e in ex]
@@ -118,7 +118,7 @@ def ycc_to_rgb(x):
 
 
 def to_inputs(b, dev, window, train, gen):
-    t = {k: torch.as_tensor(b[k], device=dev) for k in ("ids", "pos", "branch", "labels", "aux", "types", "block")}
+    t = {k: torch.as_tensor(b[k], device=dev) for k in ("ids", "pos", "branch", "labels", "aux", "aux2", "types", "block")}
     full, sliding = td.mask_arrays(t["pos"], t["branch"], t["block"], window)
     B, L = b["render"]["kind"].shape
     patches = gpu_frames(b["render"], dev, train, gen)
@@ -139,8 +139,15 @@ def perception_accuracy(logits, t):
     for name, tok in (("shape", v.eoi), ("colour", v.boa), ("sound", v.eoa)):
         m = (t["ids"] == tok) & (t["aux"] != td.IGNORE)
         if bool(m.any()):
-            out[name] = round((logits[m].argmax(-1) == t["aux"][m]).float().mean().item(), 3)
+            out[name] = round(in_top2(logits[m], t["aux"][m]), 3)
+    m = t["aux2"] != td.IGNORE
+    if bool(m.any()):   # the binding target (shape where the sound is), top-2 with the sound
+        out["shape@sound"] = round(in_top2(logits[m], t["aux2"][m]), 3)
     return out
+
+
+def in_top2(logits, target):
+    return (logits.topk(2, -1).indices == target[:, None]).any(-1).float().mean().item()
 
 
 def load_config():
@@ -280,6 +287,7 @@ def train(args):
     cfg = load_config()
     window = cfg.text_config.sliding_window
     log("config ok:", type(cfg).__name__, "window", window, "layer_types", cfg.text_config.layer_types)
+    _W["bind"] = args.bind      # read by the forked workers
     ctx = mp.get_context("fork")
     pool = ctx.Pool(args.workers, initializer=_worker_init)   # before CUDA is touched
     _worker_init()
@@ -317,6 +325,9 @@ def train(args):
         loss = F.cross_entropy(logits[sel].float(), labels[sel])
         if args.aux_weight > 0 and bool(aux_sel.any()):
             loss = loss + args.aux_weight * F.cross_entropy(logits[aux_sel].float(), t["aux"][aux_sel])
+        aux2_sel = t["aux2"] != td.IGNORE
+        if args.aux_weight > 0 and bool(aux2_sel.any()):
+            loss = loss + args.aux_weight * F.cross_entropy(logits[aux2_sel].float(), t["aux2"][aux2_sel])
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             log(f"step {step}: non-finite loss, skipped")
@@ -485,6 +496,8 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--aux-weight", type=float, default=0.5)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--bind", action="store_true",
+                    help="binding targets: the shape on screen also at each second's sound position")
     ap.add_argument("--short-frac", type=float, default=0.15, help="time share of the 1-4 s clips")
     ap.add_argument("--init", help="start from this checkpoint folder (from_pretrained)")
     ap.add_argument("--skip-fp32-eval", action="store_true")
