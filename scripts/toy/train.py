@@ -473,7 +473,7 @@ def check_tree_equivalence(model, dev, window):
     end = int(e["answer_at"][j]) + 1
     single = dict(e)
     keep = np.r_[np.arange(P), np.arange(start, end)]
-    for k in ("ids", "pos", "branch", "labels", "aux", "types"):
+    for k in ("ids", "pos", "branch", "labels", "aux", "aux2", "types"):
         single[k] = e[k][keep]
     single["block"] = td.block_ids(single["types"])
     b2 = td.collate([single], vocab.pad)
