@@ -4,10 +4,17 @@
 // or the video ended) and its audio frames are complete (the timeline reaches the first audio
 // frame of segment k+1, or the audio ended). Only the chosen frames are converted, and only a few
 // segments are ever buffered, so memory does not grow with the media's length.
+// Note [Conversion worker]: converting a chosen frame (RGB, resize, patchify) runs on a
+// SerialWorker, in order, while the main thread goes on demuxing and decoding; a segment waits
+// for its frame's conversion before it is handed out. At most kMaxQueuedConversions frames are in
+// flight. The output is the same with and without the worker (IngestOptions::convert_on_worker).
 #include "ingest/media_reader.h"
 
 #include <algorithm>
 #include <deque>
+#include <future>
+#include <limits>
+#include <memory>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -21,6 +28,7 @@
 #include "ingest/packet_filter.h"
 #include "ingest/patchify.h"
 #include "ingest/resize.h"
+#include "ingest/serial_worker.h"
 #include "ingest/video_decoder.h"
 
 namespace avserve::ingest {
@@ -28,12 +36,16 @@ namespace avserve::ingest {
 namespace {
 constexpr double kMaxFps = 120.0;
 constexpr int64_t kUs = 1000000;
+constexpr size_t kMaxQueuedConversions = 2;
 
-// A converted frame and the segments [first, last) it was chosen for.
+using Patches = std::shared_ptr<const std::vector<float>>;  // [rows*cols, kPatchDim]
+
+// A chosen frame, the segments [first, last) it was chosen for, and its conversion (which may
+// still be running on the worker).
 struct ChosenFrame {
   int64_t first = 0, last = 0;
   int64_t pts_us = 0;
-  std::shared_ptr<const std::vector<float>> patches;  // [rows*cols, kPatchDim]
+  std::shared_future<absl::StatusOr<Patches>> patches;
 };
 }  // namespace
 
@@ -52,6 +64,8 @@ class MediaReaderImpl {
   int grid_rows_ = 0, grid_cols_ = 0;
   MediaReader::NativeFrameHook hook_;
   MediaReader::Stats stats_;
+  // Declared last so that it is destroyed (its jobs finished) before everything its jobs use.
+  std::unique_ptr<SerialWorker> converter_;
 
  private:
   absl::Status Pump();
@@ -59,6 +73,9 @@ class MediaReaderImpl {
   absl::Status DrainVideo();
   absl::Status OnVideoFrame(AVFrame* frame);
   absl::Status Choose(int64_t first, int64_t last);
+  absl::StatusOr<Patches> Convert(const AVFrame* frame, int64_t first);
+  absl::Status AwaitFrame(int64_t k);
+  absl::Status Stop(const absl::Status& status);
   absl::Status Finish();
   absl::Status CheckTime(int64_t media_us, const char* what) const;
   bool Ready(int64_t k) const;
@@ -119,6 +136,7 @@ absl::Status MediaReaderImpl::Init() {
                                                         demuxer_->error_log()));
     filter_ = std::make_unique<PacketFilter>(options_.mode, st, clock_, video_origin_, options_.skip_disposable);
     sampler_ = std::make_unique<FrameSampler>(clock_, video_tb_);
+    converter_ = std::make_unique<SerialWorker>(options_.convert_on_worker, kMaxQueuedConversions);
   }
   if (use_audio_) {
     audio_index_ = demuxer_->audio_index();
@@ -151,18 +169,34 @@ absl::StatusOr<std::optional<Segment>> MediaReaderImpl::Next() {
   if (!error_.ok()) return error_;
   ScopedThreadErrorLog scoped_log(demuxer_->error_log());
   while (!Ready(next_segment_)) {
-    if (eof_) return std::optional<Segment>();  // every segment delivered
+    if (eof_) {  // every segment delivered
+      RETURN_IF_ERROR(Stop(absl::OkStatus()));
+      return std::optional<Segment>();
+    }
     absl::Status status = Pump();
     // FFmpeg conceals much damage and only logs it: a logged error means corrupt input.
     if (const std::string logged = demuxer_->error_log()->TakeFirst(); status.ok() && !logged.empty()) {
       status = absl::DataLossError(absl::StrCat("corrupt media data: ", logged));
     }
-    if (!status.ok()) {
-      error_ = Annotate(status);
-      return error_;
-    }
+    if (!status.ok()) return Stop(status);
   }
+  if (absl::Status status = AwaitFrame(next_segment_); !status.ok()) return Stop(status);
   return std::optional<Segment>(Build(next_segment_++));
+}
+
+// Ends the stream: no conversion runs (and no hook is called) after Next() returns an error or
+// the end. A non-OK `status` becomes the sticky error.
+absl::Status MediaReaderImpl::Stop(const absl::Status& status) {
+  if (converter_ != nullptr) converter_->WaitIdle();
+  if (!status.ok()) error_ = Annotate(status);
+  return error_;
+}
+
+// Waits for the conversion of segment k's frame (Ready(k) holds) and returns its status.
+absl::Status MediaReaderImpl::AwaitFrame(int64_t k) {
+  if (!use_video_) return absl::OkStatus();
+  while (chosen_.size() > 1 && chosen_.front().last <= k) chosen_.pop_front();
+  return chosen_.front().patches.get().status();
 }
 
 bool MediaReaderImpl::Ready(int64_t k) const {
@@ -186,7 +220,7 @@ Segment MediaReaderImpl::Build(int64_t k) {
     frame.pts_us = c.pts_us;
     frame.grid_rows = grid_rows_;
     frame.grid_cols = grid_cols_;
-    frame.patches = *c.patches;
+    frame.patches = **c.patches.get();  // AwaitFrame(k) checked it
     seg.frame = std::move(frame);
   }
   if (use_audio_) {
@@ -262,16 +296,29 @@ absl::Status MediaReaderImpl::OnVideoFrame(AVFrame* frame) {
   return absl::OkStatus();
 }
 
-// Converts the candidate (the frame on screen for segments [first, last)) once.
+// Queues the conversion of the candidate (the frame on screen for segments [first, last)), once.
 absl::Status MediaReaderImpl::Choose(int64_t first, int64_t last) {
-  ASSIGN_OR_RETURN(RgbImage native, video_->ToRgb(candidate_.get()));
+  // A new reference to the decoded picture: the decoder and candidate_ move on meanwhile.
+  std::shared_ptr<AVFrame> frame(av_frame_clone(candidate_.get()), [](AVFrame* f) { av_frame_free(&f); });
+  if (frame == nullptr) return absl::ResourceExhaustedError("cannot reference a decoded frame");
   ++stats_.video_frames_converted;
+  auto promise = std::make_shared<std::promise<absl::StatusOr<Patches>>>();
+  chosen_.push_back(ChosenFrame{first, last, av_rescale_q(candidate_pts_, video_tb_, AVRational{1, kUs}),
+                                promise->get_future().share()});
+  converter_->Submit([this, frame, first, promise] {
+    ScopedThreadErrorLog scoped_log(demuxer_->error_log());
+    promise->set_value(Convert(frame.get(), first));
+  });
+  return absl::OkStatus();
+}
+
+// RGB at the displayed size, the hook, resize to the grid, patches. Runs on the converter.
+absl::StatusOr<Patches> MediaReaderImpl::Convert(const AVFrame* frame, int64_t first) {
+  ASSIGN_OR_RETURN(RgbImage native, video_->ToRgb(frame));
   if (hook_) hook_(first, native);
   const RgbImage resized = ResizeBicubicAntialias(native, grid_rows_ * kPatchSide, grid_cols_ * kPatchSide);
   ASSIGN_OR_RETURN(std::vector<float> patches, Patchify(resized));
-  chosen_.push_back(ChosenFrame{first, last, av_rescale_q(candidate_pts_, video_tb_, AVRational{1, kUs}),
-                                std::make_shared<const std::vector<float>>(std::move(patches))});
-  return absl::OkStatus();
+  return std::make_shared<const std::vector<float>>(std::move(patches));
 }
 
 // Where a stream should end (media time), from its container duration; 0 when unknown.

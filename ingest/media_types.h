@@ -30,6 +30,9 @@ struct IngestOptions {
   // Exact mode: do not decode disposable frames that are on screen at no sample time. Output is
   // identical either way; false only to measure what the skipping buys (bench/ingest.sh).
   bool skip_disposable = true;
+  // Convert chosen frames (RGB, resize, patchify) on a worker thread that overlaps decoding.
+  // Output is identical either way; false keeps ingest on the caller's thread (and the decoder's).
+  bool convert_on_worker = true;
 };
 
 struct MediaProbe {

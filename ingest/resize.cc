@@ -61,34 +61,37 @@ AxisTaps ComputeTaps(int in_size, int out_size) {
   return t;
 }
 
-uint8_t ClampRound(float v) {
-  const float r = std::nearbyint(v);
-  return static_cast<uint8_t>(std::clamp(r, 0.0f, 255.0f));
+// nearbyint (round half to even) then clamp to [0, 255], written so that it vectorizes: adding
+// and removing 2^23 rounds any value in [0, 2^23) in the default rounding mode.
+inline uint8_t ClampRound(float v) {
+  constexpr float kRound = 8388608.0f;  // 2^23
+  v = std::min(std::max(v, 0.0f), 255.0f);
+  return static_cast<uint8_t>((v + kRound) - kRound);
 }
 
-// Resamples along x: [h, w_in, 3] -> [h, w_out, 3].
-RgbImage ResizeRows(const RgbImage& src, int out_width) {
-  const AxisTaps t = ComputeTaps(src.width, out_width);
-  RgbImage dst{src.height, out_width, std::vector<uint8_t>(static_cast<size_t>(src.height) * out_width * 3)};
-  for (int y = 0; y < src.height; ++y) {
-    const uint8_t* row = &src.pixels[static_cast<size_t>(y) * src.width * 3];
-    uint8_t* out = &dst.pixels[static_cast<size_t>(y) * out_width * 3];
-    for (int x = 0; x < out_width; ++x) {
-      const float* w = &t.weights[static_cast<size_t>(x) * t.taps];
-      float acc[3] = {0.0f, 0.0f, 0.0f};
-      for (int j = 0; j < t.count[x]; ++j) {
-        const uint8_t* p = row + static_cast<size_t>(t.first[x] + j) * 3;
-        acc[0] += w[j] * p[0];
-        acc[1] += w[j] * p[1];
-        acc[2] += w[j] * p[2];
+// Swaps the axes of an RGB image: [h, w, 3] -> [w, h, 3], in cache-sized tiles.
+RgbImage Transpose(const RgbImage& src) {
+  constexpr int kTile = 32;
+  RgbImage dst{src.width, src.height, std::vector<uint8_t>(src.pixels.size())};
+  for (int y0 = 0; y0 < src.height; y0 += kTile) {
+    for (int x0 = 0; x0 < src.width; x0 += kTile) {
+      const int y1 = std::min(y0 + kTile, src.height), x1 = std::min(x0 + kTile, src.width);
+      for (int x = x0; x < x1; ++x) {
+        uint8_t* out = &dst.pixels[(static_cast<size_t>(x) * src.height + y0) * 3];
+        for (int y = y0; y < y1; ++y, out += 3) {
+          const uint8_t* p = &src.pixels[(static_cast<size_t>(y) * src.width + x) * 3];
+          out[0] = p[0];
+          out[1] = p[1];
+          out[2] = p[2];
+        }
       }
-      for (int c = 0; c < 3; ++c) out[x * 3 + c] = ClampRound(acc[c]);
     }
   }
   return dst;
 }
 
-// Resamples along y: [h_in, w, 3] -> [h_out, w, 3].
+// Resamples along y: [h_in, w, 3] -> [h_out, w, 3]. Each output value sums its taps in order
+// (acc = 0; acc += w_j * p_j for j = 0, 1, ...), vectorized across the row.
 RgbImage ResizeColumns(const RgbImage& src, int out_height) {
   const AxisTaps t = ComputeTaps(src.height, out_height);
   const size_t stride = static_cast<size_t>(src.width) * 3;
@@ -99,12 +102,20 @@ RgbImage ResizeColumns(const RgbImage& src, int out_height) {
     const float* w = &t.weights[static_cast<size_t>(y) * t.taps];
     for (int j = 0; j < t.count[y]; ++j) {
       const uint8_t* row = &src.pixels[static_cast<size_t>(t.first[y] + j) * stride];
-      for (size_t i = 0; i < stride; ++i) acc[i] += w[j] * row[i];
+      const float wj = w[j];
+      float* a = acc.data();
+      for (size_t i = 0; i < stride; ++i) a[i] += wj * row[i];
     }
     uint8_t* out = &dst.pixels[static_cast<size_t>(y) * stride];
     for (size_t i = 0; i < stride; ++i) out[i] = ClampRound(acc[i]);
   }
   return dst;
+}
+
+// Resamples along x: [h, w_in, 3] -> [h, w_out, 3], as the column pass of the transposed image
+// (the same sums in the same order as a pass along each row, but vectorizable).
+RgbImage ResizeRows(const RgbImage& src, int out_width) {
+  return Transpose(ResizeColumns(Transpose(src), out_width));
 }
 
 }  // namespace

@@ -2,11 +2,14 @@
 // optionally dumping raw patches and audio frames (float32 little endian) to a directory.
 //   avserve_ingest_tool probe FILE
 //   avserve_ingest_tool run FILE [--fps 1] [--budget 70] [--mode exact|keyframe] [--threads 0]
-//                               [--dump DIR] [--quiet] [--from-memory]
+//                               [--dump DIR] [--quiet] [--from-memory] [--hash]
+//                               [--no-skip] [--no-worker]
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -38,6 +41,16 @@ void PrintProbe(const MediaProbe& p) {
   }
 }
 
+// FNV-1a over the bit patterns of `v` (32-bit words), folded into `hash`: a cheap fingerprint to
+// compare outputs bit for bit across builds and options.
+void HashFloats(const std::vector<float>& v, uint64_t* hash) {
+  for (float f : v) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &f, sizeof(bits));
+    *hash = (*hash ^ bits) * 1099511628211ull;
+  }
+}
+
 bool WriteFloats(const std::string& path, const std::vector<float>& v) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
@@ -53,7 +66,7 @@ absl::StatusOr<std::unique_ptr<MediaReader>> Open(const std::string& path, const
 }
 
 int Run(const std::string& path, const IngestOptions& options, const std::string& dump_dir, bool quiet,
-        bool from_memory) {
+        bool from_memory, bool hash) {
   const auto start = std::chrono::steady_clock::now();
   auto reader = Open(path, options, from_memory);
   if (!reader.ok()) {
@@ -66,6 +79,7 @@ int Run(const std::string& path, const IngestOptions& options, const std::string
               static_cast<long long>(r.num_segments()),
               options.mode == avserve::ingest::SamplingMode::kExact ? "exact" : "keyframe");
   int64_t segments = 0, audio_frames = 0;
+  uint64_t fingerprint = 14695981039346656037ull;
   while (true) {
     auto next = r.Next();
     if (!next.ok()) {
@@ -76,6 +90,10 @@ int Run(const std::string& path, const IngestOptions& options, const std::string
     const Segment& s = **next;
     ++segments;
     audio_frames += s.audio.num_frames;
+    if (hash) {
+      if (s.frame) HashFloats(s.frame->patches, &fingerprint);
+      HashFloats(s.audio.samples, &fingerprint);
+    }
     if (!quiet) {
       std::printf("segment %lld [%.3f, %.3f) frame_pts_s=%.3f patches=%d audio_frames=%d\n",
                   static_cast<long long>(s.index), s.start_us / 1e6, s.end_us / 1e6,
@@ -100,6 +118,7 @@ int Run(const std::string& path, const IngestOptions& options, const std::string
               usage.ru_maxrss / 1024.0, static_cast<long long>(st.video_packets),
               static_cast<long long>(st.video_packets_skipped), static_cast<long long>(st.video_frames_decoded),
               static_cast<long long>(st.video_frames_converted));
+  if (hash) std::printf("hash=%016llx\n", static_cast<unsigned long long>(fingerprint));
   return 0;
 }
 
@@ -110,7 +129,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string path, dump_dir, mode = "exact";
   IngestOptions options;
-  bool quiet = false, from_memory = false;
+  bool quiet = false, from_memory = false, hash = false;
   CLI::App* probe = app.add_subcommand("probe", "print what the media contains");
   probe->add_option("file", path)->required();
   CLI::App* run = app.add_subcommand("run", "ingest the media and print each segment");
@@ -121,9 +140,11 @@ int main(int argc, char** argv) {
   run->add_option("--threads", options.decode_threads, "decoder threads (0: auto)");
   run->add_option("--dump", dump_dir, "write segment_<k>_patches.f32 / _audio.f32 here");
   run->add_flag("--quiet", quiet, "only the summary line");
-  bool no_skip = false;
+  bool no_skip = false, no_worker = false;
   run->add_flag("--no-skip", no_skip, "decode disposable frames too (to measure the skipping)");
   run->add_flag("--from-memory", from_memory, "read the file into memory and use OpenBytes");
+  run->add_flag("--no-worker", no_worker, "convert frames on the decoding thread (to measure the worker)");
+  run->add_flag("--hash", hash, "print a fingerprint of every patch and audio sample");
   CLI11_PARSE(app, argc, argv);
   if (*probe) {
     auto p = avserve::ingest::ProbeFile(path);
@@ -135,6 +156,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   options.skip_disposable = !no_skip;
+  options.convert_on_worker = !no_worker;
   options.mode = mode == "keyframe" ? avserve::ingest::SamplingMode::kKeyframe : avserve::ingest::SamplingMode::kExact;
-  return Run(path, options, dump_dir, quiet, from_memory);
+  return Run(path, options, dump_dir, quiet, from_memory, hash);
 }

@@ -132,6 +132,46 @@ TEST(MediaReaderTest, SkippingDisposableFramesDoesNotChangeTheOutput) {
   }
 }
 
+TEST(MediaReaderTest, ConversionWorkerDoesNotChangeTheOutput) {
+  IngestOptions inline_options;
+  inline_options.convert_on_worker = false;
+  // Damaged files with a single decoder thread: when a multi-threaded decoder logs the damage
+  // (and so where the stream stops) depends on its threads' timing.
+  IngestOptions damaged, damaged_inline;
+  damaged.decode_threads = damaged_inline.decode_threads = 1;
+  damaged_inline.convert_on_worker = false;
+  IngestOptions keyframe_options, keyframe_inline;
+  keyframe_options.mode = keyframe_inline.mode = SamplingMode::kKeyframe;
+  keyframe_inline.convert_on_worker = false;
+  const std::vector<std::pair<std::string, std::pair<IngestOptions, IngestOptions>>> cases = {
+      {"cfr25.mp4", {{}, inline_options}},       {"vfr.mp4", {{}, inline_options}},
+      {"rotated.mp4", {{}, inline_options}},     {"offset.ts", {{}, inline_options}},
+      {"corrupt.mp4", {damaged, damaged_inline}}, {"truncated.mp4", {damaged, damaged_inline}},
+      {"cfr30.mp4", {keyframe_options, keyframe_inline}}};
+  for (const auto& [name, options] : cases) {
+    const Ingested worker = IngestFile(Sample(name), options.first);
+    const Ingested same_thread = IngestFile(Sample(name), options.second);
+    EXPECT_EQ(worker.status, same_thread.status) << name;
+    ASSERT_EQ(worker.segments.size(), same_thread.segments.size()) << name;
+    ASSERT_GT(worker.segments.size(), 0u) << name;
+    for (size_t k = 0; k < worker.segments.size(); ++k) {
+      const Segment& a = worker.segments[k];
+      const Segment& b = same_thread.segments[k];
+      ASSERT_TRUE(a.frame.has_value() && b.frame.has_value()) << name;
+      EXPECT_EQ(a.frame->pts_us, b.frame->pts_us) << name << " " << k;
+      EXPECT_TRUE(a.frame->patches == b.frame->patches) << name << " " << k;
+      EXPECT_TRUE(a.audio.samples == b.audio.samples) << name << " " << k;
+    }
+    // The hook saw the same native frames, and all of them before Next() ended the stream.
+    ASSERT_EQ(worker.hooked.size(), same_thread.hooked.size()) << name;
+    for (size_t i = 0; i < worker.hooked.size(); ++i) {
+      EXPECT_EQ(worker.hooked[i].first, same_thread.hooked[i].first) << name;
+      EXPECT_TRUE(worker.hooked[i].second.pixels == same_thread.hooked[i].second.pixels) << name << " " << i;
+    }
+    EXPECT_EQ(worker.stats.video_frames_converted, same_thread.stats.video_frames_converted) << name;
+  }
+}
+
 TEST(MediaReaderTest, KeyframeModeSamplesTheLastKeyframe) {
   IngestOptions options;
   options.mode = SamplingMode::kKeyframe;
