@@ -54,6 +54,32 @@ inline uint16_t F32ToF16(float f) {
   return sign | static_cast<uint16_t>((m >> 13) - (112u << 10));
 }
 
+// exp(x) as PyTorch's CPU vector code computes it where the result is about to be rounded to
+// bf16/f16 (at::vec `fexp_u20`, used by the CPU flash-attention kernel behind transformers' sdpa for
+// the softmax numerators): 2^(x·log2 e) with the fractional power from a cubic fitted to bf16
+// accuracy, assembled in the float's bit pattern. Relative error up to ~1.1e-4 -- small, but it
+// decides how a probability rounds to bf16, so the reference backend reproduces it bit for bit.
+inline float TorchFastExp(float x) {
+  const auto as_float = [](uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  if (x < as_float(0xc2aeac50u)) return 0.0f;       // below ln(FLT_MIN)
+  if (x > as_float(0x42b17218u)) return INFINITY;   // above ln(FLT_MAX)
+  const float t = x * as_float(0x3fb8aa3bu);        // x · log2(e), rounded to fp32
+  const float frac = t - std::floor(t);
+  float poly = std::fma(frac, -0.079204240219773236f, -0.22433836478672356f);
+  poly = std::fma(frac, poly, 0.30354260500649682f);
+  poly = std::fma(frac, poly, 0.00010703434948458272f);
+  // (t - poly) · 2^23 + 127 · 2^23, truncated, is the IEEE bit pattern of 2^t.
+  const float bits = std::fma(8388608.0f, t - poly, 1065353216.0f);
+  const int32_t i = static_cast<int32_t>(bits);
+  float out;
+  std::memcpy(&out, &i, 4);
+  return out;
+}
+
 // Rounds an fp32 value to what `dtype` can hold (identity for fp32).
 inline float RoundTo(DType dtype, float x) {
   switch (dtype) {

@@ -83,11 +83,16 @@ class ParityTest : public ::testing::TestWithParam<Case> {
   }
 
   // fp32: every position within the tolerance (L2 and infinity norms).
-  // bf16: transformers' own bf16 logits are 1-2% (L2, per position) away from its fp32 ones on this
-  // model, so per-position 1e-2 is below the bf16 noise floor. Required instead: the mean
-  // per-position L2 error within the tolerance, and every position no further from transformers'
-  // bf16 than transformers' bf16 is from exact (fp32) -- a real mismatch fails both.
-  void ExpectLogitsMatch(const std::vector<float>& got, const std::string& rest, int row_offset = 0) {
+  // bf16: transformers' own bf16 logits are ~1% (L2, per position) away from its fp32 ones on this
+  // model, so one flipped bf16 rounding anywhere upstream moves a position by about that much.
+  // Required: the mean per-position L2 error within the tolerance, and every position no further
+  // from transformers' bf16 than `floor_slack` times transformers' bf16 distance from exact (fp32).
+  // A one-shot prefill reproduces transformers' CPU kernels bit for bit except a few LayerNorm
+  // roundings of the pixel patches (the first 16 positions are exact). floor_slack > 1 only for
+  // prefills split into steps: PyTorch's CPU attention picks its exp per key from the total key
+  // count of the forward call (see cpu_backend.cc), which a step that ends early cannot know.
+  void ExpectLogitsMatch(const std::vector<float>& got, const std::string& rest, int row_offset = 0,
+                         double floor_slack = 1.0) {
     const int v = golden_->vocab();
     const std::vector<float> want = golden_->logits(Key(rest));
     ASSERT_EQ(got.size() + static_cast<size_t>(row_offset) * v, want.size()) << rest;
@@ -104,7 +109,7 @@ class ParityTest : public ::testing::TestWithParam<Case> {
       std::vector<float> hf_bf16(want.begin() + static_cast<size_t>(row_offset) * v, want.end());
       const std::vector<double> floor = testing::RowRelErrors(hf_bf16, exact, v, row_offset, testing::Norm::kL2);
       const double floor_max = *std::max_element(floor.begin(), floor.end());
-      EXPECT_LE(l2_max, floor_max) << rest << ": further from transformers than its own bf16 noise";
+      EXPECT_LE(l2_max, floor_slack * floor_max) << rest << ": further from transformers than its own bf16 noise";
     }
     std::printf("[ parity ] %s %s: per-position L2 rel err mean %.2e max %.2e\n", GetParam().dtype, rest.c_str(),
                 l2_mean, l2_max);
@@ -134,7 +139,7 @@ TEST_P(ParityTest, ChunkedPrefillMatches) {
   // block has 12): the sliding ring (window 8) wraps many times.
   auto engine = Load(false, /*chunk_tokens=*/13);
   ASSERT_NE(engine, nullptr);
-  ExpectLogitsMatch(PrefillLogits(*engine, "p1", {3, 8, 22, 27, 44, 50}), "p1_A");
+  ExpectLogitsMatch(PrefillLogits(*engine, "p1", {3, 8, 22, 27, 44, 50}), "p1_A", 0, /*floor_slack=*/1.5);
   std::unique_ptr<Sequence> seq;
   PrefillLogits(*engine, "p1", {5, 21}, &seq);
   seq->set_keep_all_logits(false);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cpu/torch_moments.h"
 #include "engine/backend/numeric.h"
 #include "engine/base/check.h"
 #include "tbb/blocked_range.h"
@@ -144,9 +145,6 @@ class CpuBackend final : public Backend {
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
 
  private:
-  void AttendOneRow(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* blocks,
-                    const AttentionParams& p, int64_t n, int64_t r, int64_t kvh, std::vector<float>& qf,
-                    std::vector<float>& kf, std::vector<float>& acc, std::vector<float>& scores);
   template <typename Fn>
   void Run(Fn fn) {
     arena_.execute(fn);
@@ -212,16 +210,26 @@ void CpuBackend::LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& 
   std::vector<float> wf(d), bf(d);
   LoadRow(weight.Reshape({d}), 0, wf.data());
   LoadRow(bias.Reshape({d}), 0, bf.data());
+  const bool reduced = x.dtype != DType::kF32;
   Run([&] {
     ForEachRow(x.rows(), d, [&](int64_t r, float* a, float*) {
       LoadRow(x, r, a);
-      double sum = 0.0;
-      for (int64_t i = 0; i < d; ++i) sum += a[i];
-      const double mean = sum / d;
-      double var = 0.0;
-      for (int64_t i = 0; i < d; ++i) var += (a[i] - mean) * (a[i] - mean);
-      const float inv = static_cast<float>(1.0 / std::sqrt(var / d + eps));
-      for (int64_t i = 0; i < d; ++i) a[i] = static_cast<float>(a[i] - mean) * inv * wf[i] + bf[i];
+      if (reduced) {
+        // As PyTorch's CPU kernel for 16-bit inputs: its fp32 moments, then
+        // y = (x·rstd + (-rstd·mean))·w + b with both multiply-adds fused.
+        float mean, var;
+        torch_compat::RowMoments(a, d, &mean, &var);
+        const float rstd = 1.0f / std::sqrt(var + eps), shift = -rstd * mean;
+        for (int64_t i = 0; i < d; ++i) a[i] = std::fma(std::fma(a[i], rstd, shift), wf[i], bf[i]);
+      } else {
+        double sum = 0.0;
+        for (int64_t i = 0; i < d; ++i) sum += a[i];
+        const double mean = sum / d;
+        double var = 0.0;
+        for (int64_t i = 0; i < d; ++i) var += (a[i] - mean) * (a[i] - mean);
+        const float inv = static_cast<float>(1.0 / std::sqrt(var / d + eps));
+        for (int64_t i = 0; i < d; ++i) a[i] = static_cast<float>(a[i] - mean) * inv * wf[i] + bf[i];
+      }
       StoreRow(y, r, a);
     });
   });
@@ -256,6 +264,127 @@ void CpuBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParams
 }
 
 // ---- Attention -------------------------------------------------------------------------------
+// Reproduces PyTorch's CPU flash-attention kernel (what transformers' sdpa runs on CPU), which the
+// goldens come from. Keys are taken in blocks of kKeyBlock positions counted from position 0 with an
+// online softmax (running max; earlier sums and outputs rescaled by std::exp(old max - new max)).
+// Within a block of `len` keys, the first 16·floor(len/16) (one AVX-512 vector at a time) get their
+// numerators from TorchFastExp when the probabilities are rounded to bf16/f16, the rest from
+// std::exp. The denominator sums the unrounded numerators; P·V uses them rounded to V's dtype.
+// The kernel sees the whole sequence at once, so its block lengths follow the full key count; here
+// they follow kv_pos_end, which is the same for a one-chunk prefill and for decoding.
+
+constexpr int64_t kKeyBlock = 512;  // torch's kv split size
+constexpr int64_t kVecWidth = 16;   // fp32 lanes of an AVX-512 register
+constexpr int64_t kQueryTile = 32;  // query positions per task
+
+struct AttendTask {
+  const Tensor *q, *k, *v;
+  const int32_t* blocks;
+  const AttentionParams* p;
+  int64_t n, group, kvh;
+};
+
+bool Visible(const AttendTask& t, int64_t i, int64_t kpos) {
+  const AttentionParams& p = *t.p;
+  const int64_t qpos = p.q_pos_start + i;
+  const int32_t qb = t.blocks ? t.blocks[i] : -1;
+  const bool causal = kpos <= qpos;
+  const bool window = p.sliding_window == 0 || kpos > qpos - p.sliding_window;
+  const bool block = qb >= 0 && kpos >= p.q_pos_start && kpos < p.q_pos_start + t.n &&
+                     t.blocks[kpos - p.q_pos_start] == qb;
+  return p.block_or_windowed_causal ? ((window && causal) || block) : (window && (causal || block));
+}
+
+// Keys [lo, hi] hold every key visible to query positions [i0, i1): the causal/window range,
+// widened to the end of the chunk when a vision block is present.
+std::pair<int64_t, int64_t> KeySpan(const AttendTask& t, int64_t i0, int64_t i1) {
+  const AttentionParams& p = *t.p;
+  int64_t lo = p.kv_pos_begin, hi = std::min(p.q_pos_start + i1 - 1, p.kv_pos_end - 1);
+  if (p.sliding_window > 0 && !(t.blocks && p.block_or_windowed_causal)) {
+    lo = std::max(lo, p.q_pos_start + i0 - p.sliding_window + 1);
+  }
+  if (t.blocks) hi = p.kv_pos_end - 1;
+  return {lo, hi};
+}
+
+// Whether torch takes key `kpos`'s numerator from its fast vector exp (see above).
+bool FastExpKey(int64_t kpos, int64_t num_keys) {
+  const int64_t start = kpos / kKeyBlock * kKeyBlock;
+  const int64_t len = std::min(kKeyBlock, num_keys - start);
+  return kpos - start < len / kVecWidth * kVecWidth;
+}
+
+// Rows of one query tile for one kv head: m = tile * group rows (position-major), fp32 state.
+struct TileState {
+  std::vector<float> qf, acc, mx, sum, scores, probs, kf, vf;
+};
+
+// One key block [b0, b1] of the tile's online softmax: S = Q·Kᵀ and A += P·V with OpenBLAS.
+void AttendKeyBlock(const AttendTask& t, int64_t i0, int64_t rows, int64_t b0, int64_t b1, TileState& st) {
+  const int64_t d = t.q->dim(2), hkv = t.k->dim(1), cap = t.k->dim(0), nk = b1 - b0 + 1;
+  const bool reduced = t.v->dtype != DType::kF32;
+  for (int64_t j = 0; j < nk; ++j) {
+    LoadRow(*t.k, ((b0 + j) % cap) * hkv + t.kvh, st.kf.data() + j * d);
+    LoadRow(*t.v, ((b0 + j) % cap) * hkv + t.kvh, st.vf.data() + j * d);
+  }
+  const int m = static_cast<int>(rows), ik = static_cast<int>(nk), id = static_cast<int>(d);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, ik, id, t.p->scale, st.qf.data(), id, st.kf.data(), id,
+              0.0f, st.scores.data(), ik);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* s = st.scores.data() + r * nk;
+    float* pr = st.probs.data() + r * nk;
+    const int64_t i = i0 + r / t.group;
+    float bmax = st.mx[r];
+    for (int64_t j = 0; j < nk; ++j) {
+      if (!Visible(t, i, b0 + j)) s[j] = -INFINITY;
+      bmax = std::max(bmax, s[j]);
+    }
+    const float corr = bmax == -INFINITY ? 1.0f : std::exp(st.mx[r] - bmax);
+    float bsum = 0.0f;
+    for (int64_t j = 0; j < nk; ++j) {
+      float e = 0.0f;
+      if (s[j] != -INFINITY) {
+        e = reduced && FastExpKey(b0 + j, t.p->kv_pos_end) ? TorchFastExp(s[j] - bmax) : std::exp(s[j] - bmax);
+      }
+      bsum += e;
+      pr[j] = RoundTo(t.v->dtype, e);
+    }
+    st.sum[r] = bsum + corr * st.sum[r];
+    st.mx[r] = bmax;
+    for (int64_t c = 0; c < d; ++c) st.acc[r * d + c] *= corr;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, id, ik, 1.0f, st.probs.data(), ik, st.vf.data(), id,
+              1.0f, st.acc.data(), id);
+}
+
+// Query positions [i0, i1) of kv head t.kvh: rows (i, h) for the group's query heads h.
+void AttendTile(const AttendTask& t, int64_t i0, int64_t i1, const Tensor& out, TileState& st) {
+  const int64_t d = t.q->dim(2), hq = t.q->dim(1), rows = (i1 - i0) * t.group;
+  st.qf.resize(rows * d);
+  st.acc.assign(rows * d, 0.0f);
+  st.mx.assign(rows, -INFINITY);
+  st.sum.assign(rows, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    LoadRow(*t.q, (i0 + r / t.group) * hq + t.kvh * t.group + r % t.group, st.qf.data() + r * d);
+  }
+  const auto [lo, hi] = KeySpan(t, i0, i1);
+  for (int64_t b0 = lo; b0 <= hi;) {
+    const int64_t b1 = std::min(hi, (b0 / kKeyBlock + 1) * kKeyBlock - 1);
+    const int64_t nk = b1 - b0 + 1;
+    st.scores.resize(rows * nk);
+    st.probs.resize(rows * nk);
+    st.kf.resize(nk * d);
+    st.vf.resize(nk * d);
+    AttendKeyBlock(t, i0, rows, b0, b1, st);
+    b0 = b1 + 1;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = st.sum[r] > 0.0f ? 1.0f / st.sum[r] : 0.0f;
+    for (int64_t c = 0; c < d; ++c) st.acc[r * d + c] *= inv;
+    StoreRow(out, (i0 + r / t.group) * hq + t.kvh * t.group + r % t.group, st.acc.data() + r * d);
+  }
+}
+
 void CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                            const AttentionParams& p, const Tensor& out) {
   AVSERVE_CHECK(q.rank == 3 && k.rank == 3 && v.rank == 3 && out.rank == 3, "Attention ranks");
@@ -264,62 +393,15 @@ void CpuBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   AVSERVE_CHECK(cap == p.kv_capacity && p.kv_pos_end - p.kv_pos_begin <= cap, "Attention ring");
   AVSERVE_CHECK(p.kv_pos_end >= p.q_pos_start + n, "Attention: chunk keys not written");
   const int32_t* blocks = q_block_ids ? I32(*q_block_ids) : nullptr;
-  const int64_t group = hq / hkv;
+  const int64_t tiles = (n + kQueryTile - 1) / kQueryTile;
   Run([&] {
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, n * hq, 4), [&](const tbb::blocked_range<int64_t>& range) {
-      std::vector<float> qf(d), kf(d), acc(d), scores(p.kv_pos_end - p.kv_pos_begin);
-      for (int64_t r = range.begin(); r < range.end(); ++r) {
-        AttendOneRow(q, k, v, blocks, p, n, r, r % hq / group, qf, kf, acc, scores);
-        StoreRow(out, r, acc.data());
-      }
+    tbb::parallel_for(int64_t{0}, tiles * hkv, [&](int64_t task) {
+      const AttendTask t{&q, &k, &v, blocks, &p, n, hq / hkv, task % hkv};
+      const int64_t i0 = task / hkv * kQueryTile;
+      TileState st;
+      AttendTile(t, i0, std::min(n, i0 + kQueryTile), out, st);
     });
   });
-}
-
-// Attention of query row r (= i * Hq + head; position q_pos_start + i; kv head kvh) into acc.
-void CpuBackend::AttendOneRow(const Tensor& q, const Tensor& k, const Tensor& v, const int32_t* blocks,
-                              const AttentionParams& p, int64_t n, int64_t r, int64_t kvh, std::vector<float>& qf,
-                              std::vector<float>& kf, std::vector<float>& acc, std::vector<float>& scores) {
-  const int64_t i = r / q.dim(1);
-  const int64_t d = q.dim(2), hkv = k.dim(1), cap = k.dim(0), qpos = p.q_pos_start + i;
-  const int32_t qb = blocks ? blocks[i] : -1;
-  LoadRow(q, r, qf.data());
-  // Only keys in [lo, hi] can be visible: the causal/window range, widened to this query's block.
-  int64_t lo = p.kv_pos_begin, hi = std::min(qpos, p.kv_pos_end - 1);
-  if (p.sliding_window > 0 && !(qb >= 0 && p.block_or_windowed_causal)) {
-    lo = std::max(lo, qpos - p.sliding_window + 1);
-  }
-  if (qb >= 0) hi = p.kv_pos_end - 1;
-  std::fill(acc.begin(), acc.end(), 0.0f);
-  float mx = -INFINITY;
-  for (int64_t kpos = lo; kpos <= hi; ++kpos) {
-    const bool causal = kpos <= qpos;
-    const bool window = p.sliding_window == 0 || kpos > qpos - p.sliding_window;
-    const bool block = qb >= 0 && kpos >= p.q_pos_start && kpos < p.q_pos_start + n &&
-                       blocks[kpos - p.q_pos_start] == qb;
-    const bool visible = p.block_or_windowed_causal ? ((window && causal) || block) : (window && (causal || block));
-    float& sc = scores[kpos - lo];
-    sc = -INFINITY;
-    if (!visible) continue;
-    LoadRow(k, (kpos % cap) * hkv + kvh, kf.data());
-    float dot = 0.0f;
-    for (int64_t e = 0; e < d; ++e) dot += qf[e] * kf[e];
-    sc = dot * p.scale;
-    mx = std::max(mx, sc);
-  }
-  // As flash attention (CUDA FA2 and PyTorch's CPU kernel): the denominator sums the fp32
-  // exponentials, while P·V uses them rounded to V's dtype.
-  float denom = 0.0f;
-  for (int64_t kpos = lo; kpos <= hi; ++kpos) {
-    if (scores[kpos - lo] == -INFINITY) continue;
-    const float e = std::exp(scores[kpos - lo] - mx);
-    denom += e;
-    const float pe = RoundTo(v.dtype, e);
-    LoadRow(v, (kpos % cap) * hkv + kvh, kf.data());
-    for (int64_t c = 0; c < d; ++c) acc[c] += pe * kf[c];
-  }
-  const float inv = 1.0f / denom;
-  for (int64_t c = 0; c < d; ++c) acc[c] *= inv;
 }
 
 // ---- Element-wise ----------------------------------------------------------------------------

@@ -140,6 +140,31 @@ def build_prompts(rng):
     return (ids, types, prefix_len, ids + q1, types + [0] * len(q1), ids + q2, types + [0] * len(q2))
 
 
+def masks(torch, types, variant, dtype):
+    """Explicit additive masks (spec §9.1): "A" = vision blocks bidirectional on sliding layers only,
+    "B" = on all layers."""
+    ty = torch.tensor(types)
+    isv = (ty == 1) | (ty == 2)
+    prev = torch.roll(isv, 1)
+    prev[0] = False
+    bid = torch.cumsum((isv & ~prev).int(), 0) - 1
+    bid = torch.where(isv, bid, torch.full_like(bid, -1))
+    n = len(types)
+    q = torch.arange(n)[:, None]
+    k = torch.arange(n)[None, :]
+    same = (bid[:, None] == bid[None, :]) & (bid[:, None] >= 0)
+    causal = k <= q
+    window = k > q - WINDOW
+    if variant == "A":
+        full, slide = causal, window & (causal | same)
+    else:
+        full, slide = causal | same, (window & causal) | same
+
+    def add(m):
+        return torch.where(m, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
+    return {"full_attention": add(full), "sliding_attention": add(slide)}
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", "/tmp/tiny_out")
     root = os.path.join(out, "engine_data")
@@ -181,32 +206,11 @@ def main():
         input_features=torch.from_numpy(audio).reshape(2, AUDIO_PER_SEGMENT, 640),
         input_features_mask=torch.ones(2, AUDIO_PER_SEGMENT, dtype=torch.bool))
 
-    def masks(types, variant, dtype):
-        ty = torch.tensor(types)
-        isv = (ty == 1) | (ty == 2)
-        prev = torch.roll(isv, 1)
-        prev[0] = False
-        bid = torch.cumsum((isv & ~prev).int(), 0) - 1
-        bid = torch.where(isv, bid, torch.full_like(bid, -1))
-        n = len(types)
-        q = torch.arange(n)[:, None]
-        k = torch.arange(n)[None, :]
-        same = (bid[:, None] == bid[None, :]) & (bid[:, None] >= 0)
-        causal = k <= q
-        window = k > q - WINDOW
-        if variant == "A":
-            full, slide = causal, window & (causal | same)
-        else:
-            full, slide = causal | same, (window & causal) | same
-        def add(m):
-            return torch.where(m, 0.0, torch.finfo(dtype).min).to(dtype)[None, None]
-        return {"full_attention": add(full), "sliding_attention": add(slide)}
-
     def forward(model, ids, types, variant):
         dtype = next(model.parameters()).dtype
         with torch.no_grad():
             o = model(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([types]),
-                      attention_mask=None if variant is None else masks(types, variant, dtype),
+                      attention_mask=None if variant is None else masks(torch, types, variant, dtype),
                       use_cache=False, **media)
         return o.logits[0].float()
 
@@ -223,29 +227,54 @@ def main():
             types.append(0)
         return toks, torch.stack(steps)
 
-    def margin(steps):
-        # Smallest top-1 minus top-2 gap over the greedy steps (suppressed ids excluded).
+    def clear_steps(toks, steps):
+        # Greedy steps before the first near-tie: top-1 minus top-2 (suppressed ids excluded) above
+        # one bf16 step of the top logit, where a reimplementation's bf16 rounding can't flip it.
         s = steps.clone()
         s[:, SUPPRESS] = -float("inf")
         top = torch.topk(s, 2, dim=-1).values
-        return float((top[:, 0] - top[:, 1]).min())
+        for i in range(len(toks)):
+            if float(top[i, 0] - top[i, 1]) <= abs(float(top[i, 0])) / 128.0:
+                return i
+        return len(toks)
 
-    # ---- pick a weight seed whose bf16 greedy runs have no near-ties and no stop ids ----------------
+    def usable(toks):
+        # No stop id (the engine would end there) and no media placeholder (not a text token).
+        return not any(x in STOP_IDS or x in IDS.values() for x in toks)
+
+    # ---- pick a weight seed whose greedy runs vary, stay clear of bf16 ties the longest, and never --
+    # ---- produce stop ids or media placeholders ------------------------------------------------------
     config = Gemma4UnifiedConfig(**full_config())
     log("per_layer_config:", getattr(config.text_config, "per_layer_config", None))
-    best = None
-    for seed in range(10):
+    ranked = []
+    for seed in range(int(os.environ.get("TINY_SEEDS", "8"))):
         model = make_model(torch, Gemma4UnifiedForConditionalGeneration, config, seed)
         mb = to_bf16(torch, model)
-        toks1, s1 = greedy(mb, p1, t1)
-        toks2, s2 = greedy(mb, p2, t2)
-        stop = any(x in STOP_IDS for x in toks1 + toks2)
-        mg = min(margin(s1), margin(s2))
-        log(f"seed {seed}: min greedy margin {mg:.4f} stop_in_32={stop} distinct={len(set(toks1))}")
-        if not stop and len(set(toks1)) >= 8 and (best is None or mg > best[1]):
-            best = (seed, mg)
-    seed = best[0] if best else 0
-    log("chosen seed", seed, best)
+        try:
+            toks1, s1 = greedy(mb, p1, t1)
+            toks2, s2 = greedy(mb, p2, t2)
+        except Exception as ex:  # a media placeholder fed back as text
+            log(f"seed {seed}: greedy failed ({str(ex)[:60]})")
+            continue
+        clear = min(clear_steps(toks1, s1), clear_steps(toks2, s2))
+        distinct = min(len(set(toks1)), len(set(toks2)))
+        ok = usable(toks1 + toks2) and distinct >= 10 and toks1 != toks2
+        log(f"seed {seed}: clear steps {clear} distinct {distinct} usable {ok} p1 {toks1}")
+        if ok:
+            ranked.append((clear, distinct, seed))
+    seed = 0
+    for clear, distinct, cand in sorted(ranked, reverse=True):
+        # The fp32 greedy runs must be usable too (they are goldens as well).
+        model = make_model(torch, Gemma4UnifiedForConditionalGeneration, config, cand)
+        try:
+            f32_ok = usable(greedy(model, p1, t1)[0] + greedy(model, p2, t2)[0])
+        except Exception:
+            f32_ok = False
+        log(f"candidate seed {cand}: clear {clear} distinct {distinct} fp32 usable {f32_ok}")
+        if f32_ok:
+            seed = cand
+            break
+    log("chosen seed", seed)
     model = make_model(torch, Gemma4UnifiedForConditionalGeneration, config, seed)
     ref_bf16 = forward(to_bf16(torch, copy.deepcopy(model)), p1, t1, "A")
     ref_f32 = forward(model, p1, t1, "A")
@@ -371,7 +400,11 @@ def make_model(torch, cls, config, seed):
                 v = 0.3 * (1.0 + 0.2 * torch.randn(shape, generator=g))
             elif name == "model.language_model.norm.weight":
                 # Small final gain keeps logits near 2 where bf16 steps are fine (fewer greedy ties).
-                v = 0.25 * (1.0 + 0.3 * torch.randn(shape, generator=g))
+                # Random signs: with the tied head, an all-positive gain makes every token's own
+                # logit the largest, so greedy decoding repeats the last token forever; mixed signs
+                # remove that bias and greedy output then depends on the context.
+                sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
+                v = 0.25 * sign * (1.0 + 0.3 * torch.randn(shape, generator=g))
             elif "norm" in name or "_ln" in name:
                 v = (1.0 + 0.3 * torch.randn(shape, generator=g)) if name.endswith("weight") \
                     else 0.2 * torch.randn(shape, generator=g)
