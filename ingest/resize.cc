@@ -69,27 +69,6 @@ inline uint8_t ClampRound(float v) {
   return static_cast<uint8_t>((v + kRound) - kRound);
 }
 
-// Swaps the axes of an RGB image: [h, w, 3] -> [w, h, 3], in cache-sized tiles.
-RgbImage Transpose(const RgbImage& src) {
-  constexpr int kTile = 32;
-  RgbImage dst{src.width, src.height, std::vector<uint8_t>(src.pixels.size())};
-  for (int y0 = 0; y0 < src.height; y0 += kTile) {
-    for (int x0 = 0; x0 < src.width; x0 += kTile) {
-      const int y1 = std::min(y0 + kTile, src.height), x1 = std::min(x0 + kTile, src.width);
-      for (int x = x0; x < x1; ++x) {
-        uint8_t* out = &dst.pixels[(static_cast<size_t>(x) * src.height + y0) * 3];
-        for (int y = y0; y < y1; ++y, out += 3) {
-          const uint8_t* p = &src.pixels[(static_cast<size_t>(y) * src.width + x) * 3];
-          out[0] = p[0];
-          out[1] = p[1];
-          out[2] = p[2];
-        }
-      }
-    }
-  }
-  return dst;
-}
-
 // Resamples along y: [h_in, w, 3] -> [h_out, w, 3]. Each output value sums its taps in order
 // (acc = 0; acc += w_j * p_j for j = 0, 1, ...), vectorized across the row.
 RgbImage ResizeColumns(const RgbImage& src, int out_height) {
@@ -112,10 +91,52 @@ RgbImage ResizeColumns(const RgbImage& src, int out_height) {
   return dst;
 }
 
-// Resamples along x: [h, w_in, 3] -> [h, w_out, 3], as the column pass of the transposed image
-// (the same sums in the same order as a pass along each row, but vectorizable).
+// One RGB pixel as floats in the first three lanes of a 4-lane vector (GCC/Clang vector extension).
+typedef float Float4 __attribute__((vector_size(16)));
+
+// Resamples along x: [h, w_in, 3] -> [h, w_out, 3]. The three channels of a pixel share one
+// vector, so each lane sums its taps in order (acc = 0; acc += w_j * p_j for j = 0, 1, ...), the
+// same sums as one channel at a time. Four outputs run side by side (independent sums, so the
+// adds overlap); an output with fewer taps than its neighbours adds exact zeros (weight 0 past
+// its count, and zero pixels past the row's end), which leaves its sum unchanged.
 RgbImage ResizeRows(const RgbImage& src, int out_width) {
-  return Transpose(ResizeColumns(Transpose(src), out_width));
+  constexpr int kLanes = 4;
+  const AxisTaps t = ComputeTaps(src.width, out_width);
+  RgbImage dst{src.height, out_width, std::vector<uint8_t>(static_cast<size_t>(src.height) * out_width * 3)};
+  std::vector<Float4> line(static_cast<size_t>(src.width) + t.taps, Float4{0.0f, 0.0f, 0.0f, 0.0f});
+  for (int y = 0; y < src.height; ++y) {
+    const uint8_t* row = &src.pixels[static_cast<size_t>(y) * src.width * 3];
+    for (int x = 0; x < src.width; ++x) {
+      line[x] = Float4{static_cast<float>(row[3 * x]), static_cast<float>(row[3 * x + 1]),
+                       static_cast<float>(row[3 * x + 2]), 0.0f};
+    }
+    uint8_t* out = &dst.pixels[static_cast<size_t>(y) * out_width * 3];
+    int x0 = 0;
+    for (; x0 + kLanes <= out_width; x0 += kLanes) {
+      Float4 acc[kLanes] = {};
+      int taps = 0;
+      for (int i = 0; i < kLanes; ++i) taps = std::max(taps, t.count[x0 + i]);
+      for (int j = 0; j < taps; ++j) {
+        for (int i = 0; i < kLanes; ++i) {
+          const float w = t.weights[static_cast<size_t>(x0 + i) * t.taps + j];
+          const Float4 term = w * line[t.first[x0 + i] + j];  // its own statement: never an FMA
+          acc[i] += term;
+        }
+      }
+      for (int i = 0; i < kLanes; ++i) {
+        for (int c = 0; c < 3; ++c) out[(x0 + i) * 3 + c] = ClampRound(acc[i][c]);
+      }
+    }
+    for (; x0 < out_width; ++x0) {  // the last outputs, one at a time
+      Float4 acc = {};
+      for (int j = 0; j < t.count[x0]; ++j) {
+        const Float4 term = t.weights[static_cast<size_t>(x0) * t.taps + j] * line[t.first[x0] + j];
+        acc += term;
+      }
+      for (int c = 0; c < 3; ++c) out[x0 * 3 + c] = ClampRound(acc[c]);
+    }
+  }
+  return dst;
 }
 
 }  // namespace
