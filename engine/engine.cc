@@ -122,10 +122,21 @@ absl::Status SequenceImpl::Prefill(const PromptChunk& chunk, const std::atomic<b
   RETURN_IF_ERROR(FeedPending(cancel));
   const int64_t n = static_cast<int64_t>(chunk.size());
   int64_t begin = 0, vision_row = 0, audio_row = 0;
+  // Never cut inside a vision block: end before it instead (Validate bounds block sizes).
+  const auto block_safe = [&](int64_t from, int64_t to) {
+    while (to < n && to > from && IsVision(chunk.types[to]) && IsVision(chunk.types[to - 1])) --to;
+    return to;
+  };
+  const int64_t base = length_;  // absolute position of chunk[0]
   while (begin < n) {
-    int64_t end = std::min<int64_t>(n, begin + chunk_tokens_);
-    // Never cut inside a vision block: end before it instead (Validate bounds block sizes).
-    while (end < n && end > begin && IsVision(chunk.types[end]) && IsVision(chunk.types[end - 1])) --end;
+    int64_t end = block_safe(begin, std::min<int64_t>(n, begin + chunk_tokens_));
+    // Inner steps end at absolute positions that are multiples of 16 where a block allows it:
+    // transformers' CPU attention picks its exp per key from the key count of the whole forward
+    // pass (cpu_backend.cc), so such steps round exactly as one pass over the chunk would.
+    if (end < n) {
+      const int64_t aligned = block_safe(begin, (base + end) / 16 * 16 - base);
+      if (aligned > begin) end = aligned;
+    }
     if (end == begin) return absl::InternalError("chunking made no progress");
     RETURN_IF_ERROR(Step(chunk, begin, end, vision_row, audio_row, cancel));
     for (int64_t i = begin; i < end; ++i) {
