@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <utility>
 #include <random>
 
 #include "engine/backend/backend.h"
@@ -83,6 +85,42 @@ TEST_P(AttentionMaskTest, RingCacheMatchesFullReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, AttentionMaskTest, ::testing::Bool());
+
+// Full causal attention over 700 keys: the online softmax crosses the 512-key block boundary, and
+// query tiles of 32 rows span it; fp32 must still equal plain softmax.
+TEST(CpuBackendTest, AttentionAcrossKeyBlocksMatchesReference) {
+  auto be = CreateCpuBackend(2);
+  const int hq = 2, hkv = 1, d = 16;
+  const int64_t q0 = 650, n = 50, total = q0 + n;
+  std::vector<float> k_all = Random(total * hkv * d, 11), v_all = Random(total * hkv * d, 12);
+  std::vector<float> q = Random(n * hq * d, 13);
+  for (float& x : q) x *= 0.5f;  // scores O(1): the max moves between blocks
+  std::vector<int32_t> blocks(n, -1);
+  std::vector<float> out(n * hq * d);
+  AttentionParams ap{q0, 0, total, total, 0, false, 1.0f};
+  be->Attention(F32(q, {n, hq, d}), F32(k_all, {total, hkv, d}), F32(v_all, {total, hkv, d}), nullptr, ap,
+                F32(out, {n, hq, d}));
+  const std::vector<float> want = ReferenceAttention(q, k_all, v_all, blocks, q0, n, hq, hkv, d, 0, false);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], want[i], 1e-5) << i;
+}
+
+// The fast exp of PyTorch's CPU vector code (at::vec fexp_u20), which its flash attention uses for
+// bf16 probabilities. Bit patterns from an independent emulation that reproduced transformers'
+// bf16 sdpa outputs bit for bit (tests/data/engine/dump_hf_activations.py and its analysis).
+TEST(CpuBackendTest, TorchFastExpMatchesPyTorchsApproximation) {
+  const std::pair<float, uint32_t> known[] = {{0.0f, 0x3f7ffc80u},   {-0.5f, 0x3f1b46c0u}, {-1.0f, 0x3ebc5780u},
+                                              {-3.25f, 0x3d1ed1c0u}, {-10.0f, 0x383e68c0u}, {-80.0f, 0x05bfe9c0u}};
+  for (const auto& [x, bits] : known) {
+    const float got = TorchFastExp(x);
+    uint32_t got_bits;
+    std::memcpy(&got_bits, &got, 4);
+    EXPECT_EQ(got_bits, bits) << x;
+  }
+  for (float x = -20.0f; x <= 0.0f; x += 0.01f) {
+    ASSERT_NEAR(TorchFastExp(x) / std::exp(static_cast<double>(x)), 1.0, 1.2e-4) << x;
+  }
+  EXPECT_EQ(TorchFastExp(-100.0f), 0.0f);  // below ln(FLT_MIN)
+}
 
 TEST(CpuBackendTest, MatMulAddsBiasAndRoundsOnceToBf16) {
   auto be = CreateCpuBackend(1);
