@@ -10,6 +10,9 @@ Writes OUT_DIR/engine_data.tar.gz (unpack into tests/data/engine/) and a log. Th
     tiny_f32/   the same weights in fp32 as transformers writes them (save_pretrained: config with
                 per_layer_config, shards + model.safetensors.index.json).
     golden/     inputs and reference outputs (see golden.json).
+TINY_SEEDS (default 8) weight seeds are tried; the one kept has varied greedy output (>= 10 distinct
+tokens of 32 for both prompts, different continuations), no stop ids or media placeholders, and the
+most greedy steps before the first near-tie in bf16.
 Masks are passed explicitly to the model (spec §9.1): variant "A" = vision blocks bidirectional on
 sliding layers only (documented intent), "B" = on all layers (plain-forward variant).
 """
