@@ -7,6 +7,7 @@
 #include "engine/backend/cuda/ops/attention_mask.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
+#include "engine/backend/cuda/ops/torch_exp.cuh"
 
 namespace avserve::engine::cuda {
 namespace {
@@ -326,12 +327,25 @@ void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
 }
 
 // Any head_dim that is a multiple of 32 up to 512 (e.g. the tiny test checkpoints): one block of 4 warps per
-// (query, head); warps take every 4th key, lanes hold head_dim / 32 dims; online softmax per warp, merged at
-// the end. CUDA cores only: a correctness fallback, not a fast path.
+// (query, head); warps take every 4th key, lanes hold head_dim / 32 dims. CUDA cores only: a correctness
+// fallback, not a fast path. Its rounding points are the CPU reference backend's (which reproduces the kernel
+// behind transformers' sdpa on CPU, see Note [Torch CPU attention numerics] in torch_exp.cuh): keys in blocks of
+// kTorchKeyBlock absolute positions, each block's max taken over the whole block before any numerator, the
+// denominator summing fp32 numerators and P·V using them rounded to bf16.
+template <int kPerLane>
+__device__ __forceinline__ float SimpleScore(const AttentionParams& p, const float (&q)[kPerLane], const bf16* krow) {
+  const int lane = threadIdx.x % 32;
+  float dot = 0.f;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) dot = __fmaf_rn(q[e], __bfloat162float(krow[lane + 32 * e]), dot);
+  return __fmul_rn(WarpSum(dot), p.scale);
+}
+
 template <int kPerLane>
 __global__ void __launch_bounds__(128) SimpleAttentionKernel(AttentionParams p) {
   __shared__ float merge_o[4][kPerLane * 32];
-  __shared__ float merge_ml[4][2];
+  __shared__ float merge_sum[4];
+  __shared__ float scratch[4];
   const int qi = blockIdx.x, head = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int group = p.num_heads / p.num_kv_heads, kv_head = head / group;
@@ -343,38 +357,45 @@ __global__ void __launch_bounds__(128) SimpleAttentionKernel(AttentionParams p) 
     q[e] = __bfloat162float(qrow[lane + 32 * e]);
     o[e] = 0.f;
   }
-  float mx = -FLT_MAX, sum = 0.f;
-  for (int kpos = p.kv_begin + warp; kpos < p.kv_end; kpos += 4) {
-    if (!Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos))) continue;
-    const int64_t slot = kpos % p.kv_capacity;
-    const bf16* krow = p.k + slot * p.k_slot_stride + kv_head * p.k_head_stride;
-    const bf16* vrow = p.v + slot * p.v_slot_stride + kv_head * p.v_head_stride;
-    float dot = 0.f;
+  auto k_row = [&](int kpos) { return p.k + (kpos % p.kv_capacity) * p.k_slot_stride + kv_head * p.k_head_stride; };
+  auto v_row = [&](int kpos) { return p.v + (kpos % p.kv_capacity) * p.v_slot_stride + kv_head * p.v_head_stride; };
+  float mx = -INFINITY, sum = 0.f;  // shared by all warps: each block's max is block-wide
+  for (int b0 = p.kv_begin; b0 < p.kv_end;) {
+    const int b1 = min(p.kv_end, (b0 / kTorchKeyBlock + 1) * kTorchKeyBlock);
+    float bmax = mx;
+    for (int kpos = b0 + warp; kpos < b1; kpos += 4) {
+      if (Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos))) bmax = fmaxf(bmax, SimpleScore<kPerLane>(p, q, k_row(kpos)));
+    }
+    bmax = BlockMax(bmax, scratch);
+    const float corr = bmax == -INFINITY ? 1.f : expf(mx - bmax);
+    sum *= corr;
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) dot += q[e] * __bfloat162float(krow[lane + 32 * e]);
-    const float score = WarpSum(dot) * p.scale;
-    const float new_max = fmaxf(mx, score);
-    const float corr = __expf(mx - new_max), w = __expf(score - new_max);
-    sum = sum * corr + w;
+    for (int e = 0; e < kPerLane; ++e) o[e] *= corr;
+    mx = bmax;
+    for (int kpos = b0 + warp; kpos < b1; kpos += 4) {
+      if (!Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos))) continue;
+      const float x = SimpleScore<kPerLane>(p, q, k_row(kpos)) - bmax;
+      const float w = TorchFastExpKey(kpos, p.kv_end) ? TorchFastExp(x) : expf(x);
+      sum += w;
+      const float pw = Bf16Round(w);
+      const bf16* vrow = v_row(kpos);
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) o[e] = o[e] * corr + w * __bfloat162float(vrow[lane + 32 * e]);
-    mx = new_max;
+      for (int e = 0; e < kPerLane; ++e) o[e] = __fmaf_rn(pw, __bfloat162float(vrow[lane + 32 * e]), o[e]);
+    }
+    b0 = b1;
   }
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) merge_o[warp][lane + 32 * e] = o[e];
-  if (lane == 0) merge_ml[warp][0] = mx, merge_ml[warp][1] = sum;
+  if (lane == 0) merge_sum[warp] = sum;
   __syncthreads();
   if (warp != 0) return;
-  float gmax = -FLT_MAX;
-  for (int w = 0; w < 4; ++w) gmax = fmaxf(gmax, merge_ml[w][0]);
-  float total = 0.f;
-  for (int w = 0; w < 4; ++w) total += merge_ml[w][1] * __expf(merge_ml[w][0] - gmax);
+  const float total = merge_sum[0] + merge_sum[1] + merge_sum[2] + merge_sum[3];
   const float inv = total > 0.f ? 1.f / total : 0.f;
   bf16* orow = p.o + qi * p.o_token_stride + head * p.o_head_stride;
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
-    float acc = 0.f;
-    for (int w = 0; w < 4; ++w) acc += merge_o[w][lane + 32 * e] * __expf(merge_ml[w][0] - gmax);
+    const float acc = merge_o[0][lane + 32 * e] + merge_o[1][lane + 32 * e] + merge_o[2][lane + 32 * e] +
+                      merge_o[3][lane + 32 * e];
     orow[lane + 32 * e] = __float2bfloat16(acc * inv);
   }
 }
