@@ -3,8 +3,11 @@
 # (1 fps frames on screen at t = k, scaled to the budget-70 size, raw RGB; soundtrack to 16 kHz
 # mono f32le), on the 10-minute 720p lecture and the 5-minute 1080p clip (generated on first use).
 # Usage: bench/ingest.sh [BUILD_DIR=build] [RUNS=3]
-# Env: FILES="lecture720.mp4 clip1080.mp4" (default) picks the media; LONG=1 also measures peak RSS on a 60-minute 1080p file (the 5-minute clip concatenated
-# 12 times with -c copy) in exact mode.
+# Env: FILES="lecture720.mp4 clip1080.mp4" (default) picks the media; LONG=1 also measures peak RSS
+# on a 60-minute 1080p file in exact mode: a 1-minute 1080p 5 fps clip with AAC, concatenated 60
+# times with -c copy into $TMPDIR (cheap to make and to decode; memory depends on the duration).
+# Per run it also times exact mode without skipping (--no-skip) and without the conversion worker
+# (--no-worker), to show what each buys.
 # Last line: ingest speedup_vs_ffmpeg_cli=<median, exact> keyframe_speedup=<median, keyframe>
 #            realtime_factor=<media s per wall s, exact> peak_rss_mb=<max over our runs>
 set -euo pipefail
@@ -29,7 +32,7 @@ cli() {  # file W H: the same job with the ffmpeg CLI
     -y /dev/null -map 0:a:0 -ac 1 -ar 16000 -f f32le -y /dev/null
 }
 
-exact_ratios=() key_ratios=() cpu_ratios=() skip_gain=() realtime=() peak=0
+exact_ratios=() key_ratios=() cpu_ratios=() skip_gain=() worker_gain=() realtime=() peak=0
 for name in ${FILES:-lecture720.mp4 clip1080.mp4}; do
   file="$OUT/$name"
   duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$file")
@@ -39,29 +42,36 @@ for name in ${FILES:-lecture720.mp4 clip1080.mp4}; do
     read -r t_cli c_cli _ < <(cli "$file" "$w" "$h")
     read -r t_exact c_exact rss < <(ours "$file")
     read -r t_noskip c_noskip _ < <(ours "$file" --no-skip)
+    read -r t_nowork c_nowork _ < <(ours "$file" --no-worker)
     read -r t_key c_key rss_key < <(ours "$file" --mode keyframe)
     exact_ratios+=("$(echo "$t_cli / $t_exact" | bc -l)")
     key_ratios+=("$(echo "$t_cli / $t_key" | bc -l)")
     cpu_ratios+=("$(echo "$c_cli / $c_exact" | bc -l)")
     skip_gain+=("$(echo "$c_noskip / $c_exact" | bc -l)")
+    worker_gain+=("$(echo "$t_nowork / $t_exact" | bc -l)")
     realtime+=("$(echo "$duration / $t_exact" | bc -l)")
     peak=$(echo "$peak $rss $rss_key" | tr ' ' '\n' | sort -g | tail -1)
-    printf '%s run %d (wall/cpu s): cli %.1f/%.1f exact %.1f/%.1f no-skip %.1f/%.1f keyframe %.1f/%.1f rss %s MB\n' \
-      "$name" "$r" "$t_cli" "$c_cli" "$t_exact" "$c_exact" "$t_noskip" "$c_noskip" "$t_key" "$c_key" "$rss"
+    printf '%s run %d (wall/cpu s): cli %.1f/%.1f exact %.1f/%.1f no-skip %.1f/%.1f no-worker %.1f/%.1f keyframe %.1f/%.1f rss %s MB load %s\n' \
+      "$name" "$r" "$t_cli" "$c_cli" "$t_exact" "$c_exact" "$t_noskip" "$c_noskip" "$t_nowork" "$c_nowork" "$t_key" "$c_key" \
+      "$rss" "$(cut -d' ' -f1 /proc/loadavg)"
   done
 done
 if [[ "${LONG:-0}" == 1 ]]; then
-  long="$OUT/clip1080_60min.mp4"
+  long="${TMPDIR:-/tmp}/avserve_1080p5_60min.mp4"
   if [[ ! -s "$long" ]]; then
-    list=$(mktemp); for ((i = 0; i < 12; ++i)); do echo "file '$OUT/clip1080.mp4'" >> "$list"; done
-    ffmpeg -v error -nostdin -f concat -safe 0 -i "$list" -c copy -y "$long.tmp.mp4" && mv "$long.tmp.mp4" "$long"; rm -f "$list"
+    piece="${TMPDIR:-/tmp}/avserve_1080p5_1min.mp4" list=$(mktemp)
+    ffmpeg -v error -nostdin -f lavfi -i "testsrc2=s=1920x1080:r=5:d=60" -f lavfi -i "sine=f=330:r=48000:d=60" \
+      -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -c:a aac -b:a 96k -f mp4 -y "$piece"
+    for ((i = 0; i < 60; ++i)); do echo "file '$piece'" >> "$list"; done
+    ffmpeg -v error -nostdin -f concat -safe 0 -i "$list" -c copy -y "$long.tmp.mp4" && mv "$long.tmp.mp4" "$long"
+    rm -f "$list" "$piece"
   fi
   read -r t_long _ rss_long < <(ours "$long")
   printf 'clip1080_60min.mp4: exact %.1fs peak_rss %s MB\n' "$t_long" "$rss_long"
   peak=$(echo "$peak $rss_long" | tr ' ' '\n' | sort -g | tail -1)
 fi
-printf 'cpu-time ratios (cli/exact, median): %.2f; skipping disposable frames saves (no-skip/exact cpu, median): %.2fx\n' \
-  "$(echo "${cpu_ratios[@]}" | median)" "$(echo "${skip_gain[@]}" | median)"
+printf 'cpu-time ratios (cli/exact, median): %.2f; skipping disposable frames saves (no-skip/exact cpu, median): %.2fx; conversion worker (no-worker/exact wall, median): %.2fx\n' \
+  "$(echo "${cpu_ratios[@]}" | median)" "$(echo "${skip_gain[@]}" | median)" "$(echo "${worker_gain[@]}" | median)"
 printf 'ingest speedup_vs_ffmpeg_cli=%.2f keyframe_speedup=%.2f realtime_factor=%.1f peak_rss_mb=%.0f\n' \
   "$(echo "${exact_ratios[@]}" | median)" "$(echo "${key_ratios[@]}" | median)" \
   "$(echo "${realtime[@]}" | median)" "$peak"
