@@ -11,24 +11,12 @@ import numpy as np
 import torch
 
 from parity_12b import PATCH_DIM, write_inputs
-from peer_transformers import text_config
+from peer_transformers import build_model
 
 IDS = dict(boi=255999, eoi=258882, image=258880, video=258884, boa=256000, eoa=258883, audio=258881)
 GRID = 16            # a 768x768 frame: 16x16 patches of 48x48
 AUDIO_PER_SEC = 25   # 40 ms frames
 ROWS_EVERY = 64
-
-
-def config():
-    from transformers import Gemma4UnifiedConfig
-    return Gemma4UnifiedConfig(
-        text_config=text_config(), tie_word_embeddings=True, dtype="bfloat16",
-        vision_config={"model_type": "gemma4_unified_vision", "patch_size": 16, "pooling_kernel_size": 3,
-                       "mm_embed_dim": 3840, "mm_posemb_size": 1120, "output_proj_dims": 3840, "rms_norm_eps": 1e-6},
-        audio_config={"model_type": "gemma4_unified_audio", "audio_embed_dim": 640, "rms_norm_eps": 1e-6},
-        boi_token_id=IDS["boi"], eoi_token_id=IDS["eoi"], image_token_id=IDS["image"],
-        video_token_id=IDS["video"], boa_token_id=IDS["boa"], eoa_token_index=IDS["eoa"],
-        audio_token_id=IDS["audio"], eos_token_id=[1, 106])
 
 
 def randomize(model, seed=0):
@@ -104,16 +92,9 @@ def masks(types, window, dtype):
 
 
 def make(work, tokens):
-    from transformers import Gemma4UnifiedForConditionalGeneration
     t0 = time.time()
-    cfg = config()
-    for c in (cfg, cfg.text_config):
-        c._attn_implementation = "sdpa"
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        model = Gemma4UnifiedForConditionalGeneration(cfg)
-    torch.set_default_dtype(torch.float32)
-    model.eval()
+    model = build_model()
+    cfg = model.config
     randomize(model)
     ckpt = os.path.join(work, "ckpt")
     model.save_pretrained(ckpt, max_shard_size="200GB")  # one model.safetensors

@@ -30,8 +30,9 @@ def text_config():
     }
 
 
-def build_model():
-    from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+def model_config():
+    """The whole Gemma4UnifiedConfig at the 12B shape (ids as published), attention through sdpa."""
+    from transformers import Gemma4UnifiedConfig
     cfg = Gemma4UnifiedConfig(
         text_config=text_config(), tie_word_embeddings=True, dtype="bfloat16",
         vision_config={"model_type": "gemma4_unified_vision", "patch_size": 16, "pooling_kernel_size": 3,
@@ -41,9 +42,15 @@ def build_model():
         boa_token_id=256000, eoa_token_index=258883, audio_token_id=258881, eos_token_id=[1, 106])
     for c in (cfg, cfg.text_config):
         c._attn_implementation = "sdpa"
+    return cfg
+
+
+def build_model():
+    """The model with its (random) bf16 weights allocated on the GPU, in eval mode."""
+    from transformers import Gemma4UnifiedForConditionalGeneration
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
-        model = Gemma4UnifiedForConditionalGeneration(cfg)
+        model = Gemma4UnifiedForConditionalGeneration(model_config())
     torch.set_default_dtype(torch.float32)
     return model.eval()
 
