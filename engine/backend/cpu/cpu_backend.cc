@@ -13,6 +13,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/torch_moments.h"
+#include "engine/backend/torch_softmax.h"
 #include "engine/backend/numeric.h"
 #include "engine/base/check.h"
 #include "tbb/blocked_range.h"
@@ -273,8 +274,7 @@ void CpuBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParams
 // The kernel sees the whole sequence at once, so its block lengths follow the full key count; here
 // they follow kv_pos_end, which is the same for a one-chunk prefill and for decoding.
 
-constexpr int64_t kKeyBlock = 512;  // torch's kv split size
-constexpr int64_t kVecWidth = 16;   // fp32 lanes of an AVX-512 register
+constexpr int64_t kKeyBlock = kTorchKeyBlock;  // torch's kv split size
 constexpr int64_t kQueryTile = 32;  // query positions per task
 
 struct AttendTask {
@@ -307,13 +307,6 @@ std::pair<int64_t, int64_t> KeySpan(const AttendTask& t, int64_t i0, int64_t i1)
   return {lo, hi};
 }
 
-// Whether torch takes key `kpos`'s numerator from its fast vector exp (see above).
-bool FastExpKey(int64_t kpos, int64_t num_keys) {
-  const int64_t start = kpos / kKeyBlock * kKeyBlock;
-  const int64_t len = std::min(kKeyBlock, num_keys - start);
-  return kpos - start < len / kVecWidth * kVecWidth;
-}
-
 // Rows of one query tile for one kv head: m = tile * group rows (position-major), fp32 state.
 struct TileState {
   std::vector<float> qf, acc, mx, sum, scores, probs, kf, vf;
@@ -344,7 +337,7 @@ void AttendKeyBlock(const AttendTask& t, int64_t i0, int64_t rows, int64_t b0, i
     for (int64_t j = 0; j < nk; ++j) {
       float e = 0.0f;
       if (s[j] != -INFINITY) {
-        e = reduced && FastExpKey(b0 + j, t.p->kv_pos_end) ? TorchFastExp(s[j] - bmax) : std::exp(s[j] - bmax);
+        e = reduced && TorchFastExpKey(b0 + j, t.p->kv_pos_end) ? TorchFastExp(s[j] - bmax) : std::exp(s[j] - bmax);
       }
       bsum += e;
       pr[j] = RoundTo(t.v->dtype, e);

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "engine/backend/torch_softmax.h"
+
 namespace avserve::engine::cuda {
 
 // Note [Torch CPU attention numerics]
@@ -12,15 +14,7 @@ namespace avserve::engine::cuda {
 // numerators of a block of `len` keys with a vectorized exp (at::vec fexp_u20) and the rest with std::exp. The
 // fast exp differs from exp by up to ~1.1e-4 relative, enough to move a probability across a bf16 rounding
 // boundary; the fallback attention kernel reproduces both (same formula, every step rounded as on the CPU).
-constexpr int kTorchKeyBlock = 512;
-constexpr int kTorchVecWidth = 16;
-
-// Whether the CPU kernel takes key `kpos`'s numerator from the fast exp when keys [0, num_keys) exist.
-__host__ __device__ inline bool TorchFastExpKey(int kpos, int num_keys) {
-  const int start = kpos / kTorchKeyBlock * kTorchKeyBlock;
-  const int len = num_keys - start < kTorchKeyBlock ? num_keys - start : kTorchKeyBlock;
-  return kpos - start < len / kTorchVecWidth * kTorchVecWidth;
-}
+// TorchFastExpKey (engine/backend/torch_softmax.h) says which keys get the fast exp.
 
 // 2^(x·log2 e) with the fractional power from PyTorch's cubic, assembled in the float's bit pattern; explicit
 // _rn intrinsics keep nvcc from contracting the steps into different fused multiply-adds.
