@@ -4,9 +4,14 @@
 Generates clips with new random seeds (samples/toy/make_sample.py: ffmpeg + espeak-ng), uploads
 them to an avserve running the toy checkpoint on the CPU, asks 3 questions per category per clip
 (vision-only, audio-only, audio+vision timing; one request per clip, so the media is prefilled
-once) and scores the greedy answers against the truth: 9 clips give 81 questions. The same scenes
-are also encoded misaligned (soundtrack delayed 3 s) and with the frames shuffled (second k shows
-the picture of another second); the truth stays that of the aligned scene.
+once) and scores the greedy answers against the truth: 27 clips give 243 questions. The first 12
+scenes are also encoded misaligned (soundtrack delayed 3 s) and with the frames shuffled (second k
+shows the picture of another second); the truth stays that of the aligned scene.
+
+Why 243: the toy answers about 94.6% of questions right through avserve (405 held-out questions,
+deploy/toy-model/README.md), so with 81 questions the 90% bar failed about one run in 25 on seed
+luck alone (one CI run scored 87.7%); with 243 the standard error is 1.5 points and a pass is
+no longer a coin toss on the seeds.
 
 Pass criteria (the model card states the measured numbers):
   aligned:  >= 90% of >= 50 questions correct
@@ -16,7 +21,7 @@ Pass criteria (the model card states the measured numbers):
 so a pipeline that puts the right information at the wrong time (or ignores a modality) fails.
 The seeds are printed; rerun one with --seed.
 
-  tests/demo/e2e_accuracy.py --avserve BIN --avctl BIN [--checkpoint deploy/toy-model] [--clips 9]
+  tests/demo/e2e_accuracy.py --avserve BIN --avctl BIN [--checkpoint deploy/toy-model] [--clips 27]
       [--seed N] [--json out.json]
 """
 import argparse
@@ -104,8 +109,8 @@ def main():
     ap.add_argument("--avserve", required=True)
     ap.add_argument("--avctl", required=True)
     ap.add_argument("--checkpoint", default=os.path.join(ROOT, "deploy", "toy-model"))
-    ap.add_argument("--clips", type=int, default=9, help="aligned scenes (3 questions per category each)")
-    ap.add_argument("--control-clips", type=int, default=9, help="of those, also shifted and shuffled")
+    ap.add_argument("--clips", type=int, default=27, help="aligned scenes (3 questions per category each)")
+    ap.add_argument("--control-clips", type=int, default=12, help="of those, also shifted and shuffled")
     ap.add_argument("--per-category", type=int, default=3)
     ap.add_argument("--seed", type=int, help="first scene seed (default: random, printed)")
     ap.add_argument("--threads", type=int, default=0)
