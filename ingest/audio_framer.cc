@@ -48,4 +48,12 @@ AudioFrames AudioFramer::Take(int64_t first, int64_t last) {
   return out;
 }
 
+void AudioFramer::DropBefore(int64_t sample) {
+  const int64_t n = std::clamp<int64_t>(sample - base_, 0, static_cast<int64_t>(buffer_.size()));
+  if (n > 0 && n * 2 >= static_cast<int64_t>(buffer_.size())) {
+    buffer_.erase(buffer_.begin(), buffer_.begin() + n);
+    base_ += n;
+  }
+}
+
 }  // namespace avserve::ingest

@@ -24,6 +24,8 @@ class AudioFramer {
   int64_t total_frames() const { return (end_sample() + kAudioFrameSamples - 1) / kAudioFrameSamples; }
   // Frames [first, last) of the timeline, zero-padded past the end; frees everything before them.
   AudioFrames Take(int64_t first, int64_t last);
+  // Frees the samples before timeline sample `sample` that no Take will ask for (amortized).
+  void DropBefore(int64_t sample);
 
  private:
   void Fill(int64_t count);

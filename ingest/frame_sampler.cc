@@ -39,8 +39,9 @@ int64_t SampleClock::FirstAudioFrame(int64_t k) const {
   return av_rescale_rnd(k, int64_t{1000000 / kAudioFrameUs} * fps_.den, fps_.num, AV_ROUND_UP);
 }
 
-bool IsOnScreenAtSample(const SampleClock& clock, AVRational time_base, int64_t pts, int64_t next_pts) {
-  const int64_t first = std::max<int64_t>(clock.CeilIndex(pts, time_base), 0);
+bool IsOnScreenAtSample(const SampleClock& clock, AVRational time_base, int64_t pts, int64_t next_pts,
+                        int64_t first_sample) {
+  const int64_t first = std::max<int64_t>(clock.CeilIndex(pts, time_base), std::max<int64_t>(first_sample, 0));
   return first < clock.CeilIndex(next_pts, time_base);
 }
 

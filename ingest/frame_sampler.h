@@ -32,8 +32,9 @@ class SampleClock {
 };
 
 // Whether a frame shown over [pts, next_pts) (ticks relative to the origin) is on screen at a
-// sample time t_k with k >= 0.
-bool IsOnScreenAtSample(const SampleClock& clock, AVRational time_base, int64_t pts, int64_t next_pts);
+// sample time t_k with k >= first_sample (>= 0).
+bool IsOnScreenAtSample(const SampleClock& clock, AVRational time_base, int64_t pts, int64_t next_pts,
+                        int64_t first_sample = 0);
 
 // Feed frames in presentation order; learn which segments each frame is chosen for.
 class FrameSampler {

@@ -37,6 +37,8 @@ namespace {
 constexpr double kMaxFps = 120.0;
 constexpr int64_t kUs = 1000000;
 constexpr size_t kMaxQueuedConversions = 2;
+// How far before the window's first sample time each seek attempt aims (Note [Window]).
+constexpr int64_t kSeekMarginsUs[] = {500000, 4000000, 30000000};
 
 using Patches = std::shared_ptr<const std::vector<float>>;  // [rows*cols, kPatchDim]
 
@@ -51,12 +53,16 @@ struct ChosenFrame {
 
 class MediaReaderImpl {
  public:
-  MediaReaderImpl(std::unique_ptr<Demuxer> demuxer, const IngestOptions& options)
+  // seek_path: the opened file, when a window may be read by seeking (Note [Window]); else "".
+  MediaReaderImpl(std::unique_ptr<Demuxer> demuxer, const IngestOptions& options, std::string seek_path)
       // An out-of-range fps is rejected by Init(); the clock only needs a valid placeholder.
       : options_(options), demuxer_(std::move(demuxer)),
-        clock_(options.fps > 0.0 && options.fps <= kMaxFps ? options.fps : 1.0) {}
+        clock_(options.fps > 0.0 && options.fps <= kMaxFps ? options.fps : 1.0), seek_path_(std::move(seek_path)) {}
   absl::Status Init();
   absl::StatusOr<std::optional<Segment>> Next();
+  // A failure now may be the seek's: reading from the start instead can still give the window.
+  bool restartable() const { return seeking_ && emitted_ == 0; }
+  bool seeking() const { return seeking_; }
 
   IngestOptions options_;
   std::unique_ptr<Demuxer> demuxer_;
@@ -68,7 +74,11 @@ class MediaReaderImpl {
   std::unique_ptr<SerialWorker> converter_;
 
  private:
+  absl::Status InitWindow();
+  absl::Status Seek();
+  absl::StatusOr<bool> AcceptSeekPoint(const AVPacket* packet);
   absl::Status Pump();
+  absl::Status HandleAudioPacket(AVPacket* packet);
   absl::Status HandleVideoPacket(AVPacket* packet);
   absl::Status DrainVideo();
   absl::Status OnVideoFrame(AVFrame* frame);
@@ -77,6 +87,9 @@ class MediaReaderImpl {
   absl::Status AwaitFrame(int64_t k);
   absl::Status Stop(const absl::Status& status);
   absl::Status Finish();
+  absl::Status FinishVideo();
+  absl::Status FinishAudio();
+  absl::Status Finalize();
   absl::Status CheckTime(int64_t media_us, const char* what) const;
   bool Ready(int64_t k) const;
   Segment Build(int64_t k);
@@ -107,6 +120,19 @@ class MediaReaderImpl {
   int64_t next_segment_ = 0;
   int64_t reached_us_ = 0;       // the furthest media time decoded
   absl::Status error_;           // sticky: the first error ends the stream
+
+  // Window (Note [Window]).
+  std::string seek_path_;
+  int64_t first_segment_ = 0;    // the first segment overlapping the window
+  int64_t end_segment_ = std::numeric_limits<int64_t>::max();  // the first one starting at/after its end
+  bool seeking_ = false;         // the video is read from a seek point
+  bool seek_accepted_ = false;   // the first keyframe after the seek was early enough
+  int seek_attempt_ = 0;
+  int64_t keyframe_pts_ = 0;     // ticks (relative): frames presented before it are dropped
+  std::unique_ptr<Demuxer> audio_demuxer_;  // seeking with audio: the audio, read from the start
+  bool video_done_ = false, audio_done_ = false;
+  int64_t video_end_us_ = 0, audio_end_us_ = 0;
+  int64_t emitted_ = 0;          // segments handed out
 };
 
 absl::Status MediaReaderImpl::Init() {
@@ -138,15 +164,68 @@ absl::Status MediaReaderImpl::Init() {
     sampler_ = std::make_unique<FrameSampler>(clock_, video_tb_);
     converter_ = std::make_unique<SerialWorker>(options_.convert_on_worker, kMaxQueuedConversions);
   }
-  if (use_audio_) {
-    audio_index_ = demuxer_->audio_index();
-    ASSIGN_OR_RETURN(audio_, AudioDecoder::Open(demuxer_->stream(audio_index_), probe.start_us,
-                                                        demuxer_->error_log()));
-  }
+  if (use_audio_) audio_index_ = demuxer_->audio_index();
   if (decoded_ == nullptr || candidate_ == nullptr || packet_ == nullptr) {
     return absl::ResourceExhaustedError("cannot allocate frames");
   }
+  RETURN_IF_ERROR(InitWindow());
+  if (use_audio_) {
+    const Demuxer& source = audio_demuxer_ != nullptr ? *audio_demuxer_ : *demuxer_;
+    ASSIGN_OR_RETURN(audio_, AudioDecoder::Open(source.stream(audio_index_), probe.start_us, source.error_log()));
+  }
+  return seeking_ ? Seek() : absl::OkStatus();
+}
+
+// The window's segments; with a file and video, the seek plan and the audio-only demuxer.
+absl::Status MediaReaderImpl::InitWindow() {
+  const int64_t start = options_.window_start_us, end = options_.window_end_us;
+  if (start < 0 || end < 0) return absl::InvalidArgumentError("window times must be >= 0");
+  if (start > kMaxDurationUs || end > kMaxDurationUs) return absl::InvalidArgumentError("window is out of range");
+  // The first k whose span [t_k, t_k+1) ends after the start, and the first k with t_k >= end.
+  int64_t k = std::max<int64_t>(clock_.CeilIndex(start, AVRational{1, kUs}) - 2, 0);
+  while (clock_.SegmentStartUs(k + 1) <= start) ++k;
+  first_segment_ = k;
+  if (end > 0) end_segment_ = std::max(clock_.CeilIndex(end, AVRational{1, kUs}), int64_t{0});
+  next_segment_ = first_segment_;
+  if (use_video_) filter_->set_first_sample(first_segment_);
+  const int64_t first_sample_us = clock_.SegmentStartUs(first_segment_);
+  // Seeking pays only past the first margin; a window that ends before it starts reads nothing.
+  seeking_ = use_video_ && !seek_path_.empty() && first_sample_us > kSeekMarginsUs[0] &&
+             first_segment_ < end_segment_;
+  if (!seeking_ || !use_audio_) return absl::OkStatus();
+  ASSIGN_OR_RETURN(audio_demuxer_, Demuxer::OpenFile(seek_path_));
+  if (audio_demuxer_->audio_index() != audio_index_) return absl::InternalError("the file changed while reading");
+  audio_demuxer_->stream(audio_index_)->discard = AVDISCARD_DEFAULT;
+  if (audio_demuxer_->video_index() >= 0) audio_demuxer_->stream(audio_demuxer_->video_index())->discard = AVDISCARD_ALL;
+  demuxer_->stream(audio_index_)->discard = AVDISCARD_ALL;
   return absl::OkStatus();
+}
+
+// Seeks the video to a keyframe at or before the window's first sample time minus this attempt's
+// margin. Nothing has been decoded yet, so the decoder needs no flush.
+absl::Status MediaReaderImpl::Seek() {
+  if (seek_attempt_ >= static_cast<int>(std::size(kSeekMarginsUs))) {
+    return absl::FailedPreconditionError("no keyframe found before the window start");
+  }
+  const int64_t target_us = clock_.SegmentStartUs(first_segment_) - kSeekMarginsUs[seek_attempt_++];
+  if (target_us <= 0) return absl::FailedPreconditionError("the window starts near the beginning");
+  const int64_t ts = av_rescale_q(target_us, AVRational{1, kUs}, video_tb_) + video_origin_;
+  ++stats_.window_seeks;
+  const int ret = av_seek_frame(demuxer_->format(), video_index_, ts, AVSEEK_FLAG_BACKWARD);
+  if (ret < 0) return absl::DataLossError(absl::StrCat("seek failed: ", AvErrorString(ret)));
+  return absl::OkStatus();
+}
+
+// The first keyframe after a seek: accepted when it is presented at or before the window's first
+// sample time (every frame on screen in the window follows it), else seeks further back.
+absl::StatusOr<bool> MediaReaderImpl::AcceptSeekPoint(const AVPacket* packet) {
+  if (packet->pts != AV_NOPTS_VALUE && clock_.CeilIndex(packet->pts - video_origin_, video_tb_) <= first_segment_) {
+    seek_accepted_ = true;
+    keyframe_pts_ = packet->pts - video_origin_;
+    return true;
+  }
+  RETURN_IF_ERROR(Seek());
+  return false;
 }
 
 absl::Status MediaReaderImpl::Annotate(const absl::Status& status) const {
@@ -168,20 +247,30 @@ absl::Status MediaReaderImpl::CheckTime(int64_t media_us, const char* what) cons
 absl::StatusOr<std::optional<Segment>> MediaReaderImpl::Next() {
   if (!error_.ok()) return error_;
   ScopedThreadErrorLog scoped_log(demuxer_->error_log());
-  while (!Ready(next_segment_)) {
-    if (eof_) {  // every segment delivered
+  while (true) {
+    if (next_segment_ >= end_segment_) {  // past the window
       RETURN_IF_ERROR(Stop(absl::OkStatus()));
       return std::optional<Segment>();
     }
-    absl::Status status = Pump();
-    // FFmpeg conceals much damage and only logs it: a logged error means corrupt input.
-    if (const std::string logged = demuxer_->error_log()->TakeFirst(); status.ok() && !logged.empty()) {
-      status = absl::DataLossError(absl::StrCat("corrupt media data: ", logged));
+    while (!Ready(next_segment_)) {
+      if (eof_) {  // every segment delivered
+        RETURN_IF_ERROR(Stop(absl::OkStatus()));
+        return std::optional<Segment>();
+      }
+      absl::Status status = Pump();
+      // FFmpeg conceals much damage and only logs it: a logged error means corrupt input.
+      std::string logged = demuxer_->error_log()->TakeFirst();
+      if (audio_demuxer_ != nullptr && logged.empty()) logged = audio_demuxer_->error_log()->TakeFirst();
+      if (status.ok() && !logged.empty()) status = absl::DataLossError(absl::StrCat("corrupt media data: ", logged));
+      if (!status.ok()) return Stop(status);
     }
-    if (!status.ok()) return Stop(status);
+    if (absl::Status status = AwaitFrame(next_segment_); !status.ok()) return Stop(status);
+    Segment segment = Build(next_segment_++);
+    // A last segment cut short by the media's end can end before the window starts.
+    if (segment.end_us <= options_.window_start_us) continue;
+    ++emitted_;
+    return std::optional<Segment>(std::move(segment));
   }
-  if (absl::Status status = AwaitFrame(next_segment_); !status.ok()) return Stop(status);
-  return std::optional<Segment>(Build(next_segment_++));
 }
 
 // Ends the stream: no conversion runs (and no hook is called) after Next() returns an error or
@@ -234,21 +323,35 @@ Segment MediaReaderImpl::Build(int64_t k) {
   return seg;
 }
 
+// Reads one packet. With an audio-only demuxer (Note [Window]) it reads the audio while the audio
+// is behind the next segment (or the video is done), else the video.
 absl::Status MediaReaderImpl::Pump() {
+  const bool audio_turn = audio_demuxer_ != nullptr && !audio_done_ &&
+                          (video_done_ || framer_.end_sample() < clock_.FirstAudioFrame(next_segment_ + 1) * kAudioFrameSamples);
   PacketRef ref(packet_.get());
-  ASSIGN_OR_RETURN(const bool got, demuxer_->ReadPacket(packet_.get()));
-  if (!got) return Finish();
-  if (packet_->stream_index == video_index_ && use_video_) return HandleVideoPacket(packet_.get());
-  if (packet_->stream_index == audio_index_ && use_audio_) {
-    RETURN_IF_ERROR(audio_->Decode(packet_.get(), &framer_));
-    const int64_t audio_us = framer_.end_sample() * kUs / kAudioSampleRateHz;
-    reached_us_ = std::max(reached_us_, audio_us);
-    return CheckTime(audio_us, "audio");
-  }
+  ASSIGN_OR_RETURN(const bool got, (audio_turn ? audio_demuxer_ : demuxer_)->ReadPacket(packet_.get()));
+  if (!got) return audio_turn ? FinishAudio() : Finish();
+  if (packet_->stream_index == video_index_ && use_video_ && !audio_turn) return HandleVideoPacket(packet_.get());
+  if (packet_->stream_index == audio_index_ && use_audio_) return HandleAudioPacket(packet_.get());
   return absl::OkStatus();
 }
 
+absl::Status MediaReaderImpl::HandleAudioPacket(AVPacket* packet) {
+  RETURN_IF_ERROR(audio_->Decode(packet, &framer_));
+  const int64_t audio_us = framer_.end_sample() * kUs / kAudioSampleRateHz;
+  reached_us_ = std::max(reached_us_, audio_us);
+  // Audio before the window is never taken: free it as it comes.
+  if (first_segment_ > 0) framer_.DropBefore(clock_.FirstAudioFrame(first_segment_) * kAudioFrameSamples);
+  return CheckTime(audio_us, "audio");
+}
+
 absl::Status MediaReaderImpl::HandleVideoPacket(AVPacket* packet) {
+  if (seeking_ && !seek_accepted_) {
+    // Pictures before the first keyframe cannot be decoded; the keyframe decides the seek.
+    if ((packet->flags & AV_PKT_FLAG_KEY) == 0) return absl::OkStatus();
+    ASSIGN_OR_RETURN(const bool accepted, AcceptSeekPoint(packet));
+    if (!accepted) return absl::OkStatus();
+  }
   ++stats_.video_packets;
   // The video's end comes from the packets: skipped ones (keyframe mode) count too.
   if (packet->pts != AV_NOPTS_VALUE) {
@@ -276,8 +379,10 @@ absl::Status MediaReaderImpl::DrainVideo() {
 absl::Status MediaReaderImpl::OnVideoFrame(AVFrame* frame) {
   ++stats_.video_frames_decoded;
   int64_t pts = frame->best_effort_timestamp;
+  if (pts == AV_NOPTS_VALUE && seeking_) return absl::DataLossError("a video frame without a timestamp after a seek");
   if (pts == AV_NOPTS_VALUE) pts = sampler_->has_candidate() ? candidate_end_ticks_ + video_origin_ : video_origin_;
   pts -= video_origin_;
+  if (seeking_ && pts < keyframe_pts_) return absl::OkStatus();  // a leading picture of the seek point
   const int64_t pts_us = av_rescale_q(pts, video_tb_, AVRational{1, kUs});
   RETURN_IF_ERROR(CheckTime(pts_us, "video"));
   reached_us_ = std::max(reached_us_, pts_us);
@@ -298,6 +403,8 @@ absl::Status MediaReaderImpl::OnVideoFrame(AVFrame* frame) {
 
 // Queues the conversion of the candidate (the frame on screen for segments [first, last)), once.
 absl::Status MediaReaderImpl::Choose(int64_t first, int64_t last) {
+  if (last <= first_segment_) return absl::OkStatus();  // on screen before the window only
+  first = std::max(first, first_segment_);
   // A new reference to the decoded picture: the decoder and candidate_ move on meanwhile.
   std::shared_ptr<AVFrame> frame(av_frame_clone(candidate_.get()), [](AVFrame* f) { av_frame_free(&f); });
   if (frame == nullptr) return absl::ResourceExhaustedError("cannot reference a decoded frame");
@@ -340,9 +447,15 @@ absl::Status MediaReaderImpl::CheckComplete(int index, int64_t end_us, const cha
   return absl::OkStatus();
 }
 
+// The end of the input of demuxer_.
 absl::Status MediaReaderImpl::Finish() {
-  int64_t end_us = 0;
-  if (use_video_) {
+  if (use_video_) RETURN_IF_ERROR(FinishVideo());
+  if (use_audio_ && audio_demuxer_ == nullptr) RETURN_IF_ERROR(FinishAudio());
+  return absl::OkStatus();
+}
+
+absl::Status MediaReaderImpl::FinishVideo() {
+  {
     filter_->Finish();
     while (UniqueAVPacket next = filter_->Pop()) {
       RETURN_IF_ERROR(video_->Send(next.get()));
@@ -352,19 +465,29 @@ absl::Status MediaReaderImpl::Finish() {
     RETURN_IF_ERROR(video_->Send(nullptr));
     RETURN_IF_ERROR(DrainVideo());
     if (!sampler_->has_candidate()) return absl::DataLossError("no decodable video frame in the media");
-    end_us = av_rescale_q(std::max(candidate_end_ticks_, packets_end_ticks_), video_tb_, AVRational{1, kUs});
-    RETURN_IF_ERROR(CheckComplete(video_index_, end_us, "video"));
+    video_end_us_ = av_rescale_q(std::max(candidate_end_ticks_, packets_end_ticks_), video_tb_, AVRational{1, kUs});
+    RETURN_IF_ERROR(CheckComplete(video_index_, video_end_us_, "video"));
     // The last frame stays on screen for every later segment (Build reuses the last chosen).
     RETURN_IF_ERROR(Choose(sampler_->next_segment(), std::numeric_limits<int64_t>::max()));
   }
-  if (use_audio_) {
-    RETURN_IF_ERROR(audio_->Decode(nullptr, &framer_));
-    framer_.Finish();
-    stats_.audio_samples_16k = audio_->samples_out();
-    const int64_t audio_end_us = av_rescale_rnd(framer_.end_sample(), kUs, kAudioSampleRateHz, AV_ROUND_UP);
-    RETURN_IF_ERROR(CheckComplete(audio_index_, audio_end_us, "audio"));
-    end_us = std::max(end_us, audio_end_us);
-  }
+  video_done_ = true;
+  return Finalize();
+}
+
+absl::Status MediaReaderImpl::FinishAudio() {
+  RETURN_IF_ERROR(audio_->Decode(nullptr, &framer_));
+  framer_.Finish();
+  stats_.audio_samples_16k = audio_->samples_out();
+  audio_end_us_ = av_rescale_rnd(framer_.end_sample(), kUs, kAudioSampleRateHz, AV_ROUND_UP);
+  RETURN_IF_ERROR(CheckComplete(audio_index_, audio_end_us_, "audio"));
+  audio_done_ = true;
+  return Finalize();
+}
+
+// Once every used stream is done: the media's end and the number of segments.
+absl::Status MediaReaderImpl::Finalize() {
+  if ((use_video_ && !video_done_) || (use_audio_ && !audio_done_)) return absl::OkStatus();
+  const int64_t end_us = std::max(video_end_us_, audio_end_us_);
   reached_us_ = std::max(reached_us_, end_us);
   // Trust the container's duration when the decoded end agrees with it (encoder padding at the
   // end of AAC, a last frame's rounding), so that num_segments() is exact for intact files.
@@ -379,23 +502,50 @@ absl::Status MediaReaderImpl::Finish() {
 
 // --- MediaReader -------------------------------------------------------------------------------
 
-MediaReader::MediaReader(std::unique_ptr<MediaReaderImpl> impl) : impl_(std::move(impl)) {}
+MediaReader::MediaReader(std::unique_ptr<MediaReaderImpl> impl, std::string path)
+    : impl_(std::move(impl)), path_(std::move(path)) {}
 MediaReader::~MediaReader() = default;
+
+namespace {
+absl::StatusOr<std::unique_ptr<MediaReaderImpl>> OpenFileImpl(const std::string& path, const IngestOptions& options,
+                                                              bool may_seek) {
+  ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));
+  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options, may_seek ? path : "");
+  absl::Status status = impl->Init();
+  if (!status.ok() && impl->restartable()) return OpenFileImpl(path, options, /*may_seek=*/false);
+  RETURN_IF_ERROR(status);
+  return impl;
+}
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<MediaReader>> MediaReader::OpenFile(const std::string& path,
                                                                    const IngestOptions& options) {
-  ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));
-  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options);
-  RETURN_IF_ERROR(impl->Init());
-  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl)));
+  ASSIGN_OR_RETURN(auto impl, OpenFileImpl(path, options, /*may_seek=*/true));
+  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl), path));
 }
 
 absl::StatusOr<std::unique_ptr<MediaReader>> MediaReader::OpenBytes(std::unique_ptr<ByteSource> source,
                                                                     const IngestOptions& options) {
   ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenSource(std::move(source)));
-  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options);
+  auto impl = std::make_unique<MediaReaderImpl>(std::move(demuxer), options, "");
   RETURN_IF_ERROR(impl->Init());
-  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl)));
+  return std::unique_ptr<MediaReader>(new MediaReader(std::move(impl), ""));
+}
+
+absl::Status MediaReader::RestartWithoutSeek() {
+  ASSIGN_OR_RETURN(auto fresh, OpenFileImpl(path_, impl_->options_, /*may_seek=*/false));
+  fresh->hook_ = std::move(impl_->hook_);
+  fresh->stats_.window_seeks = impl_->stats_.window_seeks;
+  impl_ = std::move(fresh);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Segment>> MediaReader::Next() {
+  absl::StatusOr<std::optional<Segment>> next = impl_->Next();
+  if (next.ok() || !impl_->restartable()) return next;
+  // Nothing was handed out yet: decoding from the start gives the window or the real error.
+  RETURN_IF_ERROR(RestartWithoutSeek());
+  return impl_->Next();
 }
 
 const MediaProbe& MediaReader::probe() const { return impl_->demuxer_->probe(); }
@@ -403,9 +553,11 @@ const IngestOptions& MediaReader::options() const { return impl_->options_; }
 int MediaReader::grid_rows() const { return impl_->grid_rows_; }
 int MediaReader::grid_cols() const { return impl_->grid_cols_; }
 int64_t MediaReader::num_segments() const { return impl_->clock_.SegmentCount(probe().duration_us); }
-absl::StatusOr<std::optional<Segment>> MediaReader::Next() { return impl_->Next(); }
 void MediaReader::set_native_frame_hook(NativeFrameHook hook) { impl_->hook_ = std::move(hook); }
-const MediaReader::Stats& MediaReader::stats() const { return impl_->stats_; }
+const MediaReader::Stats& MediaReader::stats() const {
+  impl_->stats_.window_from_start = impl_->options_.window_start_us > 0 && !impl_->seeking();
+  return impl_->stats_;
+}
 
 absl::StatusOr<MediaProbe> ProbeFile(const std::string& path) {
   ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));

@@ -6,6 +6,21 @@
 // (the last frame with pts <= t_k; the first frame while the video has not started yet; the last
 // frame again once the video has ended but the audio goes on). Audio frame j (640 samples at
 // 16 kHz starting at j*40 ms, the last one zero-padded) belongs to the segment containing its start.
+//
+// Note [Window]: with IngestOptions::window_start_us/window_end_us the reader produces only the
+// segments k overlapping the window (start_us < window_end_us, end_us > window_start_us), keeping
+// their indices k and times: byte for byte the segments a full read gives there. An opened file
+// with video is sought ONCE (per window) to a keyframe at or before the window start, on the video
+// stream; the seek is accepted when that keyframe's presentation time is <= t_k of the first
+// window segment (with B-frames a decode-time index can land later: then it seeks further back, a
+// few times at most), and frames presented before it (open-GOP leading pictures) are dropped.
+// Frames then decode forward; only those chosen for window segments are converted. The audio is
+// decoded from the start by a second, audio-only demuxer (decoding and resampling are ~600x
+// realtime, and only a continuous decode reproduces the decoder's and the resampler's state and
+// the sample timeline exactly); what precedes the window is freed as it goes. Anything that
+// goes wrong before the first window segment (the seek fails or lands after the window, damage
+// near the seek point, a frame without a timestamp) restarts the read without seeking: decode
+// from the start and discard, never a different answer. Bytes (OpenBytes) are never sought.
 #pragma once
 
 #include <cstddef>
@@ -47,6 +62,7 @@ class MediaReader {
                                                                const IngestOptions& options);
   // Opens bytes through a custom AVIOContext. The bytes read so far are kept in memory so that
   // containers that need to seek (MP4 with the index at the end) work; memory ~ upload size.
+  // A window (Note [Window]) is read by decoding from the start and discarding.
   static absl::StatusOr<std::unique_ptr<MediaReader>> OpenBytes(std::unique_ptr<ByteSource> source,
                                                                 const IngestOptions& options);
   ~MediaReader();
@@ -67,7 +83,8 @@ class MediaReader {
 
   // Test/tool hook: called once for every converted frame at native size (after rotation,
   // before resizing) with the first segment it was chosen for; it is the frame of that segment and
-  // of the following ones up to the next call's segment. Set before the first Next().
+  // of the following ones up to the next call's segment (with a window: the first window segment
+  // at the earliest). Set before the first Next().
   using NativeFrameHook = std::function<void(int64_t first_segment, const RgbImage& image)>;
   void set_native_frame_hook(NativeFrameHook hook);
 
@@ -78,12 +95,17 @@ class MediaReader {
     int64_t video_frames_decoded = 0;
     int64_t video_frames_converted = 0;  // converted to RGB + resized (sampled frames only)
     int64_t audio_samples_16k = 0;       // mono 16 kHz samples produced
+    int64_t window_seeks = 0;            // seeks made for the window (Note [Window])
+    bool window_from_start = false;      // the window was read by decoding from the start
   };
   const Stats& stats() const;
 
  private:
-  explicit MediaReader(std::unique_ptr<MediaReaderImpl> impl);
+  MediaReader(std::unique_ptr<MediaReaderImpl> impl, std::string path);
+  // Replaces a reader whose seek did not work out by one that decodes from the start.
+  absl::Status RestartWithoutSeek();
   std::unique_ptr<MediaReaderImpl> impl_;
+  std::string path_;  // the opened file; empty for bytes
 };
 
 // Target (height, width) for a frame of (height, width) at a soft-token budget (70, 140, 280, 560

@@ -33,6 +33,12 @@ struct IngestOptions {
   // Convert chosen frames (RGB, resize, patchify) on a worker thread that overlaps decoding.
   // Output is identical either way; false keeps ingest on the caller's thread (and the decoder's).
   bool convert_on_worker = true;
+  // Media window [window_start_us, window_end_us) (window_end_us 0: to the end). Only the
+  // segments overlapping it are produced, with their own indices and times: exactly the segments
+  // a full read gives there. A file is sought once to a keyframe before the window instead of
+  // decoded from the start (see media_reader.h, Note [Window]).
+  int64_t window_start_us = 0;
+  int64_t window_end_us = 0;
 };
 
 struct MediaProbe {

@@ -92,7 +92,7 @@ bool PacketFilter::CanSkip(const AVPacket* packet) const {
     if (pts > packet->pts && pts < next) next = pts;
   }
   if (next == std::numeric_limits<int64_t>::max()) return false;  // the last picture: keep it
-  return !IsOnScreenAtSample(clock_, stream_->time_base, packet->pts - origin_, next - origin_);
+  return !IsOnScreenAtSample(clock_, stream_->time_base, packet->pts - origin_, next - origin_, first_sample_);
 }
 
 UniqueAVPacket PacketFilter::Pop() {

@@ -33,6 +33,9 @@ class PacketFilter {
   // The next packet to decode in decode order, or nullptr when none is ready yet.
   UniqueAVPacket Pop();
   int64_t skipped() const { return skipped_; }
+  // Exact mode: only samples k >= first_sample matter (a window); disposable pictures on screen
+  // at earlier samples only are skipped too.
+  void set_first_sample(int64_t first_sample) { first_sample_ = first_sample; }
 
  private:
   static constexpr size_t kWindow = 20;  // > the 16-picture reorder limit
@@ -43,6 +46,7 @@ class PacketFilter {
   const AVStream* stream_;
   SampleClock clock_;
   int64_t origin_;
+  int64_t first_sample_ = 0;
   bool seen_keyframe_ = false;
   bool finished_ = false;
   int64_t skipped_ = 0;
