@@ -8,6 +8,11 @@
 # times with -c copy into $TMPDIR (cheap to make and to decode; memory depends on the duration).
 # Per run it also times exact mode without skipping (--no-skip) and without the conversion worker
 # (--no-worker), to show what each buys.
+# WINDOW=1 first times windowed ingest (IngestOptions::window_*; Note [Window] in ingest/media_reader.h)
+# on the last 60 s of lecture720.mp4: the reader's seek vs the old way (a full read from the start
+# that drops the segments before the window, --filter-window) vs decode-and-discard (--from-memory:
+# bytes are never sought), checking that all three give the same fingerprint; then all ten 60 s
+# windows in a row (what a chunked summary reads) vs one full read. WINDOW=only stops after that.
 # Last line: ingest speedup_vs_ffmpeg_cli=<median, exact> keyframe_speedup=<median, keyframe>
 #            realtime_factor=<media s per wall s, exact> peak_rss_mb=<max over our runs>
 set -euo pipefail
@@ -31,6 +36,49 @@ cli() {  # file W H: the same job with the ffmpeg CLI
   measure ffmpeg -v error -nostdin -i "$1" -map 0:v:0 -vf "fps=1:round=up,scale=$2:$3" -pix_fmt rgb24 -f rawvideo \
     -y /dev/null -map 0:a:0 -ac 1 -ar 16000 -f f32le -y /dev/null
 }
+
+# Like measure, but the command's stdout goes to the file $1.
+measure_to() {
+  local out="$1" log; shift; log=$(mktemp)
+  /usr/bin/time -f "%e %U %S %M" -o "$log" "$@" > "$out" 2>&1 || { echo "failed: $*" >&2; rm -f "$log"; return 1; }
+  awk '{printf "%s %.3f %.1f\n", $1, $2 + $3, $4 / 1024}' "$log"; rm -f "$log"
+}
+window_bench() {
+  local file="$OUT/lecture720.mp4" out; out=$(mktemp)
+  "$ROOT/samples/make_samples.sh" "$OUT" lecture720.mp4 lecture720_truth.csv
+  local duration; duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$file")
+  local ws; ws=$(echo "$duration - 60" | bc -l)
+  local seeks=() olds=() discards=()
+  for ((r = 0; r < RUNS; ++r)); do
+    read -r t_seek c_seek rss_seek < <(measure_to "$out" "$TOOL" run --quiet --hash "$file" --window-start "$ws")
+    local h_seek; h_seek=$(grep '^hash=' "$out"); local n_seek; n_seek=$(grep -o 'segments=[0-9]*' "$out")
+    local seek_info; seek_info=$(grep -o 'decoded=[0-9]*.*' "$out")
+    read -r t_old c_old _ < <(measure_to "$out" "$TOOL" run --quiet --hash "$file" --window-start "$ws" --filter-window)
+    local h_old; h_old=$(grep '^hash=' "$out")
+    read -r t_dis c_dis _ < <(measure_to "$out" "$TOOL" run --quiet --hash "$file" --window-start "$ws" --from-memory)
+    local h_dis; h_dis=$(grep '^hash=' "$out")
+    [[ "$h_seek" == "$h_old" && "$h_seek" == "$h_dis" ]] || { echo "window outputs differ: $h_seek $h_old $h_dis" >&2; exit 1; }
+    seeks+=("$t_seek") olds+=("$t_old") discards+=("$t_dis")
+    printf 'lecture720 last 60 s run %d (wall/cpu s): seek %.2f/%.2f (%s, %s, rss %s MB) from-start %.2f/%.2f decode-and-discard %.2f/%.2f, %s, load %s\n' \
+      "$r" "$t_seek" "$c_seek" "$n_seek" "$seek_info" "$rss_seek" "$t_old" "$c_old" "$t_dis" "$c_dis" "$h_seek" \
+      "$(cut -d' ' -f1 /proc/loadavg)"
+  done
+  # Ten consecutive 60 s windows (a chunked summary's reads) vs one full read.
+  local total=0 t
+  for ((w = 0; w < 10; ++w)); do
+    read -r t _ < <(measure "$TOOL" run --quiet "$file" --window-start $((w * 60)) --window-end $(((w + 1) * 60)))
+    total=$(echo "$total + $t" | bc -l)
+  done
+  read -r t_full _ < <(measure "$TOOL" run --quiet "$file")
+  printf 'window lecture720_last60s seek_s=%.2f from_start_s=%.2f decode_and_discard_s=%.2f speedup=%.1f; ten_60s_windows_s=%.1f full_read_s=%.1f\n' \
+    "$(echo "${seeks[@]}" | median)" "$(echo "${olds[@]}" | median)" "$(echo "${discards[@]}" | median)" \
+    "$(echo "$(echo "${olds[@]}" | median) / $(echo "${seeks[@]}" | median)" | bc -l)" "$total" "$t_full"
+  rm -f "$out"
+}
+if [[ "${WINDOW:-0}" != 0 ]]; then
+  window_bench
+  [[ "$WINDOW" == only ]] && exit 0
+fi
 
 exact_ratios=() key_ratios=() cpu_ratios=() skip_gain=() worker_gain=() realtime=() peak=0
 for name in ${FILES:-lecture720.mp4 clip1080.mp4}; do

@@ -10,8 +10,8 @@
 // Note [Window]: with IngestOptions::window_start_us/window_end_us the reader produces only the
 // segments k overlapping the window (start_us < window_end_us, end_us > window_start_us), keeping
 // their indices k and times: byte for byte the segments a full read gives there. An opened file
-// with video is sought ONCE (per window) to a keyframe at or before the window start, on the video
-// stream; the seek is accepted when that keyframe's presentation time is <= t_k of the first
+// with video is sought ONCE per window (never per sample) to a keyframe at or before the window
+// start, on the video stream; the seek is accepted when that keyframe's presentation time is <= t_k of the first
 // window segment (with B-frames a decode-time index can land later: then it seeks further back, a
 // few times at most), and frames presented before it (open-GOP leading pictures) are dropped.
 // Frames then decode forward; only those chosen for window segments are converted. The audio is
@@ -20,7 +20,12 @@
 // the sample timeline exactly); what precedes the window is freed as it goes. Anything that
 // goes wrong before the first window segment (the seek fails or lands after the window, damage
 // near the seek point, a frame without a timestamp) restarts the read without seeking: decode
-// from the start and discard, never a different answer. Bytes (OpenBytes) are never sought.
+// from the start and discard, never a different answer (the native frame hook may then see a
+// window frame twice). Bytes (OpenBytes) are never sought. A read from the start (bytes, the
+// restart, a window starting in the first half second) still converts only the window's frames
+// and skips disposable frames on screen before it. Damage before the window that a full read
+// would stop at is not seen by a seeking read. MPEG-TS seeks by timestamp search and usually
+// lands after the keyframe it needs, so TS windows mostly restart from the start.
 #pragma once
 
 #include <cstddef>

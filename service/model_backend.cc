@@ -120,6 +120,10 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
     const std::atomic<bool>& cancel, int64_t* tokens, int64_t* ingest_ms) {
   ASSIGN_OR_RETURN(std::vector<int32_t> prefix_ids, pipeline::MediaPrefixIds(*tokenizer_, prompt));
   ASSIGN_OR_RETURN(ingest::IngestOptions options, OptionsFor(spec.media.file_path, spec.ingest));
+  // The reader seeks to the window instead of decoding from the start (Note [Window] in
+  // ingest/media_reader.h) and yields only the segments overlapping it.
+  options.window_start_us = spec.ingest.start_us;
+  options.window_end_us = spec.ingest.end_us;
   ASSIGN_OR_RETURN(auto reader, ingest::MediaReader::OpenFile(spec.media.file_path, options));
   pipeline::GraphOptions graph;
   graph.stream.layout = prompt.layout;
@@ -134,21 +138,13 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
   ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(
                                  std::min(engine_->info().max_context, total + kQuestionReserveTokens + 8192)));
   RETURN_IF_ERROR(seq->Prefill(TextChunk(prefix_ids), &cancel));
-  const int64_t window_start = spec.ingest.start_us;
-  const int64_t window_end = spec.ingest.end_us > 0 ? spec.ingest.end_us : INT64_MAX;
   int64_t next_index = 0;
-  // Runs on a TBB worker: the reader is used there only. Skips segments outside the window and
-  // renumbers the rest from 0 (Note [Chunk timestamps] in summarizer.h).
+  // Runs on a TBB worker: the reader is used there only. The window's segments keep their media
+  // indices; they are renumbered from 0 (Note [Chunk timestamps] in summarizer.h).
   pipeline::SegmentSource source = [&]() -> absl::StatusOr<std::optional<ingest::Segment>> {
-    for (;;) {
-      absl::StatusOr<std::optional<ingest::Segment>> next = reader->Next();
-      if (!next.ok() || !next->has_value()) return next;
-      ingest::Segment& segment = **next;
-      if (segment.start_us >= window_end) return std::optional<ingest::Segment>();
-      if (segment.end_us <= window_start) continue;
-      segment.index = next_index++;
-      return next;
-    }
+    absl::StatusOr<std::optional<ingest::Segment>> next = reader->Next();
+    if (next.ok() && next->has_value()) (*next)->index = next_index++;
+    return next;
   };
   graph.media_us_total = spec.media.duration_us;
   graph.tokens_total = media_tokens;

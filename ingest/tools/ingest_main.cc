@@ -3,7 +3,10 @@
 //   avserve_ingest_tool probe FILE
 //   avserve_ingest_tool run FILE [--fps 1] [--budget 70] [--mode exact|keyframe] [--threads 0]
 //                               [--dump DIR] [--quiet] [--from-memory] [--hash]
-//                               [--no-skip] [--no-worker]
+//                               [--no-skip] [--no-worker] [--window-start S] [--window-end S]
+//                               [--filter-window]
+// --filter-window applies the window the old way (for bench/ingest.sh): a full read from the start
+// that drops the segments outside it and stops after it, instead of the reader's seek.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -66,9 +69,11 @@ absl::StatusOr<std::unique_ptr<MediaReader>> Open(const std::string& path, const
 }
 
 int Run(const std::string& path, const IngestOptions& options, const std::string& dump_dir, bool quiet,
-        bool from_memory, bool hash) {
+        bool from_memory, bool hash, bool filter_window) {
   const auto start = std::chrono::steady_clock::now();
-  auto reader = Open(path, options, from_memory);
+  IngestOptions open_options = options;
+  if (filter_window) open_options.window_start_us = open_options.window_end_us = 0;
+  auto reader = Open(path, open_options, from_memory);
   if (!reader.ok()) {
     std::fprintf(stderr, "error: %s\n", reader.status().ToString().c_str());
     return 1;
@@ -88,6 +93,10 @@ int Run(const std::string& path, const IngestOptions& options, const std::string
     }
     if (!next->has_value()) break;
     const Segment& s = **next;
+    if (filter_window) {
+      if (options.window_end_us > 0 && s.start_us >= options.window_end_us) break;
+      if (s.end_us <= options.window_start_us) continue;
+    }
     ++segments;
     audio_frames += s.audio.num_frames;
     if (hash) {
@@ -113,11 +122,12 @@ int Run(const std::string& path, const IngestOptions& options, const std::string
   getrusage(RUSAGE_SELF, &usage);
   const auto& st = r.stats();
   std::printf("done segments=%lld audio_frames=%lld wall_s=%.3f peak_rss_mb=%.1f video_packets=%lld skipped=%lld "
-              "decoded=%lld converted=%lld\n",
+              "decoded=%lld converted=%lld window_seeks=%lld from_start=%d\n",
               static_cast<long long>(segments), static_cast<long long>(audio_frames), wall_s,
               usage.ru_maxrss / 1024.0, static_cast<long long>(st.video_packets),
               static_cast<long long>(st.video_packets_skipped), static_cast<long long>(st.video_frames_decoded),
-              static_cast<long long>(st.video_frames_converted));
+              static_cast<long long>(st.video_frames_converted), static_cast<long long>(st.window_seeks),
+              st.window_from_start ? 1 : 0);
   if (hash) std::printf("hash=%016llx\n", static_cast<unsigned long long>(fingerprint));
   return 0;
 }
@@ -144,6 +154,11 @@ int main(int argc, char** argv) {
   run->add_flag("--no-skip", no_skip, "decode disposable frames too (to measure the skipping)");
   run->add_flag("--from-memory", from_memory, "read the file into memory and use OpenBytes");
   run->add_flag("--no-worker", no_worker, "convert frames on the decoding thread (to measure the worker)");
+  double window_start_s = 0, window_end_s = 0;
+  bool filter_window = false;
+  run->add_option("--window-start", window_start_s, "media window start, seconds (the reader seeks)");
+  run->add_option("--window-end", window_end_s, "media window end, seconds (0: to the end)");
+  run->add_flag("--filter-window", filter_window, "apply the window by reading from the start and dropping");
   run->add_flag("--hash", hash, "print a fingerprint of every patch and audio sample");
   CLI11_PARSE(app, argc, argv);
   if (*probe) {
@@ -158,5 +173,7 @@ int main(int argc, char** argv) {
   options.skip_disposable = !no_skip;
   options.convert_on_worker = !no_worker;
   options.mode = mode == "keyframe" ? avserve::ingest::SamplingMode::kKeyframe : avserve::ingest::SamplingMode::kExact;
-  return Run(path, options, dump_dir, quiet, from_memory, hash);
+  options.window_start_us = static_cast<int64_t>(window_start_s * 1e6 + 0.5);
+  options.window_end_us = static_cast<int64_t>(window_end_s * 1e6 + 0.5);
+  return Run(path, options, dump_dir, quiet, from_memory, hash, filter_window);
 }
