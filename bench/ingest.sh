@@ -51,7 +51,7 @@ window_bench() {
   local seeks=() olds=() discards=()
   for ((r = 0; r < RUNS; ++r)); do
     read -r t_seek c_seek rss_seek < <(measure_to "$out" "$TOOL" run --quiet --hash "$file" --window-start "$ws")
-    local h_seek; h_seek=$(grep '^hash=' "$out"); local n_seek; n_seek=$(grep -o 'segments=[0-9]*' "$out")
+    local h_seek; h_seek=$(grep '^hash=' "$out"); local n_seek; n_seek=$(grep -o 'done segments=[0-9]*' "$out" | cut -d' ' -f2)
     local seek_info; seek_info=$(grep -o 'decoded=[0-9]*.*' "$out")
     read -r t_old c_old _ < <(measure_to "$out" "$TOOL" run --quiet --hash "$file" --window-start "$ws" --filter-window)
     local h_old; h_old=$(grep '^hash=' "$out")

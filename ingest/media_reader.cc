@@ -62,7 +62,6 @@ class MediaReaderImpl {
   absl::StatusOr<std::optional<Segment>> Next();
   // A failure now may be the seek's: reading from the start instead can still give the window.
   bool restartable() const { return seeking_ && emitted_ == 0; }
-  bool seeking() const { return seeking_; }
 
   IngestOptions options_;
   std::unique_ptr<Demuxer> demuxer_;
@@ -192,11 +191,14 @@ absl::Status MediaReaderImpl::InitWindow() {
   // Seeking pays only past the first margin; a window that ends before it starts reads nothing.
   seeking_ = use_video_ && !seek_path_.empty() && first_sample_us > kSeekMarginsUs[0] &&
              first_segment_ < end_segment_;
+  stats_.window_from_start = start > 0 && !seeking_;
   if (!seeking_ || !use_audio_) return absl::OkStatus();
   ASSIGN_OR_RETURN(audio_demuxer_, Demuxer::OpenFile(seek_path_));
   if (audio_demuxer_->audio_index() != audio_index_) return absl::InternalError("the file changed while reading");
   audio_demuxer_->stream(audio_index_)->discard = AVDISCARD_DEFAULT;
-  if (audio_demuxer_->video_index() >= 0) audio_demuxer_->stream(audio_demuxer_->video_index())->discard = AVDISCARD_ALL;
+  if (const int video = audio_demuxer_->video_index(); video >= 0) {
+    audio_demuxer_->stream(video)->discard = AVDISCARD_ALL;
+  }
   demuxer_->stream(audio_index_)->discard = AVDISCARD_ALL;
   return absl::OkStatus();
 }
@@ -326,8 +328,9 @@ Segment MediaReaderImpl::Build(int64_t k) {
 // Reads one packet. With an audio-only demuxer (Note [Window]) it reads the audio while the audio
 // is behind the next segment (or the video is done), else the video.
 absl::Status MediaReaderImpl::Pump() {
-  const bool audio_turn = audio_demuxer_ != nullptr && !audio_done_ &&
-                          (video_done_ || framer_.end_sample() < clock_.FirstAudioFrame(next_segment_ + 1) * kAudioFrameSamples);
+  const int64_t audio_wanted = clock_.FirstAudioFrame(next_segment_ + 1) * kAudioFrameSamples;
+  const bool audio_turn =
+      audio_demuxer_ != nullptr && !audio_done_ && (video_done_ || framer_.end_sample() < audio_wanted);
   PacketRef ref(packet_.get());
   ASSIGN_OR_RETURN(const bool got, (audio_turn ? audio_demuxer_ : demuxer_)->ReadPacket(packet_.get()));
   if (!got) return audio_turn ? FinishAudio() : Finish();
@@ -455,21 +458,19 @@ absl::Status MediaReaderImpl::Finish() {
 }
 
 absl::Status MediaReaderImpl::FinishVideo() {
-  {
-    filter_->Finish();
-    while (UniqueAVPacket next = filter_->Pop()) {
-      RETURN_IF_ERROR(video_->Send(next.get()));
-      RETURN_IF_ERROR(DrainVideo());
-    }
-    stats_.video_packets_skipped = filter_->skipped();
-    RETURN_IF_ERROR(video_->Send(nullptr));
+  filter_->Finish();
+  while (UniqueAVPacket next = filter_->Pop()) {
+    RETURN_IF_ERROR(video_->Send(next.get()));
     RETURN_IF_ERROR(DrainVideo());
-    if (!sampler_->has_candidate()) return absl::DataLossError("no decodable video frame in the media");
-    video_end_us_ = av_rescale_q(std::max(candidate_end_ticks_, packets_end_ticks_), video_tb_, AVRational{1, kUs});
-    RETURN_IF_ERROR(CheckComplete(video_index_, video_end_us_, "video"));
-    // The last frame stays on screen for every later segment (Build reuses the last chosen).
-    RETURN_IF_ERROR(Choose(sampler_->next_segment(), std::numeric_limits<int64_t>::max()));
   }
+  stats_.video_packets_skipped = filter_->skipped();
+  RETURN_IF_ERROR(video_->Send(nullptr));
+  RETURN_IF_ERROR(DrainVideo());
+  if (!sampler_->has_candidate()) return absl::DataLossError("no decodable video frame in the media");
+  video_end_us_ = av_rescale_q(std::max(candidate_end_ticks_, packets_end_ticks_), video_tb_, AVRational{1, kUs});
+  RETURN_IF_ERROR(CheckComplete(video_index_, video_end_us_, "video"));
+  // The last frame stays on screen for every later segment (Build reuses the last chosen).
+  RETURN_IF_ERROR(Choose(sampler_->next_segment(), std::numeric_limits<int64_t>::max()));
   video_done_ = true;
   return Finalize();
 }
@@ -554,10 +555,7 @@ int MediaReader::grid_rows() const { return impl_->grid_rows_; }
 int MediaReader::grid_cols() const { return impl_->grid_cols_; }
 int64_t MediaReader::num_segments() const { return impl_->clock_.SegmentCount(probe().duration_us); }
 void MediaReader::set_native_frame_hook(NativeFrameHook hook) { impl_->hook_ = std::move(hook); }
-const MediaReader::Stats& MediaReader::stats() const {
-  impl_->stats_.window_from_start = impl_->options_.window_start_us > 0 && !impl_->seeking();
-  return impl_->stats_;
-}
+const MediaReader::Stats& MediaReader::stats() const { return impl_->stats_; }
 
 absl::StatusOr<MediaProbe> ProbeFile(const std::string& path) {
   ASSIGN_OR_RETURN(auto demuxer, Demuxer::OpenFile(path));

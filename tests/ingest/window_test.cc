@@ -115,7 +115,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"tone48k_aac.mp4", 1.0, SamplingMode::kExact},  // tone bursts
                       Case{"audio_only.m4a", 1.0, SamplingMode::kExact},
                       Case{"tone44k.wav", 1.0, SamplingMode::kExact},
-                      Case{"cfr25.mp4", 1.0, SamplingMode::kKeyframe}, Case{"cfr30.mp4", 2.0, SamplingMode::kKeyframe}),
+                      Case{"cfr25.mp4", 1.0, SamplingMode::kKeyframe},
+                      Case{"cfr30.mp4", 2.0, SamplingMode::kKeyframe}),
     [](const auto& info) {
       std::string name = info.param.name + "_fps" + std::to_string(static_cast<int>(info.param.fps * 10)) +
                          (info.param.mode == SamplingMode::kKeyframe ? "_keyframe" : "");
