@@ -32,10 +32,60 @@ namespace {
 
 bool IsVision(TokenType t) { return t == TokenType::kImage || t == TokenType::kVideo; }
 
+// Note [Provisional tail]
+// PyTorch's CPU attention (where transformers' goldens come from) takes a fast exp for a key when
+// it lies in a whole 16-key vector of its 512-key block, counted over the keys of the forward pass
+// (engine/backend/torch_softmax.h). One pass over a prompt of N tokens therefore rounds its last
+// N mod 16 keys differently from every other key. The steps of one Prefill call tell the backend
+// where the call ends (ForwardInput::pass_end), so they round as one pass over the call would.
+// A call that ends at an unaligned M < N still rounds keys [16⌊M/16⌋, M) the last-key way, and
+// every later position would inherit that; its logits are wanted now, so that cannot be avoided.
+// Instead, on backends whose rounding depends on the pass's end, the tokens after the last
+// aligned, block-safe position stay a provisional tail: computed (K/V, logits) like the rest, but
+// recomputed in front of the next Prefill call. Positions before the tail are final: causal
+// queries never see the tail's keys, and no vision block crosses into it. A generated token
+// commits the tail (generation steps are passes of their own in transformers, too). The cost is at
+// most one vision block plus 15 tokens per call.
+
+// Tokens [from, to) of `c` as a chunk of their own (their vision and audio rows included).
+PromptChunk Slice(const PromptChunk& c, int64_t from, int64_t to, int64_t patch_dim, int64_t frame_dim) {
+  int64_t v0 = 0, a0 = 0;
+  for (int64_t i = 0; i < from; ++i) {
+    v0 += IsVision(c.types[i]);
+    a0 += c.types[i] == TokenType::kAudio;
+  }
+  int64_t v1 = v0, a1 = a0;
+  for (int64_t i = from; i < to; ++i) {
+    v1 += IsVision(c.types[i]);
+    a1 += c.types[i] == TokenType::kAudio;
+  }
+  PromptChunk out;
+  out.ids.assign(c.ids.begin() + from, c.ids.begin() + to);
+  out.types.assign(c.types.begin() + from, c.types.begin() + to);
+  out.vision_patches.assign(c.vision_patches.begin() + v0 * patch_dim, c.vision_patches.begin() + v1 * patch_dim);
+  out.vision_positions.assign(c.vision_positions.begin() + 2 * v0, c.vision_positions.begin() + 2 * v1);
+  out.audio_frames.assign(c.audio_frames.begin() + a0 * frame_dim, c.audio_frames.begin() + a1 * frame_dim);
+  return out;
+}
+
+// `tail` followed by `c`.
+PromptChunk Join(PromptChunk tail, const PromptChunk& c) {
+  const auto append = [](auto& to, const auto& from) { to.insert(to.end(), from.begin(), from.end()); };
+  append(tail.ids, c.ids);
+  append(tail.types, c.types);
+  append(tail.vision_patches, c.vision_patches);
+  append(tail.vision_positions, c.vision_positions);
+  append(tail.audio_frames, c.audio_frames);
+  return tail;
+}
+
 class SequenceImpl final : public Sequence {
  public:
   SequenceImpl(Gemma4Model& model, KvCache cache, int chunk_tokens)
-      : model_(model), cache_(std::move(cache)), chunk_tokens_(chunk_tokens) {}
+      : model_(model),
+        cache_(std::move(cache)),
+        chunk_tokens_(chunk_tokens),
+        provisional_tails_(model.backend().RoundingDependsOnStepEnd()) {}
 
   int64_t length() const override { return length_ + (pending_ >= 0 ? 1 : 0); }
   int64_t capacity() const { return cache_.max_tokens(); }
@@ -43,6 +93,7 @@ class SequenceImpl final : public Sequence {
   const std::vector<float>& logits() const override { return logits_; }
   void set_keep_all_logits(bool keep) override {
     keep_all_ = keep;
+    logits_from_ = length_;
     const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
     // Turning it off keeps the last position's row (what Generate samples from).
     if (keep || logits_.size() < vocab) {
@@ -56,19 +107,29 @@ class SequenceImpl final : public Sequence {
   absl::StatusOr<std::unique_ptr<Sequence>> Fork() const override;
 
   // Emits `token` as generated: it is fed (decoded) before anything else happens to the sequence.
-  void SetPending(int32_t token) { pending_ = token; }
+  // It commits the provisional tail.
+  void SetPending(int32_t token) {
+    pending_ = token;
+    tail_ = PromptChunk();
+  }
   absl::Status FeedPending(const std::atomic<bool>* cancel);
 
  private:
   absl::Status Validate(const PromptChunk& chunk) const;
   absl::Status Step(const PromptChunk& chunk, int64_t begin, int64_t end, int64_t vision_row,
-                    int64_t audio_row, const std::atomic<bool>* cancel);
+                    int64_t audio_row, const std::atomic<bool>* cancel, int64_t pass_end = 0);
+  absl::Status RunSteps(const PromptChunk& chunk, const std::atomic<bool>* cancel);
+  void RewindTail();
+  void KeepTail(const PromptChunk& chunk);
 
   Gemma4Model& model_;
   KvCache cache_;
   int chunk_tokens_;
-  int64_t length_ = 0;                  // positions whose K/V are in the cache
+  const bool provisional_tails_;        // Note [Provisional tail]
+  int64_t length_ = 0;                  // positions whose K/V are in the cache (the tail's included)
   int32_t pending_ = -1;                // generated token not yet fed
+  PromptChunk tail_;                    // the last positions, to be recomputed by the next Prefill
+  int64_t logits_from_ = 0;             // with keep_all_: position of logits_'s first row
   TokenType last_type_ = TokenType::kText;
   bool keep_all_ = false;
   std::vector<float> logits_;
@@ -120,37 +181,64 @@ absl::Status SequenceImpl::Validate(const PromptChunk& c) const {
 absl::Status SequenceImpl::Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) {
   RETURN_IF_ERROR(Validate(chunk));
   RETURN_IF_ERROR(FeedPending(cancel));
+  if (chunk.size() == 0) return absl::OkStatus();
+  if (tail_.size() > 0) {
+    RewindTail();  // tail_ keeps its tokens, to be run again in front of `chunk`
+    PromptChunk joined = Join(std::move(tail_), chunk);
+    tail_ = PromptChunk();
+    RETURN_IF_ERROR(RunSteps(joined, cancel));
+    KeepTail(joined);
+  } else {
+    RETURN_IF_ERROR(RunSteps(chunk, cancel));
+    KeepTail(chunk);
+  }
+  last_type_ = chunk.types.back();
+  return absl::OkStatus();
+}
+
+// Forgets the positions (K/V, logits) of the provisional tail.
+void SequenceImpl::RewindTail() {
+  const int64_t n = static_cast<int64_t>(tail_.size());
+  const int64_t keep_rows = keep_all_ ? std::max<int64_t>(0, length_ - n - logits_from_) : 0;
+  const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
+  if (keep_all_ && logits_.size() > static_cast<size_t>(keep_rows) * vocab) logits_.resize(keep_rows * vocab);
+  length_ -= n;
+}
+
+// After `chunk` (ending at length_) ran: keeps its tokens after the last aligned, block-safe
+// position as the provisional tail (Note [Provisional tail]).
+void SequenceImpl::KeepTail(const PromptChunk& chunk) {
+  const int64_t n = static_cast<int64_t>(chunk.size()), base = length_ - n;
+  if (!provisional_tails_) return;
+  int64_t from = std::max<int64_t>(0, length_ / 16 * 16 - base);
+  while (from > 0 && from < n && IsVision(chunk.types[from]) && IsVision(chunk.types[from - 1])) --from;
+  // The ring of a sliding layer must still hold the window before the tail when it is redone.
+  if (from == n || n - from > chunk_tokens_) return;
+  tail_ = Slice(chunk, from, n, model_.config().vision.patch_dim, model_.config().audio.frame_dim);
+}
+
+// Runs `chunk` (positions from length_) as one forward pass, in steps of at most chunk_tokens_
+// that never cut a vision block.
+absl::Status SequenceImpl::RunSteps(const PromptChunk& chunk, const std::atomic<bool>* cancel) {
   const int64_t n = static_cast<int64_t>(chunk.size());
+  const int64_t pass_end = length_ + n;
   int64_t begin = 0, vision_row = 0, audio_row = 0;
-  // Never cut inside a vision block: end before it instead (Validate bounds block sizes).
-  const auto block_safe = [&](int64_t from, int64_t to) {
-    while (to < n && to > from && IsVision(chunk.types[to]) && IsVision(chunk.types[to - 1])) --to;
-    return to;
-  };
-  const int64_t base = length_;  // absolute position of chunk[0]
   while (begin < n) {
-    int64_t end = block_safe(begin, std::min<int64_t>(n, begin + chunk_tokens_));
-    // Inner steps end at absolute positions that are multiples of 16 where a block allows it:
-    // transformers' CPU attention picks its exp per key from the key count of the whole forward
-    // pass (cpu_backend.cc), so such steps round exactly as one pass over the chunk would.
-    if (end < n) {
-      const int64_t aligned = block_safe(begin, (base + end) / 16 * 16 - base);
-      if (aligned > begin) end = aligned;
-    }
+    int64_t end = std::min<int64_t>(n, begin + chunk_tokens_);
+    while (end < n && end > begin && IsVision(chunk.types[end]) && IsVision(chunk.types[end - 1])) --end;
     if (end == begin) return absl::InternalError("chunking made no progress");
-    RETURN_IF_ERROR(Step(chunk, begin, end, vision_row, audio_row, cancel));
+    RETURN_IF_ERROR(Step(chunk, begin, end, vision_row, audio_row, cancel, pass_end));
     for (int64_t i = begin; i < end; ++i) {
       vision_row += IsVision(chunk.types[i]);
       audio_row += chunk.types[i] == TokenType::kAudio;
     }
     begin = end;
   }
-  if (n > 0) last_type_ = chunk.types[n - 1];
   return absl::OkStatus();
 }
 
 absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end, int64_t vision_row,
-                                int64_t audio_row, const std::atomic<bool>* cancel) {
+                                int64_t audio_row, const std::atomic<bool>* cancel, int64_t pass_end) {
   const ModelConfig& cfg = model_.config();
   ForwardInput in;
   in.ids = c.ids.data() + begin;
@@ -166,14 +254,17 @@ absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end
   }
   in.all_logits = keep_all_;
   in.cancel = cancel;
+  in.pass_end = pass_end;
   std::vector<float> out;
   RETURN_IF_ERROR(model_.Forward(in, cache_, out));
-  length_ += in.n;
   if (keep_all_) {
-    logits_.insert(logits_.end(), out.begin(), out.end());
+    // Rows before logits_from_ belong to a provisional tail recomputed after keeping started.
+    const size_t skip = static_cast<size_t>(std::clamp<int64_t>(logits_from_ - length_, 0, in.n));
+    logits_.insert(logits_.end(), out.begin() + skip * model_.config().vocab_size, out.end());
   } else {
     logits_ = std::move(out);
   }
+  length_ += in.n;
   return absl::OkStatus();
 }
 
@@ -196,6 +287,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
   fork->last_type_ = last_type_;
   fork->keep_all_ = keep_all_;
   fork->logits_ = logits_;
+  fork->tail_ = tail_;
+  fork->logits_from_ = logits_from_;
   return fork;
 }
 

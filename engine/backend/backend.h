@@ -98,6 +98,10 @@ struct AttentionParams {
   int sliding_window = 0;
   bool block_or_windowed_causal = false;
   float scale = 1.0f;  // Gemma 4: 1.0 (q/k norms replace 1/sqrt(d))
+  // Keys [0, pass_key_count) take part in the whole forward pass this step belongs to (>= kv_pos_end;
+  // 0 means kv_pos_end). Changes rounding only: backends that reproduce PyTorch's CPU attention
+  // pick each key's exp from it (engine/backend/torch_softmax.h).
+  int64_t pass_key_count = 0;
 };
 
 class Backend {
@@ -107,6 +111,11 @@ class Backend {
   virtual Device device() const = 0;
   // True when host pointers (e.g. mmapped weights) can be used as tensors directly.
   virtual bool SharesHostMemory() const = 0;
+  // True when a forward step's rounding depends on where the step ends (the CPU reference
+  // reproduces PyTorch's CPU attention, whose exp per key depends on the pass's key count). The
+  // engine then recomputes the unaligned tail of each Prefill call with the next call, so that any
+  // split of a prompt rounds as one pass over it would (Note [Provisional tail] in engine.cc).
+  virtual bool RoundingDependsOnStepEnd() const { return false; }
 
   // Memory. Allocation failure is RESOURCE_EXHAUSTED. Contents are uninitialised.
   virtual absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) = 0;

@@ -60,7 +60,8 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
   }
   for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
     if (in.cancel && in.cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
-    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, in.pos0, cache, s));
+    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, in.pos0,
+                          std::max(in.pass_end, in.pos0 + in.n), cache, s));
   }
   return Logits(x, in.all_logits, logits, s);
 }
@@ -134,7 +135,7 @@ absl::Status Gemma4Model::EmbedAudio(const ForwardInput& in, const Tensor& rows,
 // One decoder layer (§5.3/§5.4): attention with q/k/v norms and RoPE, post-norms, GeGLU MLP,
 // residual adds, and the per-layer scalar over the whole stream.
 absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
-                                int64_t pos0, KvCache& cache, Scratch& s) {
+                                int64_t pos0, int64_t pass_end, KvCache& cache, Scratch& s) {
   const LayerConfig& lc = config_.layers[l];
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
@@ -165,6 +166,7 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   AttentionParams ap;
   ap.q_pos_start = pos0;
   ap.kv_pos_end = pos0 + n;
+  ap.pass_key_count = pass_end;
   ap.kv_capacity = cache.capacity(l);
   ap.sliding_window = lc.sliding ? config_.sliding_window : 0;
   ap.kv_pos_begin = lc.sliding ? std::max<int64_t>(0, pos0 - (config_.sliding_window - 1)) : 0;

@@ -26,6 +26,9 @@ struct ForwardInput {
   const float* audio = nullptr;         // [num_audio, frame_dim]
   int64_t num_audio = 0;
   bool all_logits = false;              // logits of every position, else only the last
+  // End of the forward pass this step is part of (a Prefill call cut into steps); 0: pos0 + n.
+  // Only rounding depends on it (AttentionParams::pass_key_count).
+  int64_t pass_end = 0;
   const std::atomic<bool>* cancel = nullptr;
 };
 
@@ -49,7 +52,7 @@ class Gemma4Model {
   absl::Status EmbedVision(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
-                     int64_t pos0, KvCache& cache, Scratch& s);
+                     int64_t pos0, int64_t pass_end, KvCache& cache, Scratch& s);
   absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
 
   Backend& backend_;

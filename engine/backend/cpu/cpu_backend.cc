@@ -110,6 +110,7 @@ class CpuBackend final : public Backend {
   std::string Name() const override { return "cpu"; }
   Device device() const override { return Device::kCpu; }
   bool SharesHostMemory() const override { return true; }
+  bool RoundingDependsOnStepEnd() const override { return true; }
 
   absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override {
     if (bytes > (size_t{1} << 40)) return absl::ResourceExhaustedError("CPU allocation over 1 TiB");
@@ -272,7 +273,7 @@ void CpuBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParams
 // numerators from TorchFastExp when the probabilities are rounded to bf16/f16, the rest from
 // std::exp. The denominator sums the unrounded numerators; P·V uses them rounded to V's dtype.
 // The kernel sees the whole sequence at once, so its block lengths follow the full key count; here
-// they follow kv_pos_end, which is the same for a one-chunk prefill and for decoding.
+// they follow AttentionParams::pass_key_count, the end of the Prefill call the step belongs to.
 
 constexpr int64_t kKeyBlock = kTorchKeyBlock;  // torch's kv split size
 constexpr int64_t kQueryTile = 32;  // query positions per task
@@ -316,6 +317,7 @@ struct TileState {
 void AttendKeyBlock(const AttendTask& t, int64_t i0, int64_t rows, int64_t b0, int64_t b1, TileState& st) {
   const int64_t d = t.q->dim(2), hkv = t.k->dim(1), cap = t.k->dim(0), nk = b1 - b0 + 1;
   const bool reduced = t.v->dtype != DType::kF32;
+  const int64_t pass_keys = std::max(t.p->kv_pos_end, t.p->pass_key_count);
   for (int64_t j = 0; j < nk; ++j) {
     LoadRow(*t.k, ((b0 + j) % cap) * hkv + t.kvh, st.kf.data() + j * d);
     LoadRow(*t.v, ((b0 + j) % cap) * hkv + t.kvh, st.vf.data() + j * d);
@@ -337,7 +339,7 @@ void AttendKeyBlock(const AttendTask& t, int64_t i0, int64_t rows, int64_t b0, i
     for (int64_t j = 0; j < nk; ++j) {
       float e = 0.0f;
       if (s[j] != -INFINITY) {
-        e = reduced && TorchFastExpKey(b0 + j, t.p->kv_pos_end) ? TorchFastExp(s[j] - bmax) : std::exp(s[j] - bmax);
+        e = reduced && TorchFastExpKey(b0 + j, pass_keys) ? TorchFastExp(s[j] - bmax) : std::exp(s[j] - bmax);
       }
       bsum += e;
       pr[j] = RoundTo(t.v->dtype, e);
