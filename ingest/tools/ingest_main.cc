@@ -4,7 +4,7 @@
 //   avserve_ingest_tool run FILE [--fps 1] [--budget 70] [--mode exact|keyframe] [--threads 0]
 //                               [--dump DIR] [--quiet] [--from-memory] [--hash]
 //                               [--no-skip] [--no-worker] [--window-start S] [--window-end S]
-//                               [--filter-window]
+//                               [--filter-window] [--no-audio]
 // --filter-window applies the window the old way (for bench/ingest.sh): a full read from the start
 // that drops the segments outside it and stops after it, instead of the reader's seek.
 #include <sys/resource.h>
@@ -154,6 +154,8 @@ int main(int argc, char** argv) {
   run->add_flag("--no-skip", no_skip, "decode disposable frames too (to measure the skipping)");
   run->add_flag("--from-memory", from_memory, "read the file into memory and use OpenBytes");
   run->add_flag("--no-worker", no_worker, "convert frames on the decoding thread (to measure the worker)");
+  bool no_audio = false;
+  run->add_flag("--no-audio", no_audio, "ignore the soundtrack");
   double window_start_s = 0, window_end_s = 0;
   bool filter_window = false;
   run->add_option("--window-start", window_start_s, "media window start, seconds (the reader seeks)");
@@ -172,6 +174,7 @@ int main(int argc, char** argv) {
   }
   options.skip_disposable = !no_skip;
   options.convert_on_worker = !no_worker;
+  options.use_audio = !no_audio;
   options.mode = mode == "keyframe" ? avserve::ingest::SamplingMode::kKeyframe : avserve::ingest::SamplingMode::kExact;
   options.window_start_us = static_cast<int64_t>(window_start_s * 1e6 + 0.5);
   options.window_end_us = static_cast<int64_t>(window_end_s * 1e6 + 0.5);

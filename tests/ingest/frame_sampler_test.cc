@@ -54,6 +54,28 @@ TEST(FrameSamplerTest, OnScreenTest) {
   EXPECT_FALSE(IsOnScreenAtSample(clock, tb, 960, 1000));  // replaced exactly at t_1
   EXPECT_FALSE(IsOnScreenAtSample(clock, tb, 1040, 1080));
   EXPECT_FALSE(IsOnScreenAtSample(clock, tb, -80, -40));   // before time 0
+  // A window from sample 2 on: a frame shown over t_1 only no longer matters.
+  EXPECT_TRUE(IsOnScreenAtSample(clock, tb, 960, 1040, /*first_sample=*/1));
+  EXPECT_FALSE(IsOnScreenAtSample(clock, tb, 960, 1040, /*first_sample=*/2));
+  EXPECT_TRUE(IsOnScreenAtSample(clock, tb, 960, 2040, /*first_sample=*/2));
+}
+
+TEST(AudioFramerTest, DropBeforeFreesOnlyWhatNoLaterTakeNeeds) {
+  std::vector<float> ramp(5000);
+  for (size_t i = 0; i < ramp.size(); ++i) ramp[i] = static_cast<float>(i);
+  AudioFramer kept, dropped;
+  kept.Append(0, ramp.data(), ramp.size());
+  dropped.Append(0, ramp.data(), 2000);
+  dropped.DropBefore(3 * kAudioFrameSamples);  // frames 3+ are still wanted
+  dropped.Append(0, ramp.data() + 2000, ramp.size() - 2000);
+  dropped.DropBefore(3 * kAudioFrameSamples);
+  kept.Finish();
+  dropped.Finish();
+  const AudioFrames a = kept.Take(3, 8), b = dropped.Take(3, 8);
+  EXPECT_EQ(a.num_frames, 5);
+  EXPECT_EQ(a.start_us, b.start_us);
+  EXPECT_TRUE(a.samples == b.samples);
+  EXPECT_EQ(b.samples[0], 3.0f * kAudioFrameSamples);
 }
 
 TEST(AudioFramerTest, PlacesLateAudioOnTheTimelineAndPadsTheEnd) {
