@@ -112,6 +112,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"offset.ts", 1.0, SamplingMode::kExact, /*seeks=*/false},
                       Case{"vp9.webm", 1.0, SamplingMode::kExact},        // VP9 + Opus in WebM
                       Case{"hevc.mp4", 2.0, SamplingMode::kExact},        // HEVC with B-frames, no audio
+                      Case{"av1.mkv", 1.0, SamplingMode::kExact},         // AV1 in Matroska
+                      Case{"rotated.mp4", 1.0, SamplingMode::kExact},
                       Case{"tone48k_aac.mp4", 1.0, SamplingMode::kExact},  // tone bursts
                       Case{"audio_only.m4a", 1.0, SamplingMode::kExact},
                       Case{"tone44k.wav", 1.0, SamplingMode::kExact},
