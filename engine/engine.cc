@@ -113,6 +113,12 @@ class SequenceImpl final : public Sequence {
     tail_ = PromptChunk();
   }
   absl::Status FeedPending(const std::atomic<bool>* cancel);
+  // For Engine::GenerateBatch, which feeds the pending tokens of several sequences in one step.
+  int32_t pending() const { return pending_; }
+  int64_t cached_length() const { return length_; }
+  KvCache& cache() { return cache_; }
+  // The pending token went through a batched step at position cached_length(); `row` is its logits.
+  void PendingFed(std::span<const float> row);
 
  private:
   absl::Status Validate(const PromptChunk& chunk) const;
@@ -279,6 +285,17 @@ absl::Status SequenceImpl::FeedPending(const std::atomic<bool>* cancel) {
   return absl::OkStatus();
 }
 
+void SequenceImpl::PendingFed(std::span<const float> row) {
+  pending_ = -1;
+  last_type_ = TokenType::kText;
+  if (keep_all_ && length_ >= logits_from_) {
+    logits_.insert(logits_.end(), row.begin(), row.end());
+  } else if (!keep_all_) {
+    logits_.assign(row.begin(), row.end());
+  }
+  ++length_;
+}
+
 absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
   ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend()));
   auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_);
@@ -323,6 +340,8 @@ class EngineImpl final : public Engine {
  private:
   absl::StatusOr<bool> Step(SequenceImpl& s, Sampler& sampler, int emitted, int max_new,
                             const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel);
+  absl::Status FeedPendingTogether(const std::vector<SequenceImpl*>& seqs, const std::vector<bool>& running,
+                                   const std::atomic<bool>* cancel);
 
   std::unique_ptr<Backend> backend_;
   Gemma4Model model_;
@@ -368,15 +387,19 @@ absl::Status EngineImpl::GenerateBatch(const std::vector<Sequence*>& seqs, const
   for (size_t i = 0; i < seqs.size(); ++i) {
     auto* s = seqs[i] ? dynamic_cast<SequenceImpl*>(seqs[i]) : nullptr;
     if (s == nullptr) return absl::InvalidArgumentError("sequence from another engine");
+    if (std::find(impl.begin(), impl.end(), s) != impl.end()) {
+      return absl::InvalidArgumentError("GenerateBatch: a sequence appears twice");
+    }
     impl.push_back(s);
     SamplingOptions o = options;
     o.seed = options.seed + i;
     samplers.emplace_back(o, info().suppress_ids);
   }
-  // Lockstep: one token per running sequence per iteration (a batched backend step can replace
-  // the inner loop without changing what callers see).
+  // Lockstep: one token per running sequence per iteration; the tokens sampled in the previous
+  // iteration go through the model together (one pass over the weights for all of them).
   std::vector<bool> running(seqs.size(), true);
   for (int t = 0; std::find(running.begin(), running.end(), true) != running.end(); ++t) {
+    RETURN_IF_ERROR(FeedPendingTogether(impl, running, cancel));
     for (size_t i = 0; i < impl.size(); ++i) {
       if (!running[i]) continue;
       ASSIGN_OR_RETURN(bool more, Step(*impl[i], samplers[i], t, options.max_new_tokens,
@@ -384,6 +407,28 @@ absl::Status EngineImpl::GenerateBatch(const std::vector<Sequence*>& seqs, const
       running[i] = more;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::FeedPendingTogether(const std::vector<SequenceImpl*>& seqs, const std::vector<bool>& running,
+                                             const std::atomic<bool>* cancel) {
+  std::vector<SequenceImpl*> fed;
+  std::vector<int32_t> ids;
+  std::vector<int64_t> pos;
+  std::vector<KvCache*> caches;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!running[i] || seqs[i]->pending() < 0) continue;
+    fed.push_back(seqs[i]);
+    ids.push_back(seqs[i]->pending());
+    pos.push_back(seqs[i]->cached_length());
+    caches.push_back(&seqs[i]->cache());
+  }
+  if (fed.size() < 2) return absl::OkStatus();  // Step feeds a lone token itself
+  if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
+  std::vector<float> logits;
+  RETURN_IF_ERROR(model_.DecodeBatch(ids, pos, caches, logits));
+  const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
+  for (size_t b = 0; b < fed.size(); ++b) fed[b]->PendingFed(std::span<const float>(logits.data() + b * vocab, vocab));
   return absl::OkStatus();
 }
 

@@ -58,12 +58,39 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
   if (block >= 0) {
     ASSIGN_OR_RETURN(block_t, s.Upload(DType::kI32, blocks.data(), {n}));
   }
+  const std::vector<RowSpan> spans = {{0, n, in.pos0, std::max(in.pass_end, in.pos0 + n), &cache}};
   for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
     if (in.cancel && in.cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
-    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, in.pos0,
-                          std::max(in.pass_end, in.pos0 + in.n), cache, s));
+    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, spans, s));
   }
   return Logits(x, in.all_logits, logits, s);
+}
+
+absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
+                                      const std::vector<KvCache*>& caches, std::vector<float>& logits) {
+  const int64_t b = static_cast<int64_t>(ids.size());
+  if (pos.size() != ids.size() || caches.size() != ids.size() || b == 0) {
+    return absl::InvalidArgumentError("DecodeBatch: ids, positions and caches differ in count");
+  }
+  Scratch s(backend_);
+  std::vector<TokenType> types(b, TokenType::kText);
+  std::vector<int32_t> pos32(b);
+  std::vector<RowSpan> spans(b);
+  for (int64_t i = 0; i < b; ++i) {
+    pos32[i] = static_cast<int32_t>(pos[i]);
+    spans[i] = {i, 1, pos[i], pos[i] + 1, caches[i]};
+  }
+  ForwardInput in;
+  in.ids = ids.data();
+  in.types = types.data();
+  in.n = b;
+  ASSIGN_OR_RETURN(Tensor x, s.New(weights_.act_dtype, {b, config_.hidden_size}));  // [B, H]
+  RETURN_IF_ERROR(EmbedInputs(in, x, s));
+  ASSIGN_OR_RETURN(Tensor positions, s.Upload(DType::kI32, pos32.data(), {b}));
+  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
+    RETURN_IF_ERROR(Layer(l, x, positions, nullptr, spans, s));
+  }
+  return Logits(x, /*all=*/true, logits, s);
 }
 
 // Text rows: bf16(E[id] · bf16(sqrt(H))); placeholders are looked up as pad, then overwritten by
@@ -135,7 +162,7 @@ absl::Status Gemma4Model::EmbedAudio(const ForwardInput& in, const Tensor& rows,
 // One decoder layer (§5.3/§5.4): attention with q/k/v norms and RoPE, post-norms, GeGLU MLP,
 // residual adds, and the per-layer scalar over the whole stream.
 absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
-                                int64_t pos0, int64_t pass_end, KvCache& cache, Scratch& s) {
+                                const std::vector<RowSpan>& spans, Scratch& s) {
   const LayerConfig& lc = config_.layers[l];
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
@@ -160,20 +187,9 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   backend_.RmsNorm(v_raw, nullptr, eps, v);             // before K is normed in place
   backend_.RmsNorm(k, &w.k_norm, eps, k);
   backend_.Rope(k, positions, lc.rope);
-  backend_.CopyRowsToRing(k, cache.k(l), pos0);
-  backend_.CopyRowsToRing(v, cache.v(l), pos0);
-
-  AttentionParams ap;
-  ap.q_pos_start = pos0;
-  ap.kv_pos_end = pos0 + n;
-  ap.pass_key_count = pass_end;
-  ap.kv_capacity = cache.capacity(l);
-  ap.sliding_window = lc.sliding ? config_.sliding_window : 0;
-  ap.kv_pos_begin = lc.sliding ? std::max<int64_t>(0, pos0 - (config_.sliding_window - 1)) : 0;
-  ap.block_or_windowed_causal = blocks_all_layers_;
-  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
   ASSIGN_OR_RETURN(Tensor att, s.New(act, {n, hq, d}));  // [n, Hq, D]
-  backend_.Attention(q, cache.k(l), cache.v(l), layer_blocks, ap, att);
+  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
+  for (const RowSpan& span : spans) Attend(l, q, k, v, layer_blocks, span, att);
   ASSIGN_OR_RETURN(Tensor o, s.New(act, {n, hid}));  // [n, H]
   backend_.MatMul(att.Reshape({n, hq * d}), w.o_proj, nullptr, o);
   backend_.RmsNorm(o, &w.post_attn_norm, eps, o);
@@ -191,6 +207,25 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   backend_.Add(x, o, x);
   backend_.Scale(x, RoundTo(act, w.layer_scalar), x);
   return absl::OkStatus();
+}
+
+// Appends the span's K/V rows to its cache and attends its query rows (blocks: of this span).
+void Gemma4Model::Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks,
+                         const RowSpan& span, const Tensor& att) {
+  const LayerConfig& lc = config_.layers[l];
+  KvCache& cache = *span.cache;
+  const int64_t r0 = span.row0, r1 = span.row0 + span.n;
+  backend_.CopyRowsToRing(k.Slice(r0, r1), cache.k(l), span.pos0);
+  backend_.CopyRowsToRing(v.Slice(r0, r1), cache.v(l), span.pos0);
+  AttentionParams ap;
+  ap.q_pos_start = span.pos0;
+  ap.kv_pos_end = span.pos0 + span.n;
+  ap.pass_key_count = span.pass_end;
+  ap.kv_capacity = cache.capacity(l);
+  ap.sliding_window = lc.sliding ? config_.sliding_window : 0;
+  ap.kv_pos_begin = lc.sliding ? std::max<int64_t>(0, span.pos0 - (config_.sliding_window - 1)) : 0;
+  ap.block_or_windowed_causal = blocks_all_layers_;
+  backend_.Attention(q.Slice(r0, r1), cache.k(l), cache.v(l), blocks, ap, att.Slice(r0, r1));
 }
 
 // Final norm, tied head, soft-cap in the activation dtype, then fp32 (§5.6).

@@ -46,13 +46,27 @@ class Gemma4Model {
   // [rows, vocab] to `logits`. Inputs must be validated by the caller (ids in range, media counts).
   absl::Status Forward(const ForwardInput& in, KvCache& cache, std::vector<float>& logits);
 
+  // One decode step of several sequences at once: text token ids[b] at position pos[b] of the
+  // sequence whose cache is caches[b]. The matrix products run over all rows together (one read
+  // of the weights per step); K/V writes and attention go per sequence. logits: [batch, vocab].
+  absl::Status DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
+                           const std::vector<KvCache*>& caches, std::vector<float>& logits);
+
  private:
   class Scratch;
+  // Rows [row0, row0 + n) of a step are positions [pos0, pos0 + n) of the sequence of `cache`;
+  // pass_end as in ForwardInput (resolved, never 0).
+  struct RowSpan {
+    int64_t row0 = 0, n = 0, pos0 = 0, pass_end = 0;
+    KvCache* cache = nullptr;
+  };
   absl::Status EmbedInputs(const ForwardInput& in, const Tensor& x, Scratch& s);
   absl::Status EmbedVision(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
-                     int64_t pos0, int64_t pass_end, KvCache& cache, Scratch& s);
+                     const std::vector<RowSpan>& spans, Scratch& s);
+  void Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const RowSpan& span,
+              const Tensor& att);
   absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
 
   Backend& backend_;

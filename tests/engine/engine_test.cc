@@ -2,6 +2,8 @@
 // limits and lazy feeding of generated tokens.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "engine/api.h"
 #include "tests/engine/golden.h"
 
@@ -131,6 +133,18 @@ TEST_F(EngineTest, BatchedGenerationEqualsSeparateRuns) {
   }
   EXPECT_EQ(batched, separate);
   EXPECT_EQ(batched[0].size(), 6u);
+  // The batched step left each sequence where a separate run leaves it (fp32: within rounding).
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(forks[i]->length(), twins[i]->length());
+    const std::vector<float>& a = forks[i]->logits();
+    const std::vector<float>& b = twins[i]->logits();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t j = 0; j < a.size(); ++j) ASSERT_NEAR(a[j], b[j], 1e-4f * (1.0f + std::abs(b[j]))) << j;
+  }
+  // A sequence may not appear twice in one batch.
+  EXPECT_EQ(engine_->GenerateBatch({forks[0].get(), forks[0].get()}, s, [](size_t, int32_t) { return true; }, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineTest, VisionBlockMayNotStraddleChunks) {

@@ -179,6 +179,33 @@ TEST_P(ParityTest, SnapshotResumesForAnotherQuestion) {
   EXPECT_EQ((*base)->length(), prefix);  // forks left the snapshot untouched
 }
 
+TEST_P(ParityTest, QuestionsDecodedTogetherMatch) {
+  // Two questions forked from one media prefix decode in lockstep, their tokens going through the
+  // model in one batched step (Engine::GenerateBatch): each still follows transformers' greedy.
+  auto engine = Load(false, /*chunk_tokens=*/16);
+  ASSERT_NE(engine, nullptr);
+  const int prefix = golden_->prefix_len();
+  auto base = engine->NewSequence(256);
+  ASSERT_TRUE(base.ok());
+  ASSERT_TRUE((*base)->Prefill(golden_->Chunk("p1", 0, prefix), nullptr).ok());
+  const std::vector<std::string> prompts = {"p2", "p1"};
+  std::vector<std::unique_ptr<Sequence>> forks;
+  for (const std::string& p : prompts) {
+    auto fork = (*base)->Fork();
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    ASSERT_TRUE((*fork)->Prefill(golden_->Chunk(p, prefix, golden_->length(p)), nullptr).ok());
+    forks.push_back(*std::move(fork));
+  }
+  SamplingOptions s;
+  s.max_new_tokens = 32;
+  std::vector<std::vector<int32_t>> tokens(prompts.size());
+  const absl::Status st = engine->GenerateBatch({forks[0].get(), forks[1].get()}, s,
+                                                [&](size_t i, int32_t t) { tokens[i].push_back(t); return true; },
+                                                nullptr);
+  ASSERT_TRUE(st.ok()) << st;
+  for (size_t i = 0; i < prompts.size(); ++i) ExpectSameGreedy(tokens[i], Key(prompts[i]));
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, ParityTest,
                          ::testing::Values(Case{"bf16", 1e-2}, Case{"f32", 1e-4}),
                          [](const auto& info) { return std::string(info.param.dtype); });
