@@ -216,13 +216,18 @@ class EventPrinter {
     std::fflush(stderr);
     bar_shown_ = true;
   }
+  // Questions decode together, so their deltas interleave: the first one to speak is printed live,
+  // the others are held and printed whole at the end.
   void Answer(const v1::AnswerDelta& a) {
-    if (bar_shown_) std::fprintf(stderr, "\n");
-    bar_shown_ = false;
-    if (a.question_index() != current_) {
-      if (current_ >= 0) std::printf("\n");
+    if (current_ < 0) {
+      if (bar_shown_) std::fprintf(stderr, "\n");
+      bar_shown_ = false;
       current_ = a.question_index();
       if (num_questions_ > 1) std::printf("[%d] ", current_);
+    }
+    if (a.question_index() != current_) {
+      held_[a.question_index()] += a.text();
+      return;
     }
     std::printf("%s", a.text().c_str());
     std::fflush(stdout);
@@ -230,6 +235,7 @@ class EventPrinter {
   void Final(const v1::FinalEvent& f) {
     if (bar_shown_) std::fprintf(stderr, "\n");
     std::printf("\n");
+    for (const auto& [index, text] : held_) std::printf("[%d] %s\n", index, text.c_str());
     std::fprintf(stderr, "tokens: prefix %lld, suffix %lld, completion %lld; cache %s; %lld ms total\n",
                  static_cast<long long>(f.usage().prefix_tokens()), static_cast<long long>(f.usage().suffix_tokens()),
                  static_cast<long long>(f.usage().completion_tokens()), f.prefix_cache_hit() ? "hit" : "miss",
@@ -239,6 +245,7 @@ class EventPrinter {
   bool json_, progress_;
   int num_questions_;
   int current_ = -1;
+  std::map<int, std::string> held_;
   bool bar_shown_ = false;
   std::pair<int64_t, int64_t> ingest_{0, 0}, prefill_{0, 0};
 };

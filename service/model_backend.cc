@@ -54,6 +54,8 @@ engine::PromptChunk TextChunk(const std::vector<int32_t>& ids) {
 
 // Room every sequence keeps after the media for a question and its answer.
 constexpr int64_t kQuestionReserveTokens = 2048;
+// Questions of one request decoded in lockstep, one batched model step per token.
+constexpr size_t kDecodeTogether = 8;
 
 class ModelBackend final : public InferenceBackend {
  public:
@@ -91,8 +93,11 @@ class ModelBackend final : public InferenceBackend {
   // audio frames overlapping it), which is what capacity checks and chunk planning need.
   absl::StatusOr<int64_t> CountWindowTokens(const ingest::MediaProbe& probe, const ingest::IngestOptions& options,
                                             const IngestSpec& spec, const pipeline::StreamOptions& stream) const;
-  absl::StatusOr<QuestionOutcome> Generate(engine::Sequence& seq, int question_index, const SamplingSpec& sampling,
-                                           bool thinking, AskObserver& observer, const std::atomic<bool>& cancel);
+  // Decodes the answers of seqs (questions first_question, first_question + 1, ...) together,
+  // streaming each one's text to the observer as it comes.
+  absl::StatusOr<std::vector<QuestionOutcome>> Generate(const std::vector<engine::Sequence*>& seqs, int first_question,
+                                                        const SamplingSpec& sampling, bool thinking,
+                                                        AskObserver& observer, const std::atomic<bool>& cancel);
 
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::Tokenizer> tokenizer_;
@@ -167,43 +172,56 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
   return seq;
 }
 
-absl::StatusOr<QuestionOutcome> ModelBackend::Generate(engine::Sequence& seq, int question_index,
-                                                       const SamplingSpec& sampling, bool thinking,
-                                                       AskObserver& observer, const std::atomic<bool>& cancel) {
+absl::StatusOr<std::vector<QuestionOutcome>> ModelBackend::Generate(const std::vector<engine::Sequence*>& seqs,
+                                                                    int first_question, const SamplingSpec& sampling,
+                                                                    bool thinking, AskObserver& observer,
+                                                                    const std::atomic<bool>& cancel) {
   engine::SamplingOptions options;
   options.temperature = sampling.temperature;
   options.top_k = sampling.top_k;
   options.top_p = sampling.top_p;
-  options.seed = sampling.seed;
+  options.seed = sampling.seed;  // question i of the group samples with seed + i
   options.max_new_tokens = sampling.max_new_tokens;
-  QuestionOutcome out;
-  engine::StreamingDecoder decoder(*tokenizer_);
-  // With thinking on, the thought (up to "<channel|>") is generated but not streamed or returned.
-  bool in_thought = thinking && channel_end_id_ >= 0;
-  RETURN_IF_ERROR(engine_->Generate(
-      seq, options,
-      [&](int32_t id) {
-        ++out.completion_tokens;
-        if (in_thought) {
-          in_thought = id != channel_end_id_;
+  struct Answer {
+    engine::StreamingDecoder decoder;
+    bool in_thought;
+    QuestionOutcome out;
+  };
+  std::vector<Answer> answers;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    // With thinking on, the thought (up to "<channel|>") is generated but not streamed or returned.
+    answers.push_back({engine::StreamingDecoder(*tokenizer_), thinking && channel_end_id_ >= 0, {}});
+  }
+  RETURN_IF_ERROR(engine_->GenerateBatch(
+      seqs, options,
+      [&](size_t i, int32_t id) {
+        Answer& a = answers[i];
+        ++a.out.completion_tokens;
+        if (a.in_thought) {
+          a.in_thought = id != channel_end_id_;
           return true;
         }
-        std::string text = decoder.Add(id);
+        std::string text = a.decoder.Add(id);
         if (!text.empty()) {
-          observer.OnAnswerDelta(question_index, text);
-          out.answer += text;
+          observer.OnAnswerDelta(first_question + static_cast<int>(i), text);
+          a.out.answer += text;
         }
         return true;
       },
       &cancel));
   if (cancel.load()) return absl::CancelledError("cancelled during decode");
-  std::string tail = decoder.Flush();
-  if (!tail.empty()) {
-    observer.OnAnswerDelta(question_index, tail);
-    out.answer += tail;
+  std::vector<QuestionOutcome> outcomes;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    QuestionOutcome& out = answers[i].out;
+    std::string tail = answers[i].decoder.Flush();
+    if (!tail.empty()) {
+      observer.OnAnswerDelta(first_question + static_cast<int>(i), tail);
+      out.answer += tail;
+    }
+    out.finish_reason = out.completion_tokens >= sampling.max_new_tokens ? "length" : "stop";
+    outcomes.push_back(std::move(out));
   }
-  out.finish_reason = out.completion_tokens >= sampling.max_new_tokens ? "length" : "stop";
-  return out;
+  return outcomes;
 }
 
 absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& observer,
@@ -227,21 +245,34 @@ absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& o
   }
   outcome.prefill_ms = MsSince(start);
   int64_t decode_ms = 0;
-  for (size_t q = 0; q < spec.questions.size(); ++q) {
-    auto fork = cache_.CachedLength(key) >= 0 ? cache_.ForkCached(key) : uncached->Fork();
-    if (!fork.ok()) return fork.status();
-    ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
+  // Questions decode together, up to kDecodeTogether at a time: each step reads the weights once
+  // for all of them. Each one holds its own copy of the prefix's KV cache meanwhile.
+  for (size_t first = 0; first < spec.questions.size(); first += kDecodeTogether) {
+    const size_t end = std::min(spec.questions.size(), first + kDecodeTogether);
+    std::vector<std::unique_ptr<engine::Sequence>> forks;
+    std::vector<int64_t> suffix_tokens;
+    for (size_t q = first; q < end; ++q) {
+      auto fork = cache_.CachedLength(key) >= 0 ? cache_.ForkCached(key) : uncached->Fork();
+      if (!fork.ok()) return fork.status();
+      ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
+      auto t = Clock::now();
+      RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
+      observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
+                                 static_cast<int64_t>(suffix.size()));
+      outcome.prefill_ms += MsSince(t);
+      suffix_tokens.push_back(static_cast<int64_t>(suffix.size()));
+      forks.push_back(*std::move(fork));
+    }
+    std::vector<engine::Sequence*> seqs;
+    for (auto& f : forks) seqs.push_back(f.get());
     auto t = Clock::now();
-    RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
-    observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
-                               static_cast<int64_t>(suffix.size()));
-    outcome.prefill_ms += MsSince(t);
-    t = Clock::now();
-    ASSIGN_OR_RETURN(QuestionOutcome answer,
-                     Generate(**fork, static_cast<int>(q), spec.sampling, spec.thinking, observer, cancel));
+    ASSIGN_OR_RETURN(std::vector<QuestionOutcome> answers,
+                     Generate(seqs, static_cast<int>(first), spec.sampling, spec.thinking, observer, cancel));
     decode_ms += MsSince(t);
-    answer.prompt_tokens = static_cast<int64_t>(suffix.size());
-    outcome.questions.push_back(std::move(answer));
+    for (size_t i = 0; i < answers.size(); ++i) {
+      answers[i].prompt_tokens = suffix_tokens[i];
+      outcome.questions.push_back(std::move(answers[i]));
+    }
   }
   outcome.decode_ms = decode_ms;
   return outcome;
@@ -258,9 +289,9 @@ absl::StatusOr<QuestionOutcome> ModelBackend::Complete(const std::string& prompt
   }
   ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(need));
   RETURN_IF_ERROR(seq->Prefill(TextChunk(ids), &cancel));
-  ASSIGN_OR_RETURN(QuestionOutcome out, Generate(*seq, 0, sampling, false, observer, cancel));
-  out.prompt_tokens = static_cast<int64_t>(ids.size());
-  return out;
+  ASSIGN_OR_RETURN(std::vector<QuestionOutcome> out, Generate({seq.get()}, 0, sampling, false, observer, cancel));
+  out[0].prompt_tokens = static_cast<int64_t>(ids.size());
+  return std::move(out[0]);
 }
 
 absl::StatusOr<engine::BackendKind> PickBackend(const std::string& name) {
