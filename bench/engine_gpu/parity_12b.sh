@@ -2,7 +2,8 @@
 # 12B-shape parity of avserve's engine (CUDA backend, real loader and model path) with transformers 5.17, and a
 # 262,144-token context through the engine. On the GPU machine from the repository root, .devdeps carried
 # (scripts/device_deps fetch):  bench/engine_gpu/parity_12b.sh      logs and results under $OUT
-# Needs ~25 GB of disk for the one-file checkpoint. NOT RUN YET (session 2 had no device time left).
+# Needs ~25 GB of disk for the one-file checkpoint. NOT RUN YET (sessions 2 and 3 had no device time left).
+# Last, bench/engine_bench times the engine itself on that checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/parity_12b}
@@ -17,7 +18,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 # shellcheck disable=SC1091
 source "$prefix/env.sh"
-cmake --build "$build" --target logits_dump -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+cmake --build "$build" --target logits_dump engine_bench -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
 dump=$build/bench/engine_gpu/logits_dump
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/card.txt"
 PYTHONUNBUFFERED=1 python3 bench/engine_gpu/parity_12b.py make "$work" --tokens "${PARITY_TOKENS:-8192}" 2>&1 |
@@ -26,3 +27,7 @@ PYTHONUNBUFFERED=1 python3 bench/engine_gpu/parity_12b.py make "$work" --tokens 
 python3 bench/engine_gpu/parity_12b.py compare "$work" 2>&1 | tee "$out/compare.log" || true
 "$dump" --checkpoint "$work/ckpt" --inputs text:262144 --out "$work/long" --backend cuda --chunk 8192 \
   --rows_every 65536 2>&1 | tee "$out/long_context.log" || true
+# The engine's own speed on the same checkpoint (prefill in 8K steps; decode at 32K; 8 questions on one prefix
+# decoding together), next to bench/engine_gpu.sh's op-level numbers.
+"$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill 32768,65536 \
+  --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | tee "$out/engine_bench.log" || true
