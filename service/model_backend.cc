@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "engine/api.h"
@@ -93,6 +94,9 @@ class ModelBackend final : public InferenceBackend {
   // audio frames overlapping it), which is what capacity checks and chunk planning need.
   absl::StatusOr<int64_t> CountWindowTokens(const ingest::MediaProbe& probe, const ingest::IngestOptions& options,
                                             const IngestSpec& spec, const pipeline::StreamOptions& stream) const;
+  using ForkFn = std::function<absl::StatusOr<std::unique_ptr<engine::Sequence>>()>;
+  absl::Status AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt, const ForkFn& fork_prefix,
+                              AskObserver& observer, const std::atomic<bool>& cancel, AskOutcome& outcome);
   // Decodes the answers of seqs (questions first_question, first_question + 1, ...) together,
   // streaming each one's text to the observer as it comes.
   absl::StatusOr<std::vector<QuestionOutcome>> Generate(const std::vector<engine::Sequence*>& seqs, int first_question,
@@ -244,38 +248,48 @@ absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& o
     if (keep.ok()) cache_.Insert(key, *std::move(keep));
   }
   outcome.prefill_ms = MsSince(start);
-  int64_t decode_ms = 0;
-  // Questions decode together, up to kDecodeTogether at a time: each step reads the weights once
-  // for all of them. Each one holds its own copy of the prefix's KV cache meanwhile.
-  for (size_t first = 0; first < spec.questions.size(); first += kDecodeTogether) {
-    const size_t end = std::min(spec.questions.size(), first + kDecodeTogether);
-    std::vector<std::unique_ptr<engine::Sequence>> forks;
-    std::vector<int64_t> suffix_tokens;
-    for (size_t q = first; q < end; ++q) {
-      auto fork = cache_.CachedLength(key) >= 0 ? cache_.ForkCached(key) : uncached->Fork();
-      if (!fork.ok()) return fork.status();
-      ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
-      auto t = Clock::now();
-      RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
-      observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
-                                 static_cast<int64_t>(suffix.size()));
-      outcome.prefill_ms += MsSince(t);
-      suffix_tokens.push_back(static_cast<int64_t>(suffix.size()));
-      forks.push_back(*std::move(fork));
-    }
-    std::vector<engine::Sequence*> seqs;
-    for (auto& f : forks) seqs.push_back(f.get());
-    auto t = Clock::now();
-    ASSIGN_OR_RETURN(std::vector<QuestionOutcome> answers,
-                     Generate(seqs, static_cast<int>(first), spec.sampling, spec.thinking, observer, cancel));
-    decode_ms += MsSince(t);
-    for (size_t i = 0; i < answers.size(); ++i) {
-      answers[i].prompt_tokens = suffix_tokens[i];
-      outcome.questions.push_back(std::move(answers[i]));
-    }
+  const auto fork_prefix = [&]() { return cache_.CachedLength(key) >= 0 ? cache_.ForkCached(key) : uncached->Fork(); };
+  while (outcome.questions.size() < spec.questions.size()) {
+    RETURN_IF_ERROR(AnswerTogether(spec, prompt, fork_prefix, observer, cancel, outcome));
   }
-  outcome.decode_ms = decode_ms;
   return outcome;
+}
+
+// Answers the next questions of `spec` (from outcome.questions.size()) together: up to
+// kDecodeTogether forks of the prefix, each prefilled with its question, then decoded in
+// lockstep (each step reads the weights once for all of them). Each fork holds its own copy of
+// the prefix's KV cache; when memory runs out for another one, the group is the forks made so far.
+absl::Status ModelBackend::AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt,
+                                          const ForkFn& fork_prefix, AskObserver& observer,
+                                          const std::atomic<bool>& cancel, AskOutcome& outcome) {
+  const size_t first = outcome.questions.size();
+  const size_t end = std::min(spec.questions.size(), first + kDecodeTogether);
+  std::vector<std::unique_ptr<engine::Sequence>> forks;
+  std::vector<int64_t> suffix_tokens;
+  for (size_t q = first; q < end; ++q) {
+    auto fork = fork_prefix();
+    if (!fork.ok() && absl::IsResourceExhausted(fork.status()) && !forks.empty()) break;
+    if (!fork.ok()) return fork.status();
+    ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
+    auto t = Clock::now();
+    RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
+    observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
+                               static_cast<int64_t>(suffix.size()));
+    outcome.prefill_ms += MsSince(t);
+    suffix_tokens.push_back(static_cast<int64_t>(suffix.size()));
+    forks.push_back(*std::move(fork));
+  }
+  std::vector<engine::Sequence*> seqs;
+  for (auto& f : forks) seqs.push_back(f.get());
+  auto t = Clock::now();
+  ASSIGN_OR_RETURN(std::vector<QuestionOutcome> answers,
+                   Generate(seqs, static_cast<int>(first), spec.sampling, spec.thinking, observer, cancel));
+  outcome.decode_ms += MsSince(t);
+  for (size_t i = 0; i < answers.size(); ++i) {
+    answers[i].prompt_tokens = suffix_tokens[i];
+    outcome.questions.push_back(std::move(answers[i]));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<QuestionOutcome> ModelBackend::Complete(const std::string& prompt, const SamplingSpec& sampling,
