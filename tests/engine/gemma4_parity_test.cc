@@ -54,6 +54,16 @@ class ParityTest : public ::testing::TestWithParam<Case> {
     return logits;
   }
 
+  // p1's media prefix (what p1 and p2 share), as the service's snapshot before a question.
+  std::unique_ptr<Sequence> MediaPrefix(Engine& engine) {
+    auto base = engine.NewSequence(256);
+    EXPECT_TRUE(base.ok()) << base.status();
+    if (!base.ok()) return nullptr;
+    const absl::Status st = (*base)->Prefill(golden_->Chunk("p1", 0, golden_->prefix_len()), nullptr);
+    EXPECT_TRUE(st.ok()) << st;
+    return *std::move(base);
+  }
+
   static std::vector<int32_t> Greedy(Engine& engine, Sequence& seq, int n = 32) {
     std::vector<int32_t> tokens;
     SamplingOptions s;
@@ -164,11 +174,10 @@ TEST_P(ParityTest, SnapshotResumesForAnotherQuestion) {
   auto engine = Load(false, /*chunk_tokens=*/16);
   ASSERT_NE(engine, nullptr);
   const int prefix = golden_->prefix_len();
-  auto base = engine->NewSequence(256);
-  ASSERT_TRUE(base.ok());
-  ASSERT_TRUE((*base)->Prefill(golden_->Chunk("p1", 0, prefix), nullptr).ok());
+  std::unique_ptr<Sequence> base = MediaPrefix(*engine);
+  ASSERT_NE(base, nullptr);
   for (const char* p : {"p2", "p1"}) {
-    auto fork = (*base)->Fork();
+    auto fork = base->Fork();
     ASSERT_TRUE(fork.ok()) << fork.status();
     (*fork)->set_keep_all_logits(true);
     ASSERT_TRUE((*fork)->Prefill(golden_->Chunk(p, prefix, golden_->length(p)), nullptr).ok());
@@ -176,7 +185,7 @@ TEST_P(ParityTest, SnapshotResumesForAnotherQuestion) {
     (*fork)->set_keep_all_logits(false);
     ExpectSameGreedy(Greedy(*engine, **fork), Key(p));
   }
-  EXPECT_EQ((*base)->length(), prefix);  // forks left the snapshot untouched
+  EXPECT_EQ(base->length(), prefix);  // forks left the snapshot untouched
 }
 
 TEST_P(ParityTest, QuestionsDecodedTogetherMatch) {
@@ -185,13 +194,12 @@ TEST_P(ParityTest, QuestionsDecodedTogetherMatch) {
   auto engine = Load(false, /*chunk_tokens=*/16);
   ASSERT_NE(engine, nullptr);
   const int prefix = golden_->prefix_len();
-  auto base = engine->NewSequence(256);
-  ASSERT_TRUE(base.ok());
-  ASSERT_TRUE((*base)->Prefill(golden_->Chunk("p1", 0, prefix), nullptr).ok());
+  std::unique_ptr<Sequence> base = MediaPrefix(*engine);
+  ASSERT_NE(base, nullptr);
   const std::vector<std::string> prompts = {"p2", "p1"};
   std::vector<std::unique_ptr<Sequence>> forks;
   for (const std::string& p : prompts) {
-    auto fork = (*base)->Fork();
+    auto fork = base->Fork();
     ASSERT_TRUE(fork.ok()) << fork.status();
     ASSERT_TRUE((*fork)->Prefill(golden_->Chunk(p, prefix, golden_->length(p)), nullptr).ok());
     forks.push_back(*std::move(fork));
