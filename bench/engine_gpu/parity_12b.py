@@ -14,8 +14,7 @@ On the GPU machine (torch + transformers there), from the repository root:
 Here (numpy only), `golden WORK` writes the tiny checkpoint's golden prompt p1 in the same input format and
 `compare WORK --hf tests/data/engine/golden` checks logits_dump against the goldens: the harness's self-test.
 
-STATUS: `golden` + `compare` ran here against logits_dump on the CPU backend; `make` has NOT been run yet
-(no device time was left in session 2) -- expect to fix details on its first run.
+`golden` + `compare` run here against logits_dump on the CPU backend; `make` runs on the H200 (session 4 onward).
 """
 import argparse
 import json

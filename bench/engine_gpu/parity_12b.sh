@@ -2,7 +2,7 @@
 # 12B-shape parity of avserve's engine (CUDA backend, real loader and model path) with transformers 5.17, and a
 # 262,144-token context through the engine. On the GPU machine from the repository root, .devdeps carried
 # (scripts/device_deps fetch):  bench/engine_gpu/parity_12b.sh      logs and results under $OUT
-# Needs ~25 GB of disk for the one-file checkpoint. NOT RUN YET (sessions 2 and 3 had no device time left).
+# Needs ~25 GB of disk for the one-file checkpoint.
 # Last, bench/engine_bench times the engine itself on that checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -2,7 +2,7 @@
 
 Writes WORK/ckpt (config.json + ONE model.safetensors via save_pretrained), WORK/inputs (the prompt in
 logits_dump's format) and WORK/hf (top-1 of every position, fp32 logits of every 64th position and the last).
-NOT RUN YET (written in session 2 without device time): expect small fixes on the first run.
+First run in session 4 (the whole-config fix above came from it).
 """
 import os
 import time
@@ -98,6 +98,11 @@ def make(work, tokens):
     randomize(model)
     ckpt = os.path.join(work, "ckpt")
     model.save_pretrained(ckpt, max_shard_size="200GB")  # one model.safetensors
+    # save_pretrained writes config.json as a diff against the class defaults, recursing into per_layer_config:
+    # a full layer's head_dim of 512 equals the default global head dim, so it is dropped and the entry reads
+    # {"num_key_value_heads": 1}. A published config.json is written whole; do the same.
+    model.config.to_json_file(os.path.join(ckpt, "config.json"), use_diff=False)
+    print("per_layer_config:", repr(model.config.text_config.per_layer_config)[:240], flush=True)
     print("checkpoint:", sorted(os.listdir(ckpt)), "%.0f s" % (time.time() - t0), flush=True)
 
     rng = np.random.default_rng(7)

@@ -6,6 +6,7 @@
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -119,6 +120,24 @@ absl::StatusOr<RopeParams> ParseRope(const Fields& text, const char* layer_type,
   return rope;
 }
 
+// per_layer_config's entry for each layer index (nullptr where none). transformers writes the keys as the
+// index zero-padded to the width of the largest one ("05" of 48 layers, "1" of 4), so keys are read as numbers.
+absl::StatusOr<std::vector<const Json*>> PerLayerOverrides(const Fields& text, int64_t n) {
+  std::vector<const Json*> out(static_cast<size_t>(n), nullptr);
+  if (!text.Has("per_layer_config")) return out;
+  const Json& plc = text.raw()["per_layer_config"];
+  if (!plc.is_object()) return absl::InvalidArgumentError("config.json: per_layer_config must be an object");
+  for (const auto& [key, entry] : plc.items()) {
+    int64_t index = -1;
+    if (!absl::SimpleAtoi(key, &index) || index < 0 || index >= n || !entry.is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: per_layer_config key \"", key, "\" is not a layer index with an object"));
+    }
+    out[static_cast<size_t>(index)] = &entry;
+  }
+  return out;
+}
+
 // Layer types, per-layer head dims and KV heads (both published and per_layer_config forms).
 absl::Status ParseLayers(const Fields& text, ModelConfig& cfg) {
   ASSIGN_OR_RETURN(int64_t n, text.Int("num_hidden_layers"));
@@ -140,6 +159,7 @@ absl::Status ParseLayers(const Fields& text, ModelConfig& cfg) {
   }
   types.back() = "full_attention";  // as transformers: the last layer is always full
   const bool has_plc = text.Has("per_layer_config");
+  ASSIGN_OR_RETURN(auto overrides, PerLayerOverrides(text, n));
   for (int64_t i = 0; i < n; ++i) {
     LayerConfig layer;
     if (types[i] != "sliding_attention" && types[i] != "full_attention") {
@@ -152,10 +172,8 @@ absl::Status ParseLayers(const Fields& text, ModelConfig& cfg) {
     if (has_plc) {  // transformers 5.17 form: explicit overrides per layer index, nothing implied
       layer.head_dim = static_cast<int>(head_dim);
       layer.num_kv_heads = static_cast<int>(kv_heads);
-      const Json& plc = text.raw()["per_layer_config"];
-      const std::string key = std::to_string(i);
-      if (plc.is_object() && plc.contains(key) && plc[key].is_object()) {
-        Fields o(plc[key], absl::StrCat(text.where(), ".per_layer_config.", key));
+      if (const Json* entry = overrides[i]; entry != nullptr) {
+        Fields o(*entry, absl::StrCat(text.where(), ".per_layer_config.", i));
         ASSIGN_OR_RETURN(int64_t hd, o.Int("head_dim", layer.head_dim));
         ASSIGN_OR_RETURN(int64_t kvh, o.Int("num_key_value_heads", layer.num_kv_heads));
         layer.head_dim = static_cast<int>(hd);

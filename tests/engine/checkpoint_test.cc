@@ -106,6 +106,27 @@ class DamagedCheckpointTest : public ::testing::Test {
 
 TEST_F(DamagedCheckpointTest, IntactCopyLoads) { EXPECT_EQ(Load(), ""); }
 
+// transformers pads per_layer_config's keys to the width of the largest index ("05" of 48 layers).
+TEST_F(DamagedCheckpointTest, PerLayerConfigKeysAreLayerNumbers) {
+  Json cfg = Json::parse(ReadAll(fs::path(testing::TinyF32()) / "config.json"));
+  Json& plc = cfg["text_config"]["per_layer_config"];
+  ASSERT_TRUE(plc.contains("3")) << plc.dump();
+  plc["03"] = plc["3"];
+  plc.erase("3");
+  std::ofstream(dir_ / "config.json", std::ios::trunc) << cfg.dump();
+  auto padded = LoadModelConfig(dir_.string());
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  EXPECT_EQ(padded->layers[3].head_dim, 64);
+  EXPECT_EQ(padded->layers[3].num_kv_heads, 1);
+  EXPECT_EQ(padded->layers[2].head_dim, 32);  // no entry: the text config's head_dim
+
+  plc["4"] = plc["03"];  // past the last layer
+  std::ofstream(dir_ / "config.json", std::ios::trunc) << cfg.dump();
+  auto bad = LoadModelConfig(dir_.string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("per_layer_config key \"4\""), std::string::npos) << bad.status();
+}
+
 TEST_F(DamagedCheckpointTest, TruncatedFileNamesTensorAndFile) {
   const auto size = fs::file_size(dir_ / "model.safetensors");
   fs::resize_file(dir_ / "model.safetensors", size / 2);

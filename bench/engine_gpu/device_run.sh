@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One device call that does all of issue #6's GPU checks (the machine is cold for every call, so they share it):
+# builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
+# logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
+# machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
+#   STEPS="tests parity bench long peer" bench/engine_gpu/device_run.sh   (default: all but peer)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/device_run}
+work=${PARITY_WORK:-/tmp/parity_12b_work}
+prefix=${AVSERVE_DEPS_PREFIX:-/tmp/avserve_deps}
+build=${AVSERVE_GPU_BUILD:-/tmp/avserve_build_gpu}
+steps=" ${STEPS:-tests parity bench long} "
+mkdir -p "$out" "$work/engine" "$work/long"
+log=$out/all.log
+t0=$SECONDS
+say() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$log"; }
+has() { [[ "$steps" == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  scripts/device_deps unpack "$prefix" >/dev/null
+  scripts/device_deps configure "$prefix" "$build" -DAVSERVE_BUILD_BENCH=ON >"$out/build.log" 2>&1 ||
+    { tail -30 "$out/build.log"; exit 1; }
+fi
+# shellcheck disable=SC1091
+source "$prefix/env.sh"
+cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench \
+  -j "$(nproc)" >>"$out/build.log" 2>&1 &
+build_pid=$!
+if { has parity || has bench || has long; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+  say "making the 12B-shape checkpoint and transformers' logits"
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
+    --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"
+fi
+wait "$build_pid" || { say "build failed"; tail -40 "$out/build.log" | tee -a "$log"; exit 1; }
+say "built"
+dump=$build/bench/engine_gpu/logits_dump
+if has tests; then
+  timeout 180 "$build/tests/engine/cuda/avserve_engine_cuda_test" --gtest_brief=1 >"$out/gpu_tests.log" 2>&1
+  say "gpu tests exit $?"; grep -E "FAILED|PASSED|SKIPPED|Failure|error" "$out/gpu_tests.log" | head -40 | tee -a "$log"
+fi
+if has parity; then
+  say "parity 8K"
+  timeout 150 "$dump" --checkpoint "$work/ckpt" --inputs "$work/inputs" --out "$work/engine" --backend cuda \
+    2>&1 | tee -a "$log"
+  python3 bench/engine_gpu/parity_12b.py compare "$work" 2>&1 | tee -a "$log"
+fi
+if has bench; then
+  say "engine_bench"
+  timeout "${BENCH_TIMEOUT:-150}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
+    --prefill "${BENCH_PREFILL:-32768,65536}" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 |
+    tee -a "$log"
+fi
+if has long; then
+  say "262144-token context"
+  timeout "${LONG_TIMEOUT:-150}" "$dump" --checkpoint "$work/ckpt" --inputs text:262144 --out "$work/long" \
+    --backend cuda --chunk 8192 --rows_every 65536 2>&1 | tee -a "$log"
+fi
+if has peer; then
+  say "transformers peer"
+  PYTHONUNBUFFERED=1 timeout 200 python3 bench/engine_gpu/peer_transformers.py "$out/peer.txt" \
+    --lengths 32768,65536 2>&1 | grep -v Warning | tee -a "$log"
+fi
+say "done"
