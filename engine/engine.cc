@@ -1,11 +1,13 @@
 // Engine and Sequence (engine/api.h) over Gemma4Model: input validation, chunked prefill that never
 // splits a vision block, lazy feeding of generated tokens, forks, and the generation loop.
 #include <algorithm>
+#include <cstdlib>
 #include <span>
 
 #include "absl/strings/str_cat.h"
 #include "engine/api.h"
 #include "engine/backend/backend.h"
+#include "engine/backend/op_timer.h"
 #include "engine/base/status_macros.h"
 #include "engine/model/config.h"
 #include "engine/model/gemma4.h"
@@ -15,7 +17,8 @@
 
 namespace avserve::engine {
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num_threads) {
+namespace {
+absl::StatusOr<std::unique_ptr<Backend>> CreateBareBackend(BackendKind kind, int num_threads) {
   switch (kind) {
     case BackendKind::kCpu: return CreateCpuBackend(num_threads);
     case BackendKind::kCuda:
@@ -26,6 +29,15 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num
 #endif
   }
   return absl::InvalidArgumentError("unknown backend kind");
+}
+}  // namespace
+
+// AVSERVE_OP_TIMES=1 wraps the backend in an op timer (engine/backend/op_timer.h) for profiling.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num_threads) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBareBackend(kind, num_threads));
+  const char* times = std::getenv("AVSERVE_OP_TIMES");
+  if (times != nullptr && times[0] != '\0' && times[0] != '0') return WrapWithOpTimer(std::move(backend));
+  return backend;
 }
 
 namespace {

@@ -3,14 +3,14 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench long peer" bench/engine_gpu/device_run.sh   (default: all but peer)
+#   STEPS="tests parity bench profile long peer" bench/engine_gpu/device_run.sh   (default: all but peer)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/device_run}
 work=${PARITY_WORK:-/tmp/parity_12b_work}
 prefix=${AVSERVE_DEPS_PREFIX:-/tmp/avserve_deps}
 build=${AVSERVE_GPU_BUILD:-/tmp/avserve_build_gpu}
-steps=" ${STEPS:-tests parity bench long} "
+steps=" ${STEPS:-tests parity bench profile long} "
 mkdir -p "$out" "$work/engine" "$work/long"
 log=$out/all.log
 t0=$SECONDS
@@ -52,10 +52,16 @@ if has bench; then
     --prefill "${BENCH_PREFILL:-32768,65536}" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 |
     tee -a "$log"
 fi
+if has profile; then
+  say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"
+  AVSERVE_OP_TIMES=1 timeout "${PROFILE_TIMEOUT:-120}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" \
+    --backend cuda --chunk 8192 --prefill 32768 --decode_ctx 32768 --decode_tokens 8 --batch 8 --reps 1 2>&1 |
+    tee -a "$log"
+fi
 if has long; then
   say "262144-token context"
   timeout "${LONG_TIMEOUT:-150}" "$dump" --checkpoint "$work/ckpt" --inputs text:262144 --out "$work/long" \
-    --backend cuda --chunk 8192 --rows_every 65536 2>&1 | tee -a "$log"
+    --backend cuda --chunk 8192 --all_logits 0 2>&1 | tee -a "$log"
 fi
 if has peer; then
   say "transformers peer"

@@ -5,7 +5,8 @@
 // vision_u8.bin [num_vision, 6912] (value / 255 = patch input), vision_xy.i32 [num_vision, 2], audio_f32.bin
 // [num_audio, 640]; or `--inputs text:N` for N synthetic text tokens (e.g. a 262144-token context).
 // Outputs: top1.i32 [n] (argmax of every position's logits), rows.i32 [r] (positions 0, K, 2K, ... and the
-// last one) and logits_rows.f32 [r, vocab], plus timing on stdout.
+// last one) and logits_rows.f32 [r, vocab], plus timing on stdout. With --all_logits 0 only the last position
+// of each chunk has logits (top1 is 0 elsewhere) and those positions are the rows.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +43,7 @@ bool WriteFile(const std::string& path, const std::vector<T>& v) {
 struct Args {
   std::string checkpoint, inputs, out, backend = "cuda";
   int chunk = 1024, rows_every = 64;
+  bool all_logits = true;  // false: only each chunk's last position (long contexts: no 1 GB/chunk copies)
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -53,6 +55,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--backend") a->backend = v;
     else if (k == "--chunk") a->chunk = std::stoi(v);
     else if (k == "--rows_every") a->rows_every = std::stoi(v);
+    else if (k == "--all_logits") a->all_logits = v != "0";
     else return false;
   }
   return !a->checkpoint.empty() && !a->inputs.empty() && !a->out.empty() && a->chunk > 0 && a->rows_every > 0;
@@ -138,7 +141,7 @@ int Run(const Args& a) {
   if (synthetic) SyntheticText(static_cast<int>(ids.size()), (*engine)->info().vocab_size, &ids, &types);
   auto seq = (*engine)->NewSequence(static_cast<int64_t>(ids.size()));
   if (!seq.ok()) return std::fprintf(stderr, "sequence: %s\n", seq.status().ToString().c_str()), 1;
-  (*seq)->set_keep_all_logits(true);
+  (*seq)->set_keep_all_logits(a.all_logits);
   const int n = static_cast<int>(ids.size());
   std::vector<int32_t> top1(n), rows;
   std::vector<float> kept;
@@ -149,18 +152,20 @@ int Run(const Args& a) {
     const absl::Status st = (*seq)->Prefill(Slice(ids, types, vision, xy, audio, begin, end), nullptr);
     prefill_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!st.ok()) return std::fprintf(stderr, "prefill [%d, %d): %s\n", begin, end, st.ToString().c_str()), 1;
-    const std::vector<float>& lg = (*seq)->logits();  // [end - begin, vocab]
+    const std::vector<float>& lg = (*seq)->logits();  // [end - begin, vocab], or [1, vocab]
     const size_t vocab = static_cast<size_t>((*engine)->info().vocab_size);
-    if (lg.size() != static_cast<size_t>(end - begin) * vocab) return std::fprintf(stderr, "logits size\n"), 1;
-    for (int i = begin; i < end; ++i) {
-      const float* row = lg.data() + static_cast<size_t>(i - begin) * vocab;
+    const int first = a.all_logits ? begin : end - 1;
+    if (lg.size() != static_cast<size_t>(end - first) * vocab) return std::fprintf(stderr, "logits size\n"), 1;
+    if (!a.all_logits) std::printf("  prefilled %d positions, %.2f s\n", end, prefill_s), std::fflush(stdout);
+    for (int i = first; i < end; ++i) {
+      const float* row = lg.data() + static_cast<size_t>(i - first) * vocab;
       top1[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-      if (i % a.rows_every == 0 || i == n - 1) {
+      if (i % a.rows_every == 0 || i == n - 1 || !a.all_logits) {
         rows.push_back(i);
         kept.insert(kept.end(), row, row + vocab);
       }
     }
-    (*seq)->set_keep_all_logits(true);  // clears what was kept: the next chunk's rows only
+    if (a.all_logits) (*seq)->set_keep_all_logits(true);  // clears what was kept: the next chunk's rows only
     begin = end;
   }
   if (!WriteFile(a.out + "/top1.i32", top1) || !WriteFile(a.out + "/rows.i32", rows) ||
@@ -179,7 +184,7 @@ int main(int argc, char** argv) {
   avserve::engine::Args a;
   if (!avserve::engine::ParseArgs(argc, argv, &a)) {
     std::fprintf(stderr, "usage: logits_dump --checkpoint DIR --inputs DIR --out DIR [--backend cuda|cpu] "
-                         "[--chunk N] [--rows_every K]\n");
+                         "[--chunk N] [--rows_every K] [--all_logits 0|1]\n");
     return 2;
   }
   return avserve::engine::Run(a);

@@ -57,28 +57,36 @@ def golden(work):
     print("golden p1: %d positions, %d vision rows, %d audio rows" % (len(lg), nv, len(audio)))
 
 
+def load(d):
+    top1 = np.fromfile(os.path.join(d, "top1.i32"), np.int32)
+    rows = np.fromfile(os.path.join(d, "rows.i32"), np.int32)
+    lg = np.fromfile(os.path.join(d, "logits_rows.f32"), np.float32).reshape(len(rows), -1)
+    return top1, {int(r): lg[i] for i, r in enumerate(rows)}
+
+
+def errors(a, b):
+    """(max, mean) relative L2 error per position of a against b over their common rows, top-1 agreement."""
+    common = sorted(set(a[1]) & set(b[1]))
+    e = np.array([np.linalg.norm(a[1][r].astype(np.float64) - b[1][r]) / max(np.linalg.norm(b[1][r]), 1e-30)
+                  for r in common])
+    return e.max(), e.mean(), float((a[0] == b[0]).mean()), len(common)
+
+
 def compare(work, hf_dir=None):
-    hf = hf_dir or os.path.join(work, "hf")
-    eng = os.path.join(work, "engine")
-    t_hf = np.fromfile(os.path.join(hf, "top1.i32"), np.int32)
-    t_en = np.fromfile(os.path.join(eng, "top1.i32"), np.int32)
-    r_hf = np.fromfile(os.path.join(hf, "rows.i32"), np.int32)
-    r_en = np.fromfile(os.path.join(eng, "rows.i32"), np.int32)
-    l_hf = np.fromfile(os.path.join(hf, "logits_rows.f32"), np.float32).reshape(len(r_hf), -1)
-    l_en = np.fromfile(os.path.join(eng, "logits_rows.f32"), np.float32).reshape(len(r_en), -1)
-    assert len(t_hf) == len(t_en), (len(t_hf), len(t_en))
-    common = sorted(set(r_hf.tolist()) & set(r_en.tolist()))
-    ih = {r: i for i, r in enumerate(r_hf.tolist())}
-    ie = {r: i for i, r in enumerate(r_en.tolist())}
-    errs = []
-    for r in common:
-        a, b = l_en[ie[r]].astype(np.float64), l_hf[ih[r]].astype(np.float64)
-        errs.append(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-    errs = np.array(errs)
-    agree = float((t_hf == t_en).mean())
+    hf = load(hf_dir or os.path.join(work, "hf"))
+    eng = load(os.path.join(work, "engine"))
+    assert len(hf[0]) == len(eng[0]), (len(hf[0]), len(eng[0]))
+    mx, mean, agree, n = errors(eng, hf)
     print("positions %d, compared rows %d: rel err (L2 per position) max %.3e mean %.3e; top-1 agreement %.4f"
-          % (len(t_hf), len(common), errs.max(), errs.mean(), agree))
-    return 0 if errs.max() <= 2e-2 and agree >= 0.99 else 1
+          % (len(hf[0]), n, mx, mean, agree))
+    hf32_dir = os.path.join(work, "hf32")
+    if hf_dir is None and os.path.isdir(hf32_dir):
+        hf32 = load(hf32_dir)
+        for name, run in (("transformers bf16", hf), ("avserve bf16", eng)):
+            mx32, mean32, agree32, _ = errors(run, hf32)
+            print("  %-18s vs transformers fp32: rel err max %.3e mean %.3e; top-1 agreement %.4f"
+                  % (name, mx32, mean32, agree32))
+    return 0 if mx <= 2e-2 and agree >= 0.99 else 1
 
 
 def main():

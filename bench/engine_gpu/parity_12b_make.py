@@ -1,7 +1,8 @@
 """`parity_12b.py make`: the transformers side of the 12B-shape parity (GPU machine only; see parity_12b.py).
 
 Writes WORK/ckpt (config.json + ONE model.safetensors via save_pretrained), WORK/inputs (the prompt in
-logits_dump's format) and WORK/hf (top-1 of every position, fp32 logits of every 64th position and the last).
+logits_dump's format), WORK/hf (bf16 model: top-1 of every position, fp32 logits of every 64th position and the
+last) and WORK/hf32 (the same weights run in fp32: the reference both bf16 runs are measured against).
 First run in session 4 (the whole-config fix above came from it).
 """
 import os
@@ -129,12 +130,28 @@ def make(work, tokens):
                     use_cache=False, **media)
         torch.cuda.synchronize()
         print("transformers forward %.2f s" % (time.time() - t1), flush=True)
-        lg = out.logits[0]
         rows = sorted(set(range(0, len(ids), ROWS_EVERY)) | {len(ids) - 1})
-        hf = os.path.join(work, "hf")
-        os.makedirs(hf, exist_ok=True)
-        lg.argmax(-1).int().cpu().numpy().tofile(os.path.join(hf, "top1.i32"))
-        np.asarray(rows, np.int32).tofile(os.path.join(hf, "rows.i32"))
-        lg[rows].float().cpu().numpy().tofile(os.path.join(hf, "logits_rows.f32"))
+        save(os.path.join(work, "hf"), out.logits[0], rows)
+        del out
+        # The floor: the same weights in fp32 (transformers' own bf16 rounding is measured against it).
+        model.float()
+        torch.cuda.empty_cache()
+        t1 = time.time()
+        media32 = {k: (v.float() if v.is_floating_point() else v) for k, v in media.items()}
+        out = model(input_ids=torch.tensor([ids], device="cuda"),
+                    mm_token_type_ids=torch.tensor([types], device="cuda"),
+                    attention_mask=masks(types, cfg.text_config.sliding_window, torch.float32),
+                    use_cache=False, **media32)
+        torch.cuda.synchronize()
+        print("transformers fp32 forward %.2f s" % (time.time() - t1), flush=True)
+        save(os.path.join(work, "hf32"), out.logits[0], rows)
     del out, model
     torch.cuda.empty_cache()
+
+
+def save(d, lg, rows):
+    """top-1 of every position and fp32 logits of `rows`, in logits_dump's format."""
+    os.makedirs(d, exist_ok=True)
+    lg.argmax(-1).int().cpu().numpy().tofile(os.path.join(d, "top1.i32"))
+    np.asarray(rows, np.int32).tofile(os.path.join(d, "rows.i32"))
+    lg[rows].float().cpu().numpy().tofile(os.path.join(d, "logits_rows.f32"))

@@ -61,7 +61,8 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
   const std::vector<RowSpan> spans = {{0, n, in.pos0, std::max(in.pass_end, in.pos0 + n), &cache}};
   for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
     if (in.cancel && in.cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
-    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, spans, s));
+    Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
+    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, spans, layer_scratch));
   }
   return Logits(x, in.all_logits, logits, s);
 }
@@ -88,7 +89,8 @@ absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std
   RETURN_IF_ERROR(EmbedInputs(in, x, s));
   ASSIGN_OR_RETURN(Tensor positions, s.Upload(DType::kI32, pos32.data(), {b}));
   for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
-    RETURN_IF_ERROR(Layer(l, x, positions, nullptr, spans, s));
+    Scratch layer_scratch(backend_);
+    RETURN_IF_ERROR(Layer(l, x, positions, nullptr, spans, layer_scratch));
   }
   return Logits(x, /*all=*/true, logits, s);
 }

@@ -20,15 +20,20 @@ namespace {
 
 constexpr size_t kStagingBytes = size_t{64} << 20;
 
+// A block of the backend's BlockCache; given back (not freed) on destruction.
 class CudaBuffer final : public Buffer {
  public:
-  explicit CudaBuffer(DeviceBuffer<unsigned char> mem) : mem_(std::move(mem)) {}
-  void* data() const override { return mem_.get(); }
-  size_t bytes() const override { return mem_.bytes(); }
+  CudaBuffer(std::shared_ptr<BlockCache> cache, void* ptr, size_t bytes)
+      : cache_(std::move(cache)), ptr_(ptr), bytes_(bytes) {}
+  ~CudaBuffer() override { cache_->Give(ptr_, bytes_); }
+  void* data() const override { return ptr_; }
+  size_t bytes() const override { return bytes_; }
   Device device() const override { return Device::kCuda; }
 
  private:
-  DeviceBuffer<unsigned char> mem_;
+  std::shared_ptr<BlockCache> cache_;
+  void* ptr_;
+  size_t bytes_;
 };
 
 const __nv_bfloat16* Bf16(const Tensor& t) {
@@ -88,6 +93,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->name_ = absl::StrCat("cuda:", prop.name);
+  b->blocks_ = std::make_shared<BlockCache>();
   b->num_sms_ = prop.multiProcessorCount;
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
@@ -99,8 +105,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
 }
 
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
-  ASSIGN_OR_RETURN(auto mem, DeviceBuffer<unsigned char>::Create(std::max<size_t>(bytes, 1)));
-  return std::unique_ptr<Buffer>(new CudaBuffer(std::move(mem)));
+  ASSIGN_OR_RETURN(void* ptr, blocks_->Take(bytes));
+  return std::unique_ptr<Buffer>(new CudaBuffer(blocks_, ptr, bytes));
 }
 
 // Pageable host memory (e.g. an mmapped checkpoint) goes through two pinned staging buffers, so the copy into
@@ -202,14 +208,14 @@ void CudaBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParam
   LaunchRope(p, stream());
 }
 
-void* CudaBackend::AttentionWorkspace(size_t bytes) {
-  if (attention_workspace_.bytes() < bytes) {
-    AVSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));  // the old workspace may still be in use
-    auto ws = DeviceBuffer<unsigned char>::Create(bytes);
-    AVSERVE_CHECK(ws.ok(), "Attention: cannot allocate the split-KV workspace");
-    attention_workspace_ = std::move(*ws);
+// Workspace for one attention call, from the block cache (given back when the op returns: later work on the
+// stream is ordered after this call's kernels). Tries smaller sizes down to `min_bytes` when memory is short.
+std::unique_ptr<Buffer> CudaBackend::AttentionWorkspace(size_t bytes, size_t min_bytes) {
+  for (size_t want = bytes;; want = std::max(min_bytes, want / 2)) {
+    auto ws = Allocate(want);
+    if (ws.ok()) return *std::move(ws);
+    AVSERVE_CHECK(want > min_bytes, "Attention: no device memory for the attention workspace");
   }
-  return attention_workspace_.get();
 }
 
 void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
@@ -245,14 +251,19 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   }
   // Prefill of a full layer (one KV head): two cuBLASLt GEMMs around a masked softmax (gemm_attention.cuh).
   if (GemmAttentionApplies(p) && int64_t{p.q_len} * p.num_heads >= 1024) {
-    const size_t want = size_t{6} * p.q_len * p.num_heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
-    const size_t bytes = std::min(want, size_t{1} << 30);
-    const absl::Status st = LaunchGemmAttention(cublas_, p, AttentionWorkspace(bytes), bytes, stream());
+    // fp32 scores + bf16 probabilities of up to 512 query positions at a time (fewer when memory is short).
+    const size_t per_position = size_t{6} * p.num_heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
+    auto ws = AttentionWorkspace(per_position * std::min(p.q_len, 512), per_position);
+    const absl::Status st = LaunchGemmAttention(cublas_, p, ws->data(), ws->bytes(), stream());
     AVSERVE_CHECK(st.ok(), "Attention: GEMM path failed");
     return;
   }
   p.num_splits = ChooseAttentionSplits(p, num_sms_);
-  if (p.num_splits > 1) p.workspace = AttentionWorkspace(AttentionWorkspaceBytes(p));
+  std::unique_ptr<Buffer> ws;
+  if (p.num_splits > 1) {
+    ws = AttentionWorkspace(AttentionWorkspaceBytes(p), AttentionWorkspaceBytes(p));
+    p.workspace = ws->data();
+  }
   LaunchAttention(p, stream());
 }
 

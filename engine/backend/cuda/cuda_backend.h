@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cuda/block_cache.h"
 #include "engine/backend/cuda/cuda_raii.h"
 
 namespace avserve::engine::cuda {
@@ -44,16 +45,16 @@ class CudaBackend final : public Backend {
 
  private:
   CudaBackend() = default;
-  // Scratch for split-KV attention partials; grows (outside graph capture) and is reused.
-  void* AttentionWorkspace(size_t bytes);
+  // Scratch for one attention call (split-KV partials or GEMM-path scores), from blocks_.
+  std::unique_ptr<Buffer> AttentionWorkspace(size_t bytes, size_t min_bytes);
 
   std::string name_;
+  std::shared_ptr<BlockCache> blocks_;  // every Allocate (weights, KV caches, step temporaries)
   int num_sms_ = 0;
   CudaStream stream_;
   CublasHandle cublas_;
   PinnedBuffer<unsigned char> staging_[2];  // double-buffered host staging for Upload
   CudaEvent staging_done_[2];
-  DeviceBuffer<unsigned char> attention_workspace_;
 };
 
 }  // namespace avserve::engine::cuda
