@@ -28,7 +28,7 @@ source "$prefix/env.sh"
 cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
-if { has parity || has bench || has long; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+if { has parity || has bench || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
     --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"
@@ -65,7 +65,7 @@ if has long; then
 fi
 if has peer; then
   say "transformers peer"
-  PYTHONUNBUFFERED=1 timeout 200 python3 bench/engine_gpu/peer_transformers.py "$out/peer.txt" \
-    --lengths 32768,65536 2>&1 | grep -v Warning | tee -a "$log"
+  PYTHONUNBUFFERED=1 timeout "${PEER_TIMEOUT:-200}" python3 bench/engine_gpu/peer_transformers.py "$out/peer.txt" \
+    --lengths 32768,65536 --checkpoint "$work/ckpt" 2>&1 | grep -v Warning | tee -a "$log"
 fi
 say "done"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The peer for bench/engine_gpu.sh: transformers (sdpa) running Gemma 4 12B Unified at its real shape with
 random bf16 weights on the same GPU. Prints and writes `prefill32k_s=.. prefill64k_s=.. decode_ms=..`.
-    peer_transformers.py OUT_FILE [--lengths 32768,65536] [--decode_ctx 32768]
+    peer_transformers.py OUT_FILE [--lengths 32768,65536] [--decode_ctx 32768] [--checkpoint DIR]
 Prefill keeps only the last position's logits (as generate() does); decode is greedy with the KV cache.
 """
 import argparse
@@ -68,9 +68,15 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--lengths", default="32768,65536")
     ap.add_argument("--decode_ctx", type=int, default=32768)
+    ap.add_argument("--checkpoint", default=None, help="load these weights (the engine's) instead of random ones")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    model = build_model()
+    if args.checkpoint:
+        from transformers import Gemma4UnifiedForConditionalGeneration
+        model = Gemma4UnifiedForConditionalGeneration.from_pretrained(
+            args.checkpoint, dtype=torch.bfloat16, device_map="cuda", attn_implementation="sdpa").eval()
+    else:
+        model = build_model()
     print(f"peer: model built in {time.perf_counter() - t0:.1f} s, "
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params", flush=True)
     gen = torch.Generator(device="cuda").manual_seed(0)

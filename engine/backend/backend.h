@@ -163,6 +163,24 @@ class Backend {
   virtual void Softcap(const Tensor& x, float cap, const Tensor& out) = 0;
   // out = x converted to out's dtype (same shape; strided rows allowed).
   virtual void Convert(const Tensor& x, const Tensor& out) = 0;
+  // ---- Fused sequences. The defaults run the plain ops above; a backend overrides one only to save passes
+  // over memory and launches, with results equal to the plain sequence's. ----
+
+  // y = Rope(RmsNorm(x) · weight) (the q and k norms; in place allowed).
+  virtual void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions,
+                           const RopeParams& rope, const Tensor& y) {
+    RmsNorm(x, &weight, eps, y);
+    Rope(y, positions, rope);
+  }
+  // residual = residual + RmsNorm(x) · weight, then residual = residual · scale when `scaled` (the post norms
+  // and the layer scalar). x is overwritten with its norm by the default.
+  virtual void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                            float scale) {
+    RmsNorm(x, &weight, eps, x);
+    Add(residual, x, residual);
+    if (scaled) Scale(residual, scale, residual);
+  }
+
   // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).
   virtual void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) = 0;
   // dst[indices[i], :] = src[i, :] (converted to dst's dtype); indices [m] int32, distinct.

@@ -64,6 +64,17 @@ class OpTimer final : public Backend {
   void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override {
     Time(absl::StrCat("RmsNorm ", Shape(x)), [&] { in_->RmsNorm(x, weight, eps, y); return 0; });
   }
+  void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions, const RopeParams& rope,
+                   const Tensor& y) override {
+    Time(absl::StrCat("RmsNormRope ", Shape(x)), [&] { in_->RmsNormRope(x, weight, eps, positions, rope, y); return 0; });
+  }
+  void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                    float scale) override {
+    Time(absl::StrCat("RmsNormAddTo ", Shape(x)), [&] {
+      in_->RmsNormAddTo(x, weight, eps, residual, scaled, scale);
+      return 0;
+    });
+  }
   void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
     Time(absl::StrCat("LayerNorm ", Shape(x)), [&] { in_->LayerNorm(x, w, b, eps, y); return 0; });
   }

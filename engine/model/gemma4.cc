@@ -176,8 +176,7 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   backend_.RmsNorm(x, &w.input_norm, eps, xn);
   ASSIGN_OR_RETURN(Tensor q, s.New(act, {n, hq, d}));  // [n, Hq, D]
   backend_.MatMul(xn, w.q_proj, nullptr, q.Reshape({n, hq * d}));
-  backend_.RmsNorm(q, &w.q_norm, eps, q);
-  backend_.Rope(q, positions, lc.rope);
+  backend_.RmsNormRope(q, w.q_norm, eps, positions, lc.rope, q);
   ASSIGN_OR_RETURN(Tensor k, s.New(act, {n, hkv, d}));  // [n, Hkv, D] raw K projection
   backend_.MatMul(xn, w.k_proj, nullptr, k.Reshape({n, hkv * d}));
   Tensor v_raw = k;  // k_eq_v layers: V comes from the raw K projection
@@ -187,15 +186,13 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   }
   ASSIGN_OR_RETURN(Tensor v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
   backend_.RmsNorm(v_raw, nullptr, eps, v);             // before K is normed in place
-  backend_.RmsNorm(k, &w.k_norm, eps, k);
-  backend_.Rope(k, positions, lc.rope);
+  backend_.RmsNormRope(k, w.k_norm, eps, positions, lc.rope, k);
   ASSIGN_OR_RETURN(Tensor att, s.New(act, {n, hq, d}));  // [n, Hq, D]
   const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
   for (const RowSpan& span : spans) Attend(l, q, k, v, layer_blocks, span, att);
   ASSIGN_OR_RETURN(Tensor o, s.New(act, {n, hid}));  // [n, H]
   backend_.MatMul(att.Reshape({n, hq * d}), w.o_proj, nullptr, o);
-  backend_.RmsNorm(o, &w.post_attn_norm, eps, o);
-  backend_.Add(x, o, x);
+  backend_.RmsNormAddTo(o, w.post_attn_norm, eps, x, /*scaled=*/false, 1.0f);
 
   const int64_t f = config_.intermediate_size;
   backend_.RmsNorm(x, &w.pre_ffn_norm, eps, xn);
@@ -205,9 +202,7 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions,
   backend_.MatMul(xn, w.up_proj, nullptr, up);
   backend_.GeluTanhMul(gate, up, gate);
   backend_.MatMul(gate, w.down_proj, nullptr, o);
-  backend_.RmsNorm(o, &w.post_ffn_norm, eps, o);
-  backend_.Add(x, o, x);
-  backend_.Scale(x, RoundTo(act, w.layer_scalar), x);
+  backend_.RmsNormAddTo(o, w.post_ffn_norm, eps, x, /*scaled=*/true, RoundTo(act, w.layer_scalar));
   return absl::OkStatus();
 }
 

@@ -179,6 +179,47 @@ void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, cons
   LaunchRmsNorm(p, stream());
 }
 
+// One kernel: the norm, then RoPE of each head from the normed row in shared memory (rms_norm.cu).
+void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions,
+                              const RopeParams& rope, const Tensor& y) {
+  AVSERVE_CHECK(x.rank == 3 && y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1] &&
+                    x.strides[2] == 1 && positions.dtype == DType::kI32 && rope.head_dim == x.dim(2),
+                "RmsNormRope: x, y [n, heads, d] with one layout, int32 positions");
+  RmsNormParams p;
+  p.x = Bf16(x);
+  p.y = MutBf16(y);
+  p.weight = Bf16(weight);
+  p.tokens = static_cast<int>(x.dim(0));
+  p.heads = static_cast<int>(x.dim(1));
+  p.dim = static_cast<int>(x.dim(2));
+  p.token_stride = x.strides[0];
+  p.head_stride = x.strides[1];
+  p.eps = eps;
+  p.positions = positions.ptr<const int32_t>();
+  p.rope_theta = rope.theta;
+  p.rope_pairs = rope.rotated_pairs;
+  LaunchRmsNorm(p, stream());
+}
+
+// One kernel: residual = bf16(residual + bf16(norm(x) · w)) (· scale), without writing the norm back to x.
+void CudaBackend::RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                               float scale) {
+  AVSERVE_CHECK(x.rows() == residual.rows() && x.dim(-1) == residual.dim(-1), "RmsNormAddTo: shapes differ");
+  RmsNormParams p;
+  p.x = Bf16(x);
+  p.y = MutBf16(residual);
+  p.residual = Bf16(residual);
+  p.weight = Bf16(weight);
+  p.tokens = static_cast<int>(x.rows());
+  p.dim = static_cast<int>(x.dim(-1));
+  p.token_stride = RowStride(x);
+  p.y_token_stride = RowStride(residual);
+  p.eps = eps;
+  p.host_scaled = scaled;
+  p.host_scale = scale;
+  LaunchRmsNorm(p, stream());
+}
+
 void CudaBackend::LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& y) {
   AVSERVE_CHECK(x.is_contiguous() && y.is_contiguous(), "LayerNorm: contiguous tensors only");
   LayerNormParams p;

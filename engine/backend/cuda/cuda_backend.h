@@ -27,6 +27,10 @@ class CudaBackend final : public Backend {
   void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override;
   void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override;
   void LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& y) override;
+  void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions, const RopeParams& rope,
+                   const Tensor& y) override;
+  void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                    float scale) override;
   void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) override;
   void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                  const AttentionParams& params, const Tensor& out) override;

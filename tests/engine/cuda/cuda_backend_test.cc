@@ -126,6 +126,26 @@ TEST_F(CudaBackendTest, RopeDefaultAndProportionalMatchCpu) {
   }
 }
 
+// The fused sequences of the decoder layer against the CPU backend's plain ops (its defaults).
+TEST_F(CudaBackendTest, FusedNormRopeAndNormAddMatchCpu) {
+  std::vector<int32_t> pos = {0, 5, 1023, 4097, 65536, 262143};
+  Mirrored positions = I32(pos);
+  for (const RopeParams rope : {RopeParams{1e4f, 256, 128}, RopeParams{1e6f, 512, 64}}) {
+    Mirrored x = Bf16({6, 4, rope.head_dim}, -2.f, 2.f), w = Bf16({rope.head_dim});
+    cpu_->RmsNormRope(x.cpu, w.cpu, 1e-6f, positions.cpu, rope, x.cpu);
+    gpu_->RmsNormRope(x.gpu, w.gpu, 1e-6f, positions.gpu, rope, x.gpu);
+    Sync();
+    ExpectClose(x, DType::kBF16, 6 * 4 * rope.head_dim, 5e-3);
+  }
+  for (const bool scaled : {false, true}) {
+    Mirrored o = Bf16({6, 3840}, -3.f, 3.f), w = Bf16({3840}), x = Bf16({6, 3840}, -8.f, 8.f);
+    cpu_->RmsNormAddTo(o.cpu, w.cpu, 1e-6f, x.cpu, scaled, 0.71875f);
+    gpu_->RmsNormAddTo(o.gpu, w.gpu, 1e-6f, x.gpu, scaled, 0.71875f);
+    Sync();
+    ExpectClose(x, DType::kBF16, 6 * 3840, 5e-3);
+  }
+}
+
 TEST_F(CudaBackendTest, GeluTanhMulMatchesCpu) {
   Mirrored gate = Bf16({6, 1536}, -5.f, 5.f), up = Bf16({6, 1536}, -2.f, 2.f), out = Bf16({6, 1536});
   cpu_->GeluTanhMul(gate.cpu, up.cpu, out.cpu);
@@ -231,7 +251,13 @@ INSTANTIATE_TEST_SUITE_P(
         // Decode steps (split-KV).
         AttentionCase{"FullDecodeLong", 16, 1, 512, 1, 6000, 0, 6016, 0, false, false},
         AttentionCase{"SlidingDecodeRing", 16, 8, 256, 1, 3000, 3001 - 1088, 1088, 1024, false, false},
-        AttentionCase{"FewQueries", 16, 8, 256, 3, 70, 0, 128, 1024, false, false}),
+        AttentionCase{"FewQueries", 16, 8, 256, 3, 70, 0, 128, 1024, false, false},
+        // Decode kernel (decode_attention.cu): a 33K-token cache in 264 slices, a ring that wraps mid-slice,
+        // a block of two positions, and a step with more queries than the decode kernel takes.
+        AttentionCase{"FullDecode33K", 16, 1, 512, 1, 33000, 0, 33024, 0, false, false},
+        AttentionCase{"SlidingDecodeWrapsMidSlice", 16, 8, 256, 1, 5000, 5001 - 1030, 1030, 1024, false, false},
+        AttentionCase{"DecodeInsideBlock", 16, 8, 256, 4, 400, 0, 512, 1024, true, false},
+        AttentionCase{"FullFiveQueries", 16, 1, 512, 5, 2000, 0, 2048, 0, false, false}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention_mask.cuh"
+#include "engine/backend/cuda/ops/decode_attention.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/torch_exp.cuh"
@@ -283,6 +284,8 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
   }
 }
 
+}  // namespace
+
 // Merges split-KV partials: one block per (query, head).
 __global__ void CombineSplitsKernel(AttentionParams p) {
   const int64_t flat = blockIdx.x;
@@ -308,6 +311,8 @@ __global__ void CombineSplitsKernel(AttentionParams p) {
     out[d] = __float2bfloat16(acc * inv);
   }
 }
+
+namespace {
 
 template <int kHeadDim>
 void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
@@ -420,6 +425,7 @@ void LaunchSimpleAttention(const AttentionParams& p, cudaStream_t stream) {
 }  // namespace
 
 int ChooseAttentionSplits(const AttentionParams& p, int num_sms) {
+  if (DecodeAttentionApplies(p)) return ChooseDecodeSplits(p, num_sms);
   if (p.head_dim != 256 && p.head_dim != 512) return 1;  // the simple kernel does not split
   const int group = p.num_heads / p.num_kv_heads;
   const int row_tiles = (p.q_len * group + 63) / 64;
@@ -441,6 +447,10 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.kv_capacity > 0 && p.kv_end - p.kv_begin <= p.kv_capacity, "Attention: keys exceed the cache");
   AVSERVE_CHECK(p.num_splits >= 1 && (p.num_splits == 1 || p.workspace != nullptr), "Attention: no workspace");
   if (p.q_len == 0) return;
+  if (DecodeAttentionApplies(p) && DecodeSlicesFit(p)) {
+    LaunchDecodeAttention(p, stream);
+    return;
+  }
   if (p.head_dim != 256 && p.head_dim != 512) {  // tensor-core kernel covers the 12B's head dims only
     LaunchSimpleAttention(p, stream);
     return;
@@ -450,10 +460,12 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   } else {
     LaunchFor<512>(p, stream);
   }
-  if (p.num_splits > 1) {
-    CombineSplitsKernel<<<p.q_len * p.num_heads, 128, 0, stream>>>(p);
-    AVSERVE_CUDA_CHECK_LAUNCH();
-  }
+  if (p.num_splits > 1) LaunchCombineSplits(p, stream);
+}
+
+void LaunchCombineSplits(const AttentionParams& p, cudaStream_t stream) {
+  CombineSplitsKernel<<<p.q_len * p.num_heads, 128, 0, stream>>>(p);
+  AVSERVE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace avserve::engine::cuda

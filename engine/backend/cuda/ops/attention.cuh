@@ -48,5 +48,7 @@ struct AttentionParams {
 int ChooseAttentionSplits(const AttentionParams& p, int num_sms);
 size_t AttentionWorkspaceBytes(const AttentionParams& p);
 void LaunchAttention(const AttentionParams& p, cudaStream_t stream);
+// Merges the fp32 partials of p.num_splits key slices into p.o (used by both split-KV kernels).
+void LaunchCombineSplits(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace avserve::engine::cuda

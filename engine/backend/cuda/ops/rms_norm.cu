@@ -39,7 +39,8 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
     for (int k = 0; k < 8; ++k) sum_sq += v[k] * v[k];
   }
   const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(p.dim) + p.eps);
-  const float scale = p.out_scale != nullptr ? __bfloat162float(p.out_scale[0]) : 1.f;
+  const bool scaled = p.out_scale != nullptr || p.host_scaled;
+  const float scale = p.out_scale != nullptr ? __bfloat162float(p.out_scale[0]) : p.host_scale;
   const int64_t y_offset = token * (p.y_token_stride != 0 ? p.y_token_stride : p.token_stride) +
                            head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
   bf16* y = p.y + y_offset;
@@ -54,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
     for (int i = threadIdx.x; i < p.dim; i += kThreads) {
       float v = Bf16Round(RopeElement(normed, i, p.dim, pos, p.rope_theta, p.rope_pairs));
       if (res != nullptr) v = Bf16Round(v + __bfloat162float(res[i]));
-      if (p.out_scale != nullptr) v = v * scale;
+      if (scaled) v = v * scale;
       y[i] = __float2bfloat16(v);
     }
     return;
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
     for (int k = 0; k < 8; ++k) {
       v[k] = Bf16Round(v[k] * inv_rms * (p.weight != nullptr ? w[k] : 1.f));
       if (res != nullptr) v[k] = Bf16Round(v[k] + r[k]);
-      if (p.out_scale != nullptr) v[k] = v[k] * scale;
+      if (scaled) v[k] = v[k] * scale;
     }
     StoreBf16x8(y + i, v);
   }

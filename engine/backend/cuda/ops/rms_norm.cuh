@@ -17,6 +17,8 @@ struct RmsNormParams {
   const __nv_bfloat16* weight = nullptr;    // [dim] or nullptr
   const __nv_bfloat16* residual = nullptr;  // same layout as y, or nullptr (may alias y)
   const __nv_bfloat16* out_scale = nullptr; // [1] device scalar (layer_scalar) or nullptr
+  bool host_scaled = false;                 // multiply by host_scale instead (when out_scale is nullptr)
+  float host_scale = 1.f;
   int64_t token_stride = 0;                 // elements between tokens of x
   int64_t head_stride = 0;                  // elements between heads of one token of x
   int64_t y_token_stride = 0;               // y and residual; 0 = same as x
