@@ -48,9 +48,14 @@ if has parity; then
 fi
 if has bench; then
   say "engine_bench"
-  timeout "${BENCH_TIMEOUT:-150}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
-    --prefill "${BENCH_PREFILL:-32768,65536}" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 |
-    tee -a "$log"
+  # The first chunk size's line is the one bench/engine_gpu.sh reports; later ones time prefill only.
+  batch=8
+  for chunk in ${BENCH_CHUNKS:-8192}; do
+    timeout "${BENCH_TIMEOUT:-150}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda \
+      --chunk "$chunk" --prefill "${BENCH_PREFILL:-32768,65536}" --decode_ctx "$([ $batch = 8 ] && echo 32768)" \
+      --decode_tokens 32 --batch $batch --reps 1 2>&1 | tee -a "$log"
+    batch=0
+  done
 fi
 if has profile; then
   say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"

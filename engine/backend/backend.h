@@ -164,7 +164,7 @@ class Backend {
   // out = x converted to out's dtype (same shape; strided rows allowed).
   virtual void Convert(const Tensor& x, const Tensor& out) = 0;
   // ---- Fused sequences. The defaults run the plain ops above; a backend overrides one only to save passes
-  // over memory and launches, with results equal to the plain sequence's. ----
+  // over memory and launches, keeping the plain sequence's rounding points. ----
 
   // y = Rope(RmsNorm(x) · weight) (the q and k norms; in place allowed).
   virtual void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions,

@@ -5,7 +5,8 @@
 // pipeline per CTA: for one decode position it runs one CTA per SM with little memory in flight, so reading a
 // 32K-token cache took ~130 us where the bytes need ~15 us. Here a CTA owns one query position, one KV head and
 // one slice of the keys, and all `group` query heads of that KV head (16 on the 12B's full layers):
-//   1. scores: each warp takes every 8th key, its lanes hold 8 (or 16) dims of the K row, and one warp sum per
+//   1. scores: each warp takes four keys at a time (their K rows load together), its lanes hold 8 (or 16)
+//      dims of each K row, and one warp sum per
 //      head gives the fp32 score -> shared memory;
 //   2. per head: the slice's max m and l = sum of exp(s - m) (unrounded), then P = bf16(exp(s - m)) in place;
 //   3. P·V: each thread owns two output dims of every head, reading V rows coalesced, P broadcast from shared.
@@ -62,26 +63,39 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(AttentionParam
   const int bq = BlockIdAt(p, qpos);
   __syncthreads();
 
-  // 1. Scores.
-  for (int kk = warp; kk < n; kk += kWarps) {
-    const int kpos = k0 + kk;
-    const bool visible = Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos));
-    const bf16* krow = p.k + static_cast<int64_t>(kpos % p.kv_capacity) * p.k_slot_stride + kv_head * p.k_head_stride;
-    float kv[kD / 32];
+  // 1. Scores, four keys per warp at a time (their K rows load together).
+  constexpr int kU = 4;
+  for (int kk0 = warp * kU; kk0 < n; kk0 += kWarps * kU) {
+    float kv[kU][kD / 32];
+    bool visible[kU];
 #pragma unroll
-    for (int j = 0; j < kD / 256; ++j) LoadBf16x8(krow + j * 256 + lane * 8, kv + j * 8);
+    for (int u = 0; u < kU; ++u) {
+      const int kpos = k0 + kk0 + u;
+      visible[u] = kk0 + u < n && Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos));
+      const bf16* krow =
+          p.k + static_cast<int64_t>((kk0 + u < n ? kpos : k0) % p.kv_capacity) * p.k_slot_stride + kv_head * p.k_head_stride;
+#pragma unroll
+      for (int j = 0; j < kD / 256; ++j) LoadBf16x8(krow + j * 256 + lane * 8, kv[u] + j * 8);
+    }
     for (int h = 0; h < group; ++h) {
       const float* qh = q_s + h * kD;
-      float acc = 0.f;
+      float acc[kU] = {};
 #pragma unroll
       for (int j = 0; j < kD / 256; ++j) {
         const float4 a = *reinterpret_cast<const float4*>(qh + j * 256 + lane * 8);
         const float4 b = *reinterpret_cast<const float4*>(qh + j * 256 + lane * 8 + 4);
-        const float* e = kv + j * 8;
-        acc += a.x * e[0] + a.y * e[1] + a.z * e[2] + a.w * e[3] + b.x * e[4] + b.y * e[5] + b.z * e[6] + b.w * e[7];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const float* e = kv[u] + j * 8;
+          acc[u] += a.x * e[0] + a.y * e[1] + a.z * e[2] + a.w * e[3] + b.x * e[4] + b.y * e[5] + b.z * e[6] +
+                    b.w * e[7];
+        }
       }
-      acc = WarpSum(acc);
-      if (lane == 0) s_s[h * slice_cap + kk] = visible ? acc : -INFINITY;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const float sum = WarpSum(acc[u]);
+        if (lane == 0 && kk0 + u < n) s_s[h * slice_cap + kk0 + u] = visible[u] ? sum : -INFINITY;
+      }
     }
   }
   __syncthreads();
@@ -113,16 +127,17 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(AttentionParam
   float acc[kMaxGroup][2] = {};
   const bf16* vbase = p.v + kv_head * p.v_head_stride + d;
   int k = 0;
-  for (; k + 4 <= n; k += 4) {
-    __nv_bfloat162 v4[4];
+  constexpr int kV = 8;
+  for (; k + kV <= n; k += kV) {
+    __nv_bfloat162 vv[kV];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      v4[u] = *reinterpret_cast<const __nv_bfloat162*>(vbase + static_cast<int64_t>((k0 + k + u) % p.kv_capacity) *
+    for (int u = 0; u < kV; ++u) {
+      vv[u] = *reinterpret_cast<const __nv_bfloat162*>(vbase + static_cast<int64_t>((k0 + k + u) % p.kv_capacity) *
                                                                    p.v_slot_stride);
     }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const float2 v = __bfloat1622float2(v4[u]);
+    for (int u = 0; u < kV; ++u) {
+      const float2 v = __bfloat1622float2(vv[u]);
 #pragma unroll
       for (int h = 0; h < kMaxGroup; ++h) {
         if (h < group) {
@@ -202,7 +217,7 @@ bool DecodeAttentionApplies(const AttentionParams& p) {
 int ChooseDecodeSplits(const AttentionParams& p, int num_sms) {
   const int keys = std::max(1, p.kv_end - p.kv_begin);
   const int ctas = std::max(1, p.num_kv_heads * p.q_len);
-  const int fill = (2 * num_sms + ctas - 1) / ctas;                          // two CTAs per SM
+  const int fill = (num_sms + ctas - 1) / ctas;  // a CTA per SM: more slices cost more in the merge
   const int at_least = (keys + kMaxKeysPerSlice - 1) / kMaxKeysPerSlice;    // shared-memory bound
   const int at_most = std::max(1, (keys + 31) / 32);                         // >= 32 keys per slice
   return std::max(at_least, std::min(fill, at_most));

@@ -1,5 +1,7 @@
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 
+#include <cstdint>
+
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 
@@ -75,12 +77,100 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
   }
 }
 
+// One warp per (token, head) row of 256 or 512 dims, for the q/k/v norms (no residual, no scale): lane l holds
+// dims [8l, 8l + 8) of each 256-dim chunk in registers, so the rotate_half partner of a dim is in lane l ^ 16
+// (256 dims) or in the same lane's other chunk (512). The block kernel above spends two barriers and a
+// shared-memory round trip per 256-element row; this one none. Same formulas and rounding points.
+template <int kDim, bool kRope>
+__global__ void __launch_bounds__(256) RmsNormHeadsKernel(RmsNormParams p) {
+  constexpr int kChunks = kDim / 256;
+  const int row = blockIdx.x * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= p.tokens * p.heads) return;  // whole warps leave together
+  const int token = row / p.heads, head = row % p.heads;
+  const bf16* x = p.x + token * p.token_stride + head * p.head_stride;
+  float v[kChunks][8];
+  float sum_sq = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    LoadBf16x8(x + c * 256 + lane * 8, v[c]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum_sq += v[c][e] * v[c][e];
+  }
+  const float inv_rms = rsqrtf(WarpSum(sum_sq) / static_cast<float>(kDim) + p.eps);
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    float w[8];
+    if (p.weight != nullptr) LoadBf16x8(p.weight + c * 256 + lane * 8, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[c][e] = Bf16Round(v[c][e] * inv_rms * (p.weight != nullptr ? w[e] : 1.f));
+  }
+  if (kRope) {
+    const int pos = p.positions[token];
+    float out[kChunks][8];
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const bool first_half = kChunks == 2 ? c == 0 : lane < 16;
+        const float partner = kChunks == 2 ? v[1 - c][e] : __shfl_xor_sync(0xffffffffu, v[c][e], 16);
+        const int jj = kChunks == 2 ? lane * 8 + e : (lane % 16) * 8 + e;
+        if (jj >= p.rope_pairs) {  // inv_freq == 0: identity
+          out[c][e] = v[c][e];
+          continue;
+        }
+        const float inv_freq = 1.0f / powf(p.rope_theta, static_cast<float>(2 * jj) / static_cast<float>(kDim));
+        const float angle = static_cast<float>(pos) * inv_freq;
+        const float cs = Bf16Round(cosf(angle)), sn = Bf16Round(sinf(angle));
+        const float rotated = first_half ? -partner : partner;
+        out[c][e] = Bf16Round(Bf16Round(v[c][e] * cs) + Bf16Round(rotated * sn));
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[c][e] = out[c][e];
+    }
+  }
+  bf16* y = p.y + token * (p.y_token_stride != 0 ? p.y_token_stride : p.token_stride) +
+            head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) StoreBf16x8(y + c * 256 + lane * 8, v[c]);
+}
+
+template <int kDim>
+void LaunchHeads(const RmsNormParams& p, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((int64_t{p.tokens} * p.heads + 7) / 8);
+  if (p.positions != nullptr) {
+    RmsNormHeadsKernel<kDim, true><<<blocks, 256, 0, stream>>>(p);
+  } else {
+    RmsNormHeadsKernel<kDim, false><<<blocks, 256, 0, stream>>>(p);
+  }
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
+bool HeadsKernelApplies(const RmsNormParams& p) {
+  const auto div8 = [](int64_t v) { return v % 8 == 0; };
+  return (p.dim == 256 || p.dim == 512) && p.residual == nullptr && p.out_scale == nullptr && !p.host_scaled &&
+         div8(p.token_stride) && div8(p.head_stride) && div8(p.y_token_stride) && div8(p.y_head_stride) &&
+         reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
+}
+
 }  // namespace
 
 void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.dim % 8 == 0 && p.dim > 0 && p.heads > 0, "RmsNorm: dim must be a positive multiple of 8");
   AVSERVE_CHECK(p.positions == nullptr || (p.dim % 2 == 0 && p.rope_pairs <= p.dim / 2), "RmsNorm: bad RoPE");
   if (p.tokens == 0) return;
+  if (HeadsKernelApplies(p)) {
+    if (p.dim == 256) {
+      LaunchHeads<256>(p, stream);
+    } else {
+      LaunchHeads<512>(p, stream);
+    }
+    return;
+  }
   const size_t smem = p.positions != nullptr ? p.dim * sizeof(bf16) : 0;
   RmsNormKernel<<<p.tokens * p.heads, kThreads, smem, stream>>>(p);
   AVSERVE_CUDA_CHECK_LAUNCH();
