@@ -7,10 +7,11 @@
 namespace avserve::engine::cuda {
 
 inline constexpr int kDecodeMaxQueries = 4;
+inline constexpr int kDecodeMaxGroup = 4;  // query heads per KV head (see DecodeAttentionApplies)
 
-// head_dim 256 or 512, GQA group <= 16, q_len <= kDecodeMaxQueries.
+// head_dim 256 or 512, GQA group <= kDecodeMaxGroup, q_len <= kDecodeMaxQueries.
 bool DecodeAttentionApplies(const AttentionParams& p);
-// Key slices: about one CTA per SM, at least 32 and at most 1024 keys per slice.
+// Key slices: about two CTAs per SM, at least 32 and at most 1024 keys per slice.
 int ChooseDecodeSplits(const AttentionParams& p, int num_sms);
 // Whether p.num_splits slices keep each slice within the kernel's shared memory.
 bool DecodeSlicesFit(const AttentionParams& p);

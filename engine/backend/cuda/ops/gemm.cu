@@ -1,10 +1,6 @@
 #include "engine/backend/cuda/ops/gemm.cuh"
 
-#include <cmath>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <tuple>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/gemv.cuh"
@@ -26,61 +22,6 @@ UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld, cudaDataType_t
   cublasLtMatrixLayout_t layout = nullptr;
   AVSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   return UniqueLayout(layout);
-}
-
-// Note [GEMM tuning]
-// cuBLASLt's first heuristic is not always its fastest: on the H200 the 12B's sliding-layer q projection
-// ([8192, 3840] x [4096, 3840]ᵀ) ran at ~410 TFLOP/s next to ~740 for the MLP. For weight products of prefill
-// size (>= 1024 rows, bf16 out) the first call of each shape times the top candidates on the stream (events,
-// after one warm-up run each) and later calls of that shape reuse the winner. Products with fp32 output or b as
-// [k, n] (attention's Q·Kᵀ and P·V, whose key count changes every chunk) keep the first heuristic.
-constexpr int kTuneCandidates = 6;
-
-bool Tunable(const GemmParams& p) { return p.m >= 1024 && !p.c_fp32 && !p.b_kn; }
-
-struct ShapeKey {
-  int64_t m, n, k, lda, ldb, ldc;
-  bool bias;
-  bool operator<(const ShapeKey& o) const {
-    return std::tie(m, n, k, lda, ldb, ldc, bias) < std::tie(o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.bias);
-  }
-};
-
-// Index of the fastest of `count` candidates for p's shape (measured once per shape and process).
-template <typename Run>
-int TunedChoice(const GemmParams& p, int count, cudaStream_t stream, Run&& run) {
-  static std::mutex mu;
-  static std::map<ShapeKey, int> chosen;
-  const ShapeKey key{p.m, p.n, p.k, p.lda, p.ldb, p.ldc, p.bias != nullptr};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = chosen.find(key); it != chosen.end() && it->second < count) return it->second;
-  }
-  CudaEvent start, stop;
-  if (auto a = CudaEvent::Create(), b = CudaEvent::Create(); a.ok() && b.ok()) {
-    start = std::move(*a);
-    stop = std::move(*b);
-  } else {
-    return 0;
-  }
-  int best = 0;
-  float best_ms = INFINITY;
-  for (int i = 0; i < count; ++i) {
-    if (run(i) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; an algorithm that fails is skipped
-    cudaEventRecord(start.get(), stream);
-    for (int r = 0; r < 2; ++r) run(i);
-    cudaEventRecord(stop.get(), stream);
-    float ms = 0.f;
-    if (cudaEventSynchronize(stop.get()) != cudaSuccess || cudaEventElapsedTime(&ms, start.get(), stop.get()) !=
-                                                               cudaSuccess) {
-      cudaGetLastError();
-      continue;
-    }
-    if (ms < best_ms) best = i, best_ms = ms;
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  chosen[key] = best;
-  return best;
 }
 
 // cuBLASLt is column-major. Row-major c[m, n] is column-major cᵀ[n, m] = b[n, k] · aᵀ[k, m]; row-major b[n, k]
@@ -115,25 +56,16 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
   const uint64_t ws = handle.workspace_bytes();
   AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                             sizeof(ws)));
-  // No split-K: every algorithm then sums each output over k in one order, so tuning cannot change results
-  // beyond the tile shapes' own rounding (all fp32 accumulate).
-  const uint32_t no_split = CUBLASLT_REDUCTION_SCHEME_NONE;
-  AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                            &no_split, sizeof(no_split)));
-  cublasLtMatmulHeuristicResult_t heuristics[kTuneCandidates] = {};
+  cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  const bool tune = Tunable(p);
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle.get(), desc.get(), layout_w.get(), layout_x.get(),
-                                                           layout_c.get(), layout_c.get(), pref.get(),
-                                                           tune ? kTuneCandidates : 1, heuristics, &found);
+                                                           layout_c.get(), layout_c.get(), pref.get(), 1,
+                                                           &heuristic, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
   const float alpha = 1.f, beta = 0.f;
-  auto run = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(handle.get(), desc.get(), &alpha, p.b, layout_w.get(), p.a, layout_x.get(), &beta, p.c,
-                          layout_c.get(), p.c, layout_c.get(), &algo, handle.workspace(), ws, stream);
-  };
-  const int pick = tune ? TunedChoice(p, found, stream, [&](int i) { return run(heuristics[i].algo); }) : 0;
-  AVSERVE_CUBLAS_CHECK(run(heuristics[pick].algo));
+  AVSERVE_CUBLAS_CHECK(cublasLtMatmul(handle.get(), desc.get(), &alpha, p.b, layout_w.get(), p.a, layout_x.get(),
+                                      &beta, p.c, layout_c.get(), p.c, layout_c.get(), &heuristic.algo,
+                                      handle.workspace(), ws, stream));
   return true;
 }
 
