@@ -252,8 +252,9 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"FullDecodeLong", 16, 1, 512, 1, 6000, 0, 6016, 0, false, false},
         AttentionCase{"SlidingDecodeRing", 16, 8, 256, 1, 3000, 3001 - 1088, 1088, 1024, false, false},
         AttentionCase{"FewQueries", 16, 8, 256, 3, 70, 0, 128, 1024, false, false},
-        // Decode kernel (decode_attention.cu): a 33K-token cache in 264 slices, a ring that wraps mid-slice,
-        // a block of two positions, and a step with more queries than the decode kernel takes.
+        // Decode steps of the full layers over a 33K-token cache (tensor-core split-KV path), the sliding layers'
+        // decode kernel (decode_attention.cu) on a ring that wraps mid-slice and on a block of two positions,
+        // and a step with more queries than that kernel takes.
         AttentionCase{"FullDecode33K", 16, 1, 512, 1, 33000, 0, 33024, 0, false, false},
         AttentionCase{"SlidingDecodeWrapsMidSlice", 16, 8, 256, 1, 5000, 5001 - 1030, 1030, 1024, false, false},
         AttentionCase{"DecodeInsideBlock", 16, 8, 256, 4, 400, 0, 512, 1024, true, false},

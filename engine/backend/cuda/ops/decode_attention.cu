@@ -1,13 +1,11 @@
 // Split-KV attention for a few query positions (decode), on CUDA cores.
 //
 // Note [Decode attention]
-// The tensor-core kernel (attention.cu) tiles 64 (position, head) rows and keeps a 167 KB shared-memory
-// pipeline per CTA: for one decode position it runs one CTA per SM with little memory in flight, so reading a
-// 32K-token cache took ~130 us where the bytes need ~15 us. Here a CTA owns one query position, one KV head and
-// one slice of the keys, and all `group` query heads of that KV head (2 on the 12B's sliding layers):
+// The tensor-core kernel (attention.cu) tiles 64 (position, head) rows: a decode step of a sliding layer (GQA
+// group 2) fills 2 of them and still pays the 64-row tile's loads and MMAs. Here a CTA owns one query position,
+// one KV head and one slice of the keys, and all `group` query heads of that KV head:
 //   1. scores: each warp takes four keys at a time (their K rows load together), its lanes hold 8 (or 16)
-//      dims of each K row, and one warp sum per
-//      head gives the fp32 score -> shared memory;
+//      dims of each K row, and one warp sum per head gives the fp32 score -> shared memory;
 //   2. per head: the slice's max m and l = sum of exp(s - m) (unrounded), then P = bf16(exp(s - m)) in place;
 //   3. P·V: each thread owns two output dims of every head, reading V rows coalesced, P broadcast from shared.
 // Slices write fp32 partials (unnormalised O, m, l) in the layout of attention.cu's split-KV path and its
