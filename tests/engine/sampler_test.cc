@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <random>
+#include <vector>
 
 namespace avserve::engine {
 namespace {
@@ -56,6 +60,41 @@ TEST(SamplerTest, TopKAndTopPRestrictTheCandidates) {
   p.top_p = 0.01f;  // only the most likely survives
   Sampler sp(p, {});
   for (int i = 0; i < 100; ++i) EXPECT_EQ(sp.Sample(logits), 0);
+}
+
+// top-p over a vocabulary-sized candidate list: every draw lies in the smallest most-likely prefix whose mass
+// reaches top_p (computed here by a full sort), and draws reach past the first 256 candidates, the head the
+// sampler sorts first, when the prefix is longer than that.
+TEST(SamplerTest, TopPKeepsTheSmallestHeavyPrefixOfALargeVocabulary) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.f, 0.3f);
+  std::vector<float> logits(20000);
+  for (float& v : logits) v = dist(rng);
+  SamplingOptions o;
+  o.temperature = 1.0f;
+  o.top_p = 0.5f;
+  o.seed = 11;
+  std::vector<int32_t> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  double sum = 0.0, mass = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v));
+  size_t prefix = 0;
+  while (mass < 0.5) mass += std::exp(static_cast<double>(logits[order[prefix++]])) / sum;
+  ASSERT_GT(prefix, 256u);
+  std::vector<int> rank(logits.size());
+  for (size_t r = 0; r < order.size(); ++r) rank[order[r]] = static_cast<int>(r);
+  Sampler s(o, {});
+  int beyond_head = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = s.Sample(logits);
+    ASSERT_GE(t, 0);
+    EXPECT_LT(rank[t], static_cast<int>(prefix)) << "token " << t << " is outside the top-p prefix";
+    beyond_head += rank[t] >= 256;
+  }
+  EXPECT_GT(beyond_head, 50);
 }
 
 TEST(SamplerTest, TemperatureSamplingFollowsTheDistribution) {
