@@ -59,6 +59,9 @@ struct EngineOptions {
   // Prefill runs in steps of at most this many tokens; sliding-layer KV rings hold
   // sliding_window - 1 + this many positions. A vision block longer than this is refused.
   int prefill_chunk_tokens = 1280;
+  // Called on the loading thread after each weight tensor is validated and, on a GPU, uploaded: bytes done so
+  // far and in all (a 12B checkpoint is ~24 GB: its upload is the time a server waits before serving).
+  std::function<void(int64_t bytes_done, int64_t bytes_total)> on_load_progress;
 };
 
 struct SamplingOptions {

@@ -450,7 +450,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.checkpoint_dir));
   if (options.prefill_chunk_tokens <= 0) return absl::InvalidArgumentError("prefill_chunk_tokens must be > 0");
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(options.backend, options.num_threads));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(options.checkpoint_dir, config, *backend));
+  ASSIGN_OR_RETURN(ModelWeights weights,
+                   LoadWeights(options.checkpoint_dir, config, *backend, options.on_load_progress));
   return std::unique_ptr<Engine>(new EngineImpl(std::move(backend), std::move(config), std::move(weights), options));
 }
 

@@ -323,6 +323,14 @@ absl::StatusOr<std::unique_ptr<InferenceBackend>> CreateModelBackend(const Serve
   ASSIGN_OR_RETURN(options.backend, PickBackend(config.backend));
   options.num_threads = config.cpu_threads;
   options.max_context = config.max_context_tokens;
+  // A log line per tenth of the weights: a 24 GB checkpoint takes seconds to minutes to read and upload.
+  options.on_load_progress = [tenth = int64_t{-1}](int64_t done, int64_t total) mutable {
+    const int64_t now = total > 0 ? done * 10 / total : 10;
+    if (now == tenth) return;
+    tenth = now;
+    LogEvent(LogLevel::kInfo, "loading_weights",
+             {{"percent", now * 10}, {"bytes_done", done}, {"bytes_total", total}});
+  };
   auto engine = engine::Engine::Load(options);
   if (!engine.ok() && config.backend == "auto") {
     LogEvent(LogLevel::kInfo, "cuda_unavailable", {{"reason", engine.status().ToString()}});

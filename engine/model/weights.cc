@@ -22,8 +22,11 @@ class Binder {
     wanted_.push_back({name, std::move(shape), dst});
   }
 
-  absl::Status Bind() {
+  // Checks every tensor first (a bad checkpoint fails before anything is copied), then makes them.
+  absl::Status Bind(const LoadProgress& progress) {
     std::set<std::string> used;
+    std::vector<const TensorEntry*> found;
+    int64_t total = 0;
     for (const Want& w : wanted_) {
       const TensorEntry* t = ckpt_.Find(w.name);
       if (t == nullptr) t = ckpt_.Find(Alias(w.name));
@@ -36,12 +39,19 @@ class Binder {
                                                        absl::StrJoin(t->shape, ", "), "], expected [",
                                                        absl::StrJoin(w.shape, ", "), "]"));
       }
-      ASSIGN_OR_RETURN(*w.dst, MakeTensor(*t));
+      found.push_back(t);
+      total += static_cast<int64_t>(t->bytes);
     }
     for (const auto& [name, t] : ckpt_.tensors()) {
       if (!used.count(name) && name != "lm_head.weight") {  // a tied head copy is harmless
         return absl::InvalidArgumentError(absl::StrCat(t.file, ": unexpected tensor ", name));
       }
+    }
+    int64_t done = 0;
+    for (size_t i = 0; i < wanted_.size(); ++i) {
+      ASSIGN_OR_RETURN(*wanted_[i].dst, MakeTensor(*found[i]));
+      done += static_cast<int64_t>(found[i]->bytes);
+      if (progress) progress(done, total);
     }
     return absl::OkStatus();
   }
@@ -144,7 +154,7 @@ absl::StatusOr<float> ReadScalar(const Checkpoint& ckpt, const std::string& dir,
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConfig& config,
-                                         Backend& backend) {
+                                         Backend& backend, const LoadProgress& progress) {
   ModelWeights w;
   ASSIGN_OR_RETURN(w.checkpoint, Checkpoint::Open(dir));
   const Checkpoint& ckpt = *w.checkpoint;
@@ -164,7 +174,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConf
     b.Expect("model.embed_audio.embedding_projection.weight", {config.hidden_size, config.audio.frame_dim},
              &w.audio_proj);
   }
-  RETURN_IF_ERROR(b.Bind());
+  RETURN_IF_ERROR(b.Bind(progress));
   for (size_t i = 0; i < config.layers.size(); ++i) {
     ASSIGN_OR_RETURN(w.layers[i].layer_scalar,
                      ReadScalar(ckpt, dir, absl::StrCat("model.language_model.layers.", i, ".layer_scalar")));

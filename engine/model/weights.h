@@ -2,6 +2,7 @@
 // (spec §7.1). On a backend that shares host memory the tensors point into the mapped files.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,8 +48,12 @@ struct ModelWeights {
   std::vector<std::unique_ptr<Buffer>> device_copies;
 };
 
-// Validates every tensor (presence, no extras, shape, dtype) and makes backend tensors.
+// Bytes done and in all, after each tensor (EngineOptions::on_load_progress).
+using LoadProgress = std::function<void(int64_t bytes_done, int64_t bytes_total)>;
+
+// Validates every tensor (presence, no extras, shape, dtype) before it copies any, then makes backend tensors
+// (uploads on a device backend), reporting progress when `progress` is set.
 absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConfig& config,
-                                         Backend& backend);
+                                         Backend& backend, const LoadProgress& progress = nullptr);
 
 }  // namespace avserve::engine

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <utility>
+#include <vector>
 
 #include "engine/api.h"
 #include "tests/engine/golden.h"
@@ -152,6 +155,25 @@ TEST_F(EngineTest, VisionBlockMayNotStraddleChunks) {
   auto seq = engine_->NewSequence(64);
   ASSERT_TRUE((*seq)->Prefill(g.Chunk("p1", 0, 15), nullptr).ok());  // ends inside frame 1
   EXPECT_EQ((*seq)->Prefill(g.Chunk("p1", 15, 30), nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EngineLoadTest, ReportsWeightProgressUpToTheWholeCheckpoint) {
+  EngineOptions o;
+  o.checkpoint_dir = testing::TinyBf16();
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  o.on_load_progress = [&](int64_t done, int64_t total) { calls.push_back({done, total}); };
+  auto engine = Engine::Load(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_GT(calls.size(), 10u);  // one per tensor
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, calls[0].second);
+    EXPECT_GT(calls[i].first, i ? calls[i - 1].first : 0);
+  }
+  EXPECT_EQ(calls.back().first, calls.back().second);
+  // Every tensor's bytes: the file minus its header (8-byte length + JSON), the tied lm_head aside.
+  const auto file_bytes = std::filesystem::file_size(std::filesystem::path(o.checkpoint_dir) / "model.safetensors");
+  EXPECT_LE(calls.back().second, static_cast<int64_t>(file_bytes));
+  EXPECT_GT(calls.back().second, static_cast<int64_t>(file_bytes) * 9 / 10);
 }
 
 TEST(EngineLoadTest, CudaIsAClearErrorWhereItCannotRun) {
