@@ -4,7 +4,7 @@
 //   engine_bench [--checkpoint DIR] [--backend cpu|cuda] [--threads N] [--chunk N]
 //                [--prefill 128,512,2048] [--decode_ctx 128,2048] [--decode_tokens 64] [--batch 0]
 //                [--reps 3]
-// bench/engine_cpu.sh runs it on the tiny test checkpoints (CPU); bench/engine_gpu/parity_12b.sh on
+// bench/engine_cpu.sh runs it on the tiny test checkpoints (CPU); bench/engine_gpu.sh (device_run.sh) on
 // the random 12B checkpoint (CUDA). The last line is machine-readable:
 //   engine_bench backend=<name> prefill_<n>_s=<s>... decode_<ctx>_ms=<ms>... batch<b>_<ctx>_step_ms=<ms>
 #include <algorithm>

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Logit parity of avserve's engine with transformers 5.17 at the real Gemma 4 12B shape (issue #6).
 
-On the GPU machine (torch + transformers there), from the repository root:
+On the GPU machine (torch + transformers there), from the repository root (bench/engine_gpu/device_run.sh runs
+all three steps):
   python3 bench/engine_gpu/parity_12b.py make WORK [--tokens 8192]
       random bf16 weights at the 12B shape -> WORK/ckpt (ONE model.safetensors + config.json as
       Gemma4UnifiedConfig.save_pretrained writes it), an ~8K-token prompt of text, video frames (48x48 patches)

@@ -122,30 +122,24 @@ def make(work, tokens):
         video_position_ids=torch.from_numpy(xy).cuda().long().reshape(1, frames, GRID * GRID, 2),
         input_features=torch.from_numpy(audio).cuda(),
         input_features_mask=torch.ones(frames, AUDIO_PER_SEC, dtype=torch.bool, device="cuda"))
-    with torch.no_grad():
+    rows = sorted(set(range(0, len(ids), ROWS_EVERY)) | {len(ids) - 1})
+
+    def run(dtype, name):
         t1 = time.time()
         out = model(input_ids=torch.tensor([ids], device="cuda"),
                     mm_token_type_ids=torch.tensor([types], device="cuda"),
-                    attention_mask=masks(types, cfg.text_config.sliding_window, torch.bfloat16),
-                    use_cache=False, **media)
+                    attention_mask=masks(types, cfg.text_config.sliding_window, dtype), use_cache=False, **media)
         torch.cuda.synchronize()
-        print("transformers forward %.2f s" % (time.time() - t1), flush=True)
-        rows = sorted(set(range(0, len(ids), ROWS_EVERY)) | {len(ids) - 1})
-        save(os.path.join(work, "hf"), out.logits[0], rows)
-        del out
+        print("transformers %s forward %.2f s" % (dtype, time.time() - t1), flush=True)
+        save(os.path.join(work, name), out.logits[0], rows)
+
+    with torch.no_grad():
+        run(torch.bfloat16, "hf")
         # The floor: the same weights in fp32 (transformers' own bf16 rounding is measured against it).
         model.float()
         torch.cuda.empty_cache()
-        t1 = time.time()
-        media32 = {k: (v.float() if v.is_floating_point() else v) for k, v in media.items()}
-        out = model(input_ids=torch.tensor([ids], device="cuda"),
-                    mm_token_type_ids=torch.tensor([types], device="cuda"),
-                    attention_mask=masks(types, cfg.text_config.sliding_window, torch.float32),
-                    use_cache=False, **media32)
-        torch.cuda.synchronize()
-        print("transformers fp32 forward %.2f s" % (time.time() - t1), flush=True)
-        save(os.path.join(work, "hf32"), out.logits[0], rows)
-    del out, model
+        run(torch.float32, "hf32")
+    del model
     torch.cuda.empty_cache()
 
 
