@@ -8,12 +8,23 @@ namespace avserve::engine {
 
 int32_t Sampler::Sample(std::span<const float> logits) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
-  std::vector<bool> banned(vocab, false);
-  for (int32_t id : suppress_) {
-    if (id >= 0 && id < vocab) banned[id] = true;
+  if (banned_.size() != logits.size()) {  // built once per vocabulary size
+    banned_.assign(logits.size(), 0);
+    for (int32_t id : suppress_) {
+      if (id >= 0 && id < vocab) banned_[id] = 1;
+    }
   }
+  const std::vector<uint8_t>& banned = banned_;
   if (options_.temperature <= 0.0f) {
+    // The plain argmax first (strictly greater: the lowest index wins ties; NaN never compares greater);
+    // the careful scan only when that lands on a suppressed id or finds nothing above -inf.
     int32_t best = -1;
+    float best_value = -std::numeric_limits<float>::infinity();
+    for (int32_t i = 0; i < vocab; ++i) {
+      if (logits[i] > best_value) best_value = logits[i], best = i;
+    }
+    if (best >= 0 && !banned[best]) return best;
+    best = -1;
     for (int32_t i = 0; i < vocab; ++i) {
       if (!banned[i] && !std::isnan(logits[i]) && (best < 0 || logits[i] > logits[best])) best = i;
     }

@@ -25,6 +25,7 @@ class Sampler {
   std::vector<int32_t> suppress_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> scratch_;
+  std::vector<uint8_t> banned_;  // [vocab] 1 = suppressed
 };
 
 }  // namespace avserve::engine
