@@ -179,7 +179,7 @@ void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, cons
   LaunchRmsNorm(p, stream());
 }
 
-// One kernel: the norm, then RoPE of each head from the normed row in shared memory (rms_norm.cu).
+// One kernel: the norm, then RoPE of each head (rms_norm.cu: one warp per head of 256 or 512 dims).
 void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions,
                               const RopeParams& rope, const Tensor& y) {
   AVSERVE_CHECK(x.rank == 3 && y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1] &&
