@@ -61,16 +61,16 @@ bool IsVision(TokenType t) { return t == TokenType::kImage || t == TokenType::kV
 
 // Tokens [from, to) of `c` as a chunk of their own (their vision and audio rows included).
 PromptChunk Slice(const PromptChunk& c, int64_t from, int64_t to, int64_t patch_dim, int64_t frame_dim) {
-  int64_t v0 = 0, a0 = 0;
-  for (int64_t i = 0; i < from; ++i) {
-    v0 += IsVision(c.types[i]);
-    a0 += c.types[i] == TokenType::kAudio;
-  }
-  int64_t v1 = v0, a1 = a0;
-  for (int64_t i = from; i < to; ++i) {
-    v1 += IsVision(c.types[i]);
-    a1 += c.types[i] == TokenType::kAudio;
-  }
+  const auto media_rows = [&](int64_t end) {  // vision and audio rows of tokens [0, end)
+    std::pair<int64_t, int64_t> rows{0, 0};
+    for (int64_t i = 0; i < end; ++i) {
+      rows.first += IsVision(c.types[i]);
+      rows.second += c.types[i] == TokenType::kAudio;
+    }
+    return rows;
+  };
+  const auto [v0, a0] = media_rows(from);
+  const auto [v1, a1] = media_rows(to);
   PromptChunk out;
   out.ids.assign(c.ids.begin() + from, c.ids.begin() + to);
   out.types.assign(c.types.begin() + from, c.types.begin() + to);

@@ -59,12 +59,19 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
     ASSIGN_OR_RETURN(block_t, s.Upload(DType::kI32, blocks.data(), {n}));
   }
   const std::vector<RowSpan> spans = {{0, n, in.pos0, std::max(in.pass_end, in.pos0 + n), &cache}};
-  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
-    if (in.cancel && in.cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
-    Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
-    RETURN_IF_ERROR(Layer(l, x, positions, block >= 0 ? &block_t : nullptr, spans, layer_scratch));
-  }
+  RETURN_IF_ERROR(Layers(x, positions, block >= 0 ? &block_t : nullptr, spans, in.cancel));
   return Logits(x, in.all_logits, logits, s);
+}
+
+// Every decoder layer over the residual stream x; `cancel` is polled between layers.
+absl::Status Gemma4Model::Layers(const Tensor& x, const Tensor& positions, const Tensor* blocks,
+                                 const std::vector<RowSpan>& spans, const std::atomic<bool>* cancel) {
+  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
+    if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
+    Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
+    RETURN_IF_ERROR(Layer(l, x, positions, blocks, spans, layer_scratch));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
@@ -88,10 +95,7 @@ absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std
   ASSIGN_OR_RETURN(Tensor x, s.New(weights_.act_dtype, {b, config_.hidden_size}));  // [B, H]
   RETURN_IF_ERROR(EmbedInputs(in, x, s));
   ASSIGN_OR_RETURN(Tensor positions, s.Upload(DType::kI32, pos32.data(), {b}));
-  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
-    Scratch layer_scratch(backend_);
-    RETURN_IF_ERROR(Layer(l, x, positions, nullptr, spans, layer_scratch));
-  }
+  RETURN_IF_ERROR(Layers(x, positions, nullptr, spans, nullptr));
   return Logits(x, /*all=*/true, logits, s);
 }
 

@@ -63,6 +63,8 @@ class Gemma4Model {
   absl::Status EmbedInputs(const ForwardInput& in, const Tensor& x, Scratch& s);
   absl::Status EmbedVision(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
+  absl::Status Layers(const Tensor& x, const Tensor& positions, const Tensor* blocks, const std::vector<RowSpan>& spans,
+                      const std::atomic<bool>* cancel);
   absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
                      const std::vector<RowSpan>& spans, Scratch& s);
   void Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const RowSpan& span,

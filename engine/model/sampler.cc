@@ -61,6 +61,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   double kept = sum;
   if (options_.top_p < 1.0f) {
     keep = 0;
+    kept = 0.0;  // the weights of the kept head, summed as it grows
     double mass = 0.0;
     for (size_t done = 0; keep == 0;) {
       // 256, 2048, 16384, ...; once the head would reach an eighth of the candidates, all of them.
@@ -71,14 +72,14 @@ int32_t Sampler::Sample(std::span<const float> logits) {
         std::sort(scratch_.begin() + done, scratch_.begin() + head, before);
       }
       for (size_t i = done; i < head && keep == 0; ++i) {
-        mass += std::exp(static_cast<double>(scratch_[i].first - mx)) / sum;
+        const double w = std::exp(static_cast<double>(scratch_[i].first - mx));
+        kept += w;
+        mass += w / sum;
         if (mass >= options_.top_p) keep = i + 1;
       }
       if (keep == 0 && head == n) keep = n;  // rounding left the total a hair under top_p
       done = head;
     }
-    kept = 0.0;
-    for (size_t i = 0; i < keep; ++i) kept += std::exp(static_cast<double>(scratch_[i].first - mx));
   }
   // One uniform draw from the seeded 64-bit generator (53 random bits), then the inverse of the cumulative
   // weights over the kept candidates in their current order (by logit where a top-k or top-p cut sorted them,

@@ -158,25 +158,39 @@ void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, c
   AVSERVE_CHECK(st.ok(), "MatMul: cuBLASLt has no algorithm for this shape");
 }
 
-void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) {
+namespace {
+// The norm of x's rows, or of its heads when x is [tokens, heads, dim]; y (and a residual) in y's layout.
+RmsNormParams NormParams(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) {
   RmsNormParams p;
   p.x = Bf16(x);
   p.y = MutBf16(y);
   p.weight = weight != nullptr ? Bf16(*weight) : nullptr;
   p.dim = static_cast<int>(x.dim(-1));
+  p.eps = eps;
   if (x.rank == 3) {  // [tokens, heads, dim], e.g. heads of a fused projection
+    AVSERVE_CHECK(y.rank == 3, "RmsNorm: y must be [tokens, heads, dim] like x");
     p.tokens = static_cast<int>(x.dim(0));
     p.heads = static_cast<int>(x.dim(1));
     p.token_stride = x.strides[0];
     p.head_stride = x.strides[1];
-    AVSERVE_CHECK(y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1], "RmsNorm: layouts differ");
+    p.y_token_stride = y.strides[0];
+    p.y_head_stride = y.strides[1];
   } else {
     p.tokens = static_cast<int>(x.rows());
     p.token_stride = RowStride(x);
-    AVSERVE_CHECK(RowStride(y) == p.token_stride && y.rows() == x.rows(), "RmsNorm: x and y layouts differ");
+    p.y_token_stride = RowStride(y);
   }
-  p.eps = eps;
-  LaunchRmsNorm(p, stream());
+  return p;
+}
+}  // namespace
+
+void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) {
+  if (x.rank == 3) {
+    AVSERVE_CHECK(y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1], "RmsNorm: layouts differ");
+  } else {
+    AVSERVE_CHECK(RowStride(y) == RowStride(x) && y.rows() == x.rows(), "RmsNorm: x and y layouts differ");
+  }
+  LaunchRmsNorm(NormParams(x, weight, eps, y), stream());
 }
 
 // One kernel: the norm, then RoPE of each head (rms_norm.cu: one warp per head of 256 or 512 dims).
@@ -185,16 +199,7 @@ void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, 
   AVSERVE_CHECK(x.rank == 3 && y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1] &&
                     x.strides[2] == 1 && positions.dtype == DType::kI32 && rope.head_dim == x.dim(2),
                 "RmsNormRope: x, y [n, heads, d] with one layout, int32 positions");
-  RmsNormParams p;
-  p.x = Bf16(x);
-  p.y = MutBf16(y);
-  p.weight = Bf16(weight);
-  p.tokens = static_cast<int>(x.dim(0));
-  p.heads = static_cast<int>(x.dim(1));
-  p.dim = static_cast<int>(x.dim(2));
-  p.token_stride = x.strides[0];
-  p.head_stride = x.strides[1];
-  p.eps = eps;
+  RmsNormParams p = NormParams(x, &weight, eps, y);
   p.positions = positions.ptr<const int32_t>();
   p.rope_theta = rope.theta;
   p.rope_pairs = rope.rotated_pairs;
@@ -205,16 +210,8 @@ void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, 
 void CudaBackend::RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                                float scale) {
   AVSERVE_CHECK(x.rows() == residual.rows() && x.dim(-1) == residual.dim(-1), "RmsNormAddTo: shapes differ");
-  RmsNormParams p;
-  p.x = Bf16(x);
-  p.y = MutBf16(residual);
+  RmsNormParams p = NormParams(x, &weight, eps, residual);
   p.residual = Bf16(residual);
-  p.weight = Bf16(weight);
-  p.tokens = static_cast<int>(x.rows());
-  p.dim = static_cast<int>(x.dim(-1));
-  p.token_stride = RowStride(x);
-  p.y_token_stride = RowStride(residual);
-  p.eps = eps;
   p.host_scaled = scaled;
   p.host_scale = scale;
   LaunchRmsNorm(p, stream());
