@@ -169,44 +169,123 @@ absl::Status Gemma4Model::EmbedAudio(const ForwardInput& in, const Tensor& rows,
 // residual adds, and the per-layer scalar over the whole stream.
 absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
                                 const std::vector<RowSpan>& spans, Scratch& s) {
-  const LayerConfig& lc = config_.layers[l];
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
-  const int64_t n = x.dim(0), hid = config_.hidden_size, d = lc.head_dim;
-  const int64_t hq = config_.num_heads, hkv = lc.num_kv_heads;
+  const int64_t n = x.dim(0), hid = config_.hidden_size, d = config_.layers[l].head_dim, hq = config_.num_heads;
   const float eps = config_.rms_eps;
 
   ASSIGN_OR_RETURN(Tensor xn, s.New(act, {n, hid}));  // [n, H]
   backend_.RmsNorm(x, &w.input_norm, eps, xn);
-  ASSIGN_OR_RETURN(Tensor q, s.New(act, {n, hq, d}));  // [n, Hq, D]
-  backend_.MatMul(xn, w.q_proj, nullptr, q.Reshape({n, hq * d}));
-  backend_.RmsNormRope(q, w.q_norm, eps, positions, lc.rope, q);
-  ASSIGN_OR_RETURN(Tensor k, s.New(act, {n, hkv, d}));  // [n, Hkv, D] raw K projection
-  backend_.MatMul(xn, w.k_proj, nullptr, k.Reshape({n, hkv * d}));
-  Tensor v_raw = k;  // k_eq_v layers: V comes from the raw K projection
-  if (!lc.k_eq_v) {
-    ASSIGN_OR_RETURN(v_raw, s.New(act, {n, hkv, d}));
-    backend_.MatMul(xn, w.v_proj, nullptr, v_raw.Reshape({n, hkv * d}));
-  }
-  ASSIGN_OR_RETURN(Tensor v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
-  backend_.RmsNorm(v_raw, nullptr, eps, v);             // before K is normed in place
-  backend_.RmsNormRope(k, w.k_norm, eps, positions, lc.rope, k);
   ASSIGN_OR_RETURN(Tensor att, s.New(act, {n, hq, d}));  // [n, Hq, D]
-  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
-  for (const RowSpan& span : spans) Attend(l, q, k, v, layer_blocks, span, att);
+  RETURN_IF_ERROR(SelfAttention(l, xn, positions, blocks, spans, s, att));
   ASSIGN_OR_RETURN(Tensor o, s.New(act, {n, hid}));  // [n, H]
   backend_.MatMul(att.Reshape({n, hq * d}), w.o_proj, nullptr, o);
   backend_.RmsNormAddTo(o, w.post_attn_norm, eps, x, /*scaled=*/false, 1.0f);
 
-  const int64_t f = config_.intermediate_size;
   backend_.RmsNorm(x, &w.pre_ffn_norm, eps, xn);
-  ASSIGN_OR_RETURN(Tensor gate, s.New(act, {n, f}));  // [n, F]
-  ASSIGN_OR_RETURN(Tensor up, s.New(act, {n, f}));    // [n, F]
-  backend_.MatMul(xn, w.gate_proj, nullptr, gate);
-  backend_.MatMul(xn, w.up_proj, nullptr, up);
-  backend_.GeluTanhMul(gate, up, gate);
-  backend_.MatMul(gate, w.down_proj, nullptr, o);
+  RETURN_IF_ERROR(Mlp(l, xn, s, o));
   backend_.RmsNormAddTo(o, w.post_ffn_norm, eps, x, /*scaled=*/true, RoundTo(act, w.layer_scalar));
+  return absl::OkStatus();
+}
+
+namespace {
+// Heads [n, heads, d] of columns [col0, col0 + heads·d) of t [n, width] (token stride: t's row stride).
+Tensor HeadsView(const Tensor& t, int64_t col0, int64_t heads, int64_t d) {
+  Tensor v = t;
+  v.rank = 3;
+  v.shape = {t.dim(0), heads, d, 0};
+  v.strides = {t.strides[0], d, 1, 0};
+  v.data = static_cast<char*>(t.data) + col0 * static_cast<int64_t>(DTypeSize(t.dtype));
+  return v;
+}
+
+// Columns [col0, col0 + cols) of t [n, width].
+Tensor ColumnsView(const Tensor& t, int64_t col0, int64_t cols) {
+  Tensor v = t;
+  v.shape[1] = cols;
+  v.data = static_cast<char*>(t.data) + col0 * static_cast<int64_t>(DTypeSize(t.dtype));
+  return v;
+}
+}  // namespace
+
+// The raw Q, K, V projections of xn [n, H]: one product over qkv_proj where the weights are stored together
+// (the results are then column views of one [n, width] tensor), else one product each.
+absl::StatusOr<Gemma4Model::Qkv> Gemma4Model::Project(int l, const Tensor& xn, Scratch& s) {
+  const LayerConfig& lc = config_.layers[l];
+  const LayerWeights& w = weights_.layers[l];
+  const DType act = weights_.act_dtype;
+  const int64_t n = xn.dim(0), d = lc.head_dim, hq = config_.num_heads, hkv = lc.num_kv_heads;
+  Qkv r;
+  if (w.qkv_proj.data != nullptr) {
+    ASSIGN_OR_RETURN(Tensor qkv, s.New(act, {n, w.qkv_proj.dim(0)}));  // [n, (Hq + 2 Hkv) D], no V on k_eq_v
+    backend_.MatMul(xn, w.qkv_proj, nullptr, qkv);
+    r.q = HeadsView(qkv, 0, hq, d);
+    r.k = HeadsView(qkv, hq * d, hkv, d);
+    r.v = lc.k_eq_v ? r.k : HeadsView(qkv, (hq + hkv) * d, hkv, d);
+    return r;
+  }
+  ASSIGN_OR_RETURN(r.q, s.New(act, {n, hq, d}));  // [n, Hq, D]
+  backend_.MatMul(xn, w.q_proj, nullptr, r.q.Reshape({n, hq * d}));
+  ASSIGN_OR_RETURN(r.k, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
+  backend_.MatMul(xn, w.k_proj, nullptr, r.k.Reshape({n, hkv * d}));
+  r.v = r.k;  // k_eq_v layers: V comes from the raw K projection
+  if (!lc.k_eq_v) {
+    ASSIGN_OR_RETURN(r.v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
+    backend_.MatMul(xn, w.v_proj, nullptr, r.v.Reshape({n, hkv * d}));
+  }
+  return r;
+}
+
+// Attention of every span over its cache, after this step's normed K/V rows are written to it: att [n, Hq, D].
+absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
+                                        const std::vector<RowSpan>& spans, Scratch& s, const Tensor& att) {
+  const LayerConfig& lc = config_.layers[l];
+  const LayerWeights& w = weights_.layers[l];
+  const DType act = weights_.act_dtype;
+  const int64_t n = xn.dim(0), d = lc.head_dim, hkv = lc.num_kv_heads;
+  const float eps = config_.rms_eps;
+  ASSIGN_OR_RETURN(const Qkv raw, Project(l, xn, s));
+  Tensor q = raw.q;  // attention reads a contiguous [n, Hq, D]
+  if (!q.is_contiguous()) {
+    ASSIGN_OR_RETURN(q, s.New(act, {n, config_.num_heads, d}));
+  }
+  backend_.RmsNormRope(raw.q, w.q_norm, eps, positions, lc.rope, q);
+  ASSIGN_OR_RETURN(Tensor v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
+  Tensor k = raw.k;                                     // [n, Hkv, D], normed in place when contiguous
+  if (!k.is_contiguous()) {
+    ASSIGN_OR_RETURN(k, s.New(act, {n, hkv, d}));
+  }
+  backend_.RmsNorm(raw.v, nullptr, eps, v);  // before K is normed (in place on k_eq_v layers)
+  backend_.RmsNormRope(raw.k, w.k_norm, eps, positions, lc.rope, k);
+  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
+  for (const RowSpan& span : spans) Attend(l, q, k, v, layer_blocks, span, att);
+  return absl::OkStatus();
+}
+
+// GeGLU MLP (§5.3): out [n, H] = down(gelu_tanh(gate(xn)) · up(xn)); gate and up in one product where their
+// weights are stored together.
+absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out) {
+  const LayerWeights& w = weights_.layers[l];
+  const DType act = weights_.act_dtype;
+  const int64_t n = xn.dim(0), f = config_.intermediate_size;
+  Tensor gate, up;  // [n, F] each
+  if (w.gate_up_proj.data != nullptr) {
+    ASSIGN_OR_RETURN(Tensor gate_up, s.New(act, {n, 2 * f}));  // [n, 2F]: gate | up
+    backend_.MatMul(xn, w.gate_up_proj, nullptr, gate_up);
+    gate = ColumnsView(gate_up, 0, f);
+    up = ColumnsView(gate_up, f, f);
+  } else {
+    ASSIGN_OR_RETURN(gate, s.New(act, {n, f}));
+    ASSIGN_OR_RETURN(up, s.New(act, {n, f}));
+    backend_.MatMul(xn, w.gate_proj, nullptr, gate);
+    backend_.MatMul(xn, w.up_proj, nullptr, up);
+  }
+  Tensor h = gate;  // [n, F] contiguous: in place on a contiguous gate
+  if (!h.is_contiguous()) {
+    ASSIGN_OR_RETURN(h, s.New(act, {n, f}));
+  }
+  backend_.GeluTanhMul(gate, up, h);
+  backend_.MatMul(h, w.down_proj, nullptr, out);
   return absl::OkStatus();
 }
 

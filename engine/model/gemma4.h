@@ -67,6 +67,15 @@ class Gemma4Model {
                       const std::atomic<bool>* cancel);
   absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
                      const std::vector<RowSpan>& spans, Scratch& s);
+  // Raw projections of one layer, [n, heads, D] each (strided views of one product when the weights are fused);
+  // v is k on k_eq_v layers.
+  struct Qkv {
+    Tensor q, k, v;
+  };
+  absl::StatusOr<Qkv> Project(int l, const Tensor& xn, Scratch& s);
+  absl::Status SelfAttention(int l, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
+                             const std::vector<RowSpan>& spans, Scratch& s, const Tensor& att);
+  absl::Status Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out);
   void Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const RowSpan& span,
               const Tensor& att);
   absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);

@@ -17,9 +17,16 @@ class Binder {
   Binder(const Checkpoint& ckpt, const std::string& dir, Backend& backend, ModelWeights& out)
       : ckpt_(ckpt), dir_(dir), backend_(backend), out_(out) {}
 
-  // Expects `name` (or its transformers module-name alias) with `shape`.
-  void Expect(const std::string& name, std::vector<int64_t> shape, Tensor* dst) {
-    wanted_.push_back({name, std::move(shape), dst});
+  // Expects `name` (or its transformers module-name alias) with `shape`. Tensors given the same `group` (from
+  // Group()) become consecutive row ranges of one tensor, in the order of these calls.
+  void Expect(const std::string& name, std::vector<int64_t> shape, Tensor* dst, int group = -1) {
+    wanted_.push_back({name, std::move(shape), dst, group});
+  }
+  // A group of [rows_i, cols] tensors stored as one [sum rows_i, cols] tensor *fused, on a backend that does not
+  // share host memory and when their dtypes agree; otherwise *fused stays empty and each is made on its own.
+  int Group(Tensor* fused) {
+    groups_.push_back({fused});
+    return static_cast<int>(groups_.size()) - 1;
   }
 
   // Checks every tensor first (a bad checkpoint fails before anything is copied), then makes them.
@@ -47,13 +54,7 @@ class Binder {
         return absl::InvalidArgumentError(absl::StrCat(t.file, ": unexpected tensor ", name));
       }
     }
-    int64_t done = 0;
-    for (size_t i = 0; i < wanted_.size(); ++i) {
-      ASSIGN_OR_RETURN(*wanted_[i].dst, MakeTensor(*found[i]));
-      done += static_cast<int64_t>(found[i]->bytes);
-      if (progress) progress(done, total);
-    }
-    return absl::OkStatus();
+    return MakeAll(found, total, progress);
   }
 
  private:
@@ -61,7 +62,63 @@ class Binder {
     std::string name;
     std::vector<int64_t> shape;
     Tensor* dst;
+    int group;
   };
+  struct RowGroup {
+    Tensor* fused;
+    bool fused_ok = false;
+    DType dtype = DType::kF32;
+    int64_t rows = 0, cols = 0, next_row = 0;
+  };
+
+  // Makes every expected tensor from its validated entry (found[i] for wanted_[i]).
+  absl::Status MakeAll(const std::vector<const TensorEntry*>& found, int64_t total, const LoadProgress& progress) {
+    PlanGroups(found);
+    int64_t done = 0;
+    for (size_t i = 0; i < wanted_.size(); ++i) {
+      const int g = wanted_[i].group;
+      if (g >= 0 && groups_[g].fused_ok) {
+        ASSIGN_OR_RETURN(*wanted_[i].dst, MakeRows(groups_[g], *found[i]));
+      } else {
+        ASSIGN_OR_RETURN(*wanted_[i].dst, MakeTensor(*found[i]));
+      }
+      done += static_cast<int64_t>(found[i]->bytes);
+      if (progress) progress(done, total);
+    }
+    return absl::OkStatus();
+  }
+
+  // Sizes each group from its validated tensors and decides whether it can be stored as one.
+  void PlanGroups(const std::vector<const TensorEntry*>& found) {
+    for (RowGroup& g : groups_) g.fused_ok = !backend_.SharesHostMemory();
+    std::vector<bool> seen(groups_.size(), false);
+    for (size_t i = 0; i < wanted_.size(); ++i) {
+      if (wanted_[i].group < 0) continue;
+      RowGroup& g = groups_[wanted_[i].group];
+      const TensorEntry& t = *found[i];
+      if (!seen[wanted_[i].group]) {
+        seen[wanted_[i].group] = true;
+        g.dtype = t.dtype;
+        g.cols = t.shape.size() == 2 ? t.shape[1] : 0;
+      }
+      g.fused_ok = g.fused_ok && t.shape.size() == 2 && t.dtype == g.dtype && t.shape[1] == g.cols;
+      g.rows += t.shape.empty() ? 0 : t.shape[0];
+    }
+  }
+
+  // The next row range of the group's tensor (allocated on its first member), with `t` uploaded into it.
+  absl::StatusOr<Tensor> MakeRows(RowGroup& g, const TensorEntry& t) {
+    if (g.fused->data == nullptr) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buf,
+                       backend_.Allocate(static_cast<size_t>(g.rows * g.cols) * DTypeSize(g.dtype)));
+      *g.fused = buf->View(g.dtype, {g.rows, g.cols});  // [sum rows_i, cols]
+      out_.device_copies.push_back(std::move(buf));
+    }
+    const Tensor rows = g.fused->Slice(g.next_row, g.next_row + t.shape[0]);  // [rows_i, cols]
+    g.next_row += t.shape[0];
+    RETURN_IF_ERROR(backend_.Upload(t.data, t.bytes, rows));
+    return rows;
+  }
 
   // transformers module names for the tensors whose on-disk names differ (spec §7.1).
   static std::string Alias(const std::string& name) {
@@ -99,6 +156,7 @@ class Binder {
   Backend& backend_;
   ModelWeights& out_;
   std::vector<Want> wanted_;
+  std::vector<RowGroup> groups_;
 };
 
 void ExpectLayer(Binder& b, const ModelConfig& c, int i, LayerWeights& w) {
@@ -110,14 +168,15 @@ void ExpectLayer(Binder& b, const ModelConfig& c, int i, LayerWeights& w) {
   b.Expect(p + "post_attention_layernorm.weight", {h}, &w.post_attn_norm);
   b.Expect(p + "pre_feedforward_layernorm.weight", {h}, &w.pre_ffn_norm);
   b.Expect(p + "post_feedforward_layernorm.weight", {h}, &w.post_ffn_norm);
-  b.Expect(p + "self_attn.q_proj.weight", {qd, h}, &w.q_proj);
-  b.Expect(p + "self_attn.k_proj.weight", {kvd, h}, &w.k_proj);
-  if (!l.k_eq_v) b.Expect(p + "self_attn.v_proj.weight", {kvd, h}, &w.v_proj);
+  const int qkv = b.Group(&w.qkv_proj), gate_up = b.Group(&w.gate_up_proj);
+  b.Expect(p + "self_attn.q_proj.weight", {qd, h}, &w.q_proj, qkv);
+  b.Expect(p + "self_attn.k_proj.weight", {kvd, h}, &w.k_proj, qkv);
+  if (!l.k_eq_v) b.Expect(p + "self_attn.v_proj.weight", {kvd, h}, &w.v_proj, qkv);
   b.Expect(p + "self_attn.o_proj.weight", {h, qd}, &w.o_proj);
   b.Expect(p + "self_attn.q_norm.weight", {l.head_dim}, &w.q_norm);
   b.Expect(p + "self_attn.k_norm.weight", {l.head_dim}, &w.k_norm);
-  b.Expect(p + "mlp.gate_proj.weight", {f, h}, &w.gate_proj);
-  b.Expect(p + "mlp.up_proj.weight", {f, h}, &w.up_proj);
+  b.Expect(p + "mlp.gate_proj.weight", {f, h}, &w.gate_proj, gate_up);
+  b.Expect(p + "mlp.up_proj.weight", {f, h}, &w.up_proj, gate_up);
   b.Expect(p + "mlp.down_proj.weight", {h, f}, &w.down_proj);
 }
 

@@ -14,14 +14,19 @@
 
 namespace avserve::engine {
 
+// On a device backend (one that does not share host memory) the projections that read the same input are
+// stored together: q_proj, k_proj, v_proj are row ranges of qkv_proj, gate_proj, up_proj of gate_up_proj, so one
+// product computes them all. Elsewhere (the CPU backend maps the checkpoint) the fused tensors are empty.
 struct LayerWeights {
   Tensor input_norm, post_attn_norm, pre_ffn_norm, post_ffn_norm;  // [H]
   Tensor q_proj;    // [heads * D, H]
   Tensor k_proj;    // [kv_heads * D, H]
   Tensor v_proj;    // [kv_heads * D, H]; empty (data == nullptr) on k_eq_v layers
+  Tensor qkv_proj;  // [(heads + 2 * kv_heads) * D, H] ((heads + kv_heads) * D on k_eq_v layers), or empty
   Tensor o_proj;    // [H, heads * D]
   Tensor q_norm, k_norm;  // [D]
   Tensor gate_proj, up_proj;  // [F, H]
+  Tensor gate_up_proj;        // [2F, H], or empty
   Tensor down_proj;           // [H, F]
   float layer_scalar = 1.0f;
 };

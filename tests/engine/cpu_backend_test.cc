@@ -1,5 +1,6 @@
 // CPU backend ops against plain references: the attention masks over a ring-buffered KV cache (both
-// vision-block variants), the bf16 rounding points, and MatMul with bias.
+// vision-block variants), the bf16 rounding points, and MatMul with bias. Also the model over the CPU backend
+// posing as a device backend: fused projection weights and strided views give the plain layout's logits.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,10 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/numeric.h"
+#include "engine/base/status_macros.h"
+#include "engine/model/gemma4.h"
+#include "engine/model/weights.h"
+#include "tests/engine/golden.h"
 
 namespace avserve::engine {
 namespace {
@@ -164,6 +169,142 @@ TEST(CpuBackendTest, RopeIsIdentityAtZeroAndRotatesOnlyTheFirstPairs) {
     EXPECT_EQ(x[16 + j + 8], orig[16 + j + 8]);
   }
   EXPECT_NEAR(x[16], orig[16] * std::cos(5.0f) - orig[24] * std::sin(5.0f), 1e-5);
+}
+
+// The CPU backend posing as a device backend (SharesHostMemory() false): LoadWeights copies the weights and
+// stores the projections fused, and the model takes the paths it takes on the CUDA backend.
+class DeviceLayoutCpu final : public Backend {
+ public:
+  std::string Name() const override { return "cpu-device-layout"; }
+  Device device() const override { return Device::kCpu; }
+  bool SharesHostMemory() const override { return false; }
+  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override { return cpu_->Allocate(bytes); }
+  absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override {
+    return cpu_->Upload(host, bytes, dst);
+  }
+  absl::Status Download(const Tensor& src, void* host, size_t bytes) override {
+    return cpu_->Download(src, host, bytes);
+  }
+  void Synchronize() override {}
+  void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
+    cpu_->MatMul(x, w, bias, y);
+  }
+  void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override {
+    cpu_->RmsNorm(x, weight, eps, y);
+  }
+  void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
+    cpu_->LayerNorm(x, w, b, eps, y);
+  }
+  void Rope(const Tensor& x, const Tensor& positions, const RopeParams& p) override { cpu_->Rope(x, positions, p); }
+  void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const AttentionParams& p,
+                 const Tensor& out) override {
+    cpu_->Attention(q, k, v, blocks, p, out);
+  }
+  void GeluTanhMul(const Tensor& g, const Tensor& u, const Tensor& out) override { cpu_->GeluTanhMul(g, u, out); }
+  void Add(const Tensor& a, const Tensor& b, const Tensor& out) override { cpu_->Add(a, b, out); }
+  void Scale(const Tensor& x, float s, const Tensor& out) override { cpu_->Scale(x, s, out); }
+  void Embed(const Tensor& t, const Tensor& ids, float s, const Tensor& out) override { cpu_->Embed(t, ids, s, out); }
+  void AddPosition2d(const Tensor& x, const Tensor& t, const Tensor& p, const Tensor& out) override {
+    cpu_->AddPosition2d(x, t, p, out);
+  }
+  void Softcap(const Tensor& x, float cap, const Tensor& out) override { cpu_->Softcap(x, cap, out); }
+  void Convert(const Tensor& x, const Tensor& out) override { cpu_->Convert(x, out); }
+  void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override {
+    cpu_->CopyRowsToRing(src, dst, first_pos);
+  }
+  void ScatterRows(const Tensor& src, const Tensor& idx, const Tensor& dst) override {
+    cpu_->ScatterRows(src, idx, dst);
+  }
+
+ private:
+  std::unique_ptr<Backend> cpu_ = CreateCpuBackend(2);
+};
+
+TEST(DeviceLayoutTest, ProjectionsAreRowRangesOfOneTensor) {
+  DeviceLayoutCpu device;
+  auto cpu = CreateCpuBackend(1);
+  const std::string dir = testing::TinyBf16();
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto fused = LoadWeights(dir, *config, device);
+  auto plain = LoadWeights(dir, *config, *cpu);
+  ASSERT_TRUE(fused.ok() && plain.ok());
+  const int64_t h = config->hidden_size, f = config->intermediate_size;
+  for (size_t l = 0; l < config->layers.size(); ++l) {
+    const LayerWeights& w = fused->layers[l];
+    EXPECT_EQ(plain->layers[l].qkv_proj.data, nullptr);
+    EXPECT_EQ(plain->layers[l].gate_up_proj.data, nullptr);
+    const int64_t q_rows = w.q_proj.dim(0), kv_rows = w.k_proj.dim(0);
+    const int64_t rows = q_rows + kv_rows * (config->layers[l].k_eq_v ? 1 : 2);
+    ASSERT_EQ(w.qkv_proj.rank, 2);
+    EXPECT_EQ(w.qkv_proj.dim(0), rows);
+    EXPECT_EQ(w.qkv_proj.dim(1), h);
+    EXPECT_EQ(w.q_proj.data, w.qkv_proj.data);
+    EXPECT_EQ(w.k_proj.data, static_cast<char*>(w.qkv_proj.data) + q_rows * h * 2);
+    if (!config->layers[l].k_eq_v) {
+      EXPECT_EQ(w.v_proj.data, static_cast<char*>(w.k_proj.data) + kv_rows * h * 2);
+    }
+    EXPECT_EQ(w.gate_up_proj.dim(0), 2 * f);
+    EXPECT_EQ(w.gate_proj.data, w.gate_up_proj.data);
+    EXPECT_EQ(w.up_proj.data, static_cast<char*>(w.gate_up_proj.data) + f * h * 2);
+    // The uploaded rows hold the checkpoint's values.
+    EXPECT_EQ(std::memcmp(w.k_proj.data, plain->layers[l].k_proj.data, w.k_proj.bytes()), 0);
+    EXPECT_EQ(std::memcmp(w.up_proj.data, plain->layers[l].up_proj.data, w.up_proj.bytes()), 0);
+  }
+}
+
+// Logits of a prefill in chunks (one wrapping the sliding layers' ring), single-sequence decode steps and a
+// two-sequence decode step, one after another.
+absl::StatusOr<std::vector<float>> TinyLogits(Backend& backend) {
+  const std::string dir = testing::TinyBf16();
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(dir, config, backend));
+  Gemma4Model model(backend, config, std::move(weights), /*vision_blocks_all_layers=*/false);
+  // Sliding rings of window - 1 + 16 = 23 rows.
+  ASSIGN_OR_RETURN(KvCache a, KvCache::Create(backend, model.config(), model.act_dtype(), 64, 16));
+  ASSIGN_OR_RETURN(KvCache b, KvCache::Create(backend, model.config(), model.act_dtype(), 64, 16));
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids(32);
+  for (int32_t& id : ids) id = 3 + static_cast<int32_t>(rng() % 400);
+  const std::vector<TokenType> types(ids.size(), TokenType::kText);
+  std::vector<float> all, logits;
+  const auto forward = [&](KvCache& cache, int64_t pos0, int64_t n) -> absl::Status {
+    ForwardInput in;
+    in.ids = ids.data() + pos0;
+    in.types = types.data();
+    in.n = n;
+    in.pos0 = pos0;
+    in.all_logits = true;
+    RETURN_IF_ERROR(model.Forward(in, cache, logits));
+    all.insert(all.end(), logits.begin(), logits.end());
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(forward(a, 0, 13));
+  RETURN_IF_ERROR(forward(a, 13, 12));  // ring rows 13..22, then 0, 1
+  RETURN_IF_ERROR(forward(b, 0, 16));
+  for (int64_t pos = 25; pos < 28; ++pos) {
+    RETURN_IF_ERROR(model.DecodeBatch({ids[pos]}, {pos}, {&a}, logits));
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  RETURN_IF_ERROR(model.DecodeBatch({ids[28], ids[16]}, {28, 16}, {&a, &b}, logits));
+  all.insert(all.end(), logits.begin(), logits.end());
+  return all;
+}
+
+TEST(DeviceLayoutTest, FusedProjectionsGiveThePlainLayoutsLogits) {
+  DeviceLayoutCpu device;
+  auto cpu = CreateCpuBackend(2);
+  auto want = TinyLogits(*cpu);
+  auto got = TinyLogits(device);
+  ASSERT_TRUE(want.ok() && got.ok()) << want.status() << " " << got.status();
+  ASSERT_EQ(got->size(), want->size());
+  size_t differ = 0;
+  double max_diff = 0.0;
+  for (size_t i = 0; i < got->size(); ++i) {
+    differ += (*got)[i] != (*want)[i];
+    max_diff = std::max(max_diff, std::abs(static_cast<double>((*got)[i]) - (*want)[i]));
+  }
+  EXPECT_EQ(differ, 0u) << "max difference " << max_diff;
 }
 
 }  // namespace

@@ -184,11 +184,14 @@ RmsNormParams NormParams(const Tensor& x, const Tensor* weight, float eps, const
 }
 }  // namespace
 
+// x and y may have different row (and head) strides, e.g. heads of a fused projection normed into a KV cache.
 void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) {
   if (x.rank == 3) {
-    AVSERVE_CHECK(y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1], "RmsNorm: layouts differ");
+    AVSERVE_CHECK(y.rank == 3 && y.dim(0) == x.dim(0) && y.dim(1) == x.dim(1) && y.dim(2) == x.dim(2) &&
+                      x.strides[2] == 1 && y.strides[2] == 1,
+                  "RmsNorm: x and y must both be [tokens, heads, dim]");
   } else {
-    AVSERVE_CHECK(RowStride(y) == RowStride(x) && y.rows() == x.rows(), "RmsNorm: x and y layouts differ");
+    AVSERVE_CHECK(y.rows() == x.rows() && y.dim(-1) == x.dim(-1), "RmsNorm: x and y shapes differ");
   }
   LaunchRmsNorm(NormParams(x, weight, eps, y), stream());
 }
@@ -196,9 +199,10 @@ void CudaBackend::RmsNorm(const Tensor& x, const Tensor* weight, float eps, cons
 // One kernel: the norm, then RoPE of each head (rms_norm.cu: one warp per head of 256 or 512 dims).
 void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions,
                               const RopeParams& rope, const Tensor& y) {
-  AVSERVE_CHECK(x.rank == 3 && y.rank == 3 && y.strides[0] == x.strides[0] && y.strides[1] == x.strides[1] &&
-                    x.strides[2] == 1 && positions.dtype == DType::kI32 && rope.head_dim == x.dim(2),
-                "RmsNormRope: x, y [n, heads, d] with one layout, int32 positions");
+  AVSERVE_CHECK(x.rank == 3 && y.rank == 3 && y.dim(0) == x.dim(0) && y.dim(1) == x.dim(1) && y.dim(2) == x.dim(2) &&
+                    x.strides[2] == 1 && y.strides[2] == 1 && positions.dtype == DType::kI32 &&
+                    rope.head_dim == x.dim(2),
+                "RmsNormRope: x, y [n, heads, d] (strides may differ), int32 positions");
   RmsNormParams p = NormParams(x, &weight, eps, y);
   p.positions = positions.ptr<const int32_t>();
   p.rope_theta = rope.theta;

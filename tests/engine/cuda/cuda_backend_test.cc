@@ -2,6 +2,7 @@
 // (relative error <= 1e-2 in bf16, style.md §7). Skips where no CUDA device exists.
 #include <algorithm>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/backend.h"
@@ -144,6 +145,48 @@ TEST_F(CudaBackendTest, FusedNormRopeAndNormAddMatchCpu) {
     Sync();
     ExpectClose(x, DType::kBF16, 6 * 3840, 5e-3);
   }
+}
+
+namespace {
+// Heads [n, heads, d] of columns [col0, col0 + heads·d) of t [n, width], as the model views a fused projection.
+Tensor HeadsOf(Tensor t, int64_t col0, int64_t heads, int64_t d) {
+  t.data = static_cast<char*>(t.data) + col0 * 2;
+  t.rank = 3;
+  t.shape = {t.shape[0], heads, d, 0};
+  t.strides = {t.strides[0], d, 1, 0};
+  return t;
+}
+}  // namespace
+
+// The model's fused-weight path: q/k/v heads read as strided views of one [n, (4 + 2 + 2)·D] product, q normed
+// into a contiguous tensor, k and v normed into rows of a KV cache; GeGLU over the two halves of [n, 2F].
+TEST_F(CudaBackendTest, NormsAndGegluReadStridedViewsOfFusedProducts) {
+  std::vector<int32_t> pos = {3, 4, 5, 6, 7};
+  Mirrored positions = I32(pos);
+  for (const RopeParams rope : {RopeParams{1e4f, 256, 128}, RopeParams{1e6f, 512, 64}, RopeParams{1e4f, 32, 16}}) {
+    const int64_t d = rope.head_dim;
+    Mirrored qkv = Bf16({5, 8 * d}, -2.f, 2.f), wq = Bf16({d}), wk = Bf16({d});
+    Mirrored q = Bf16({5, 4, d}), k_cache = Bf16({9, 2, d}), v_cache = Bf16({9, 2, d});
+    for (auto [be, m] : {std::pair{cpu_.get(), &Mirrored::cpu}, std::pair{gpu_.get(), &Mirrored::gpu}}) {
+      be->RmsNormRope(HeadsOf(qkv.*m, 0, 4, d), wq.*m, 1e-6f, positions.*m, rope, q.*m);
+      be->RmsNorm(HeadsOf(qkv.*m, 6 * d, 2, d), nullptr, 1e-6f, (v_cache.*m).Slice(3, 8));
+      be->RmsNormRope(HeadsOf(qkv.*m, 4 * d, 2, d), wk.*m, 1e-6f, positions.*m, rope, (k_cache.*m).Slice(3, 8));
+    }
+    Sync();
+    ExpectClose(q, DType::kBF16, 5 * 4 * d, 5e-3);
+    ExpectClose(k_cache, DType::kBF16, 9 * 2 * d, 5e-3);
+    ExpectClose(v_cache, DType::kBF16, 9 * 2 * d, 5e-3);
+    ExpectClose(qkv, DType::kBF16, 5 * 8 * d, 0.0);  // the product is only read
+  }
+  Mirrored gate_up = Bf16({3, 2 * 1536}, -5.f, 5.f), out = Bf16({3, 1536});
+  for (auto [be, m] : {std::pair{cpu_.get(), &Mirrored::cpu}, std::pair{gpu_.get(), &Mirrored::gpu}}) {
+    Tensor gate = gate_up.*m, up = gate_up.*m;
+    gate.shape[1] = up.shape[1] = 1536;
+    up.data = static_cast<char*>(up.data) + 1536 * 2;
+    be->GeluTanhMul(gate, up, out.*m);
+  }
+  Sync();
+  ExpectClose(out, DType::kBF16, 3 * 1536, 5e-3);
 }
 
 TEST_F(CudaBackendTest, GeluTanhMulMatchesCpu) {
