@@ -236,29 +236,52 @@ absl::StatusOr<Gemma4Model::Qkv> Gemma4Model::Project(int l, const Tensor& xn, S
   return r;
 }
 
+// Where this step's normed K/V rows go: straight into the cache rows [slot, slot + n) when one span covers the
+// step and does not wrap the layer's ring, else into temporaries that are copied to each span's cache.
+absl::StatusOr<Gemma4Model::KvRows> Gemma4Model::KvTargets(int l, const Qkv& raw, const std::vector<RowSpan>& spans,
+                                                           Scratch& s) {
+  const int64_t n = raw.k.dim(0), hkv = raw.k.dim(1), d = raw.k.dim(2);
+  const KvCache& cache = *spans.front().cache;
+  const int64_t slot = spans.front().pos0 % cache.capacity(l);
+  KvRows r;
+  if (spans.size() == 1 && slot + n <= cache.capacity(l)) {
+    r.k = cache.k(l).Slice(slot, slot + n);  // [n, Hkv, D]
+    r.v = cache.v(l).Slice(slot, slot + n);  // [n, Hkv, D]
+    r.in_cache = true;
+    return r;
+  }
+  const DType act = weights_.act_dtype;
+  ASSIGN_OR_RETURN(r.v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
+  r.k = raw.k;                                     // [n, Hkv, D], normed in place when contiguous
+  if (!r.k.is_contiguous()) {
+    ASSIGN_OR_RETURN(r.k, s.New(act, {n, hkv, d}));
+  }
+  return r;
+}
+
 // Attention of every span over its cache, after this step's normed K/V rows are written to it: att [n, Hq, D].
 absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
                                         const std::vector<RowSpan>& spans, Scratch& s, const Tensor& att) {
   const LayerConfig& lc = config_.layers[l];
   const LayerWeights& w = weights_.layers[l];
-  const DType act = weights_.act_dtype;
-  const int64_t n = xn.dim(0), d = lc.head_dim, hkv = lc.num_kv_heads;
   const float eps = config_.rms_eps;
   ASSIGN_OR_RETURN(const Qkv raw, Project(l, xn, s));
   Tensor q = raw.q;  // attention reads a contiguous [n, Hq, D]
   if (!q.is_contiguous()) {
-    ASSIGN_OR_RETURN(q, s.New(act, {n, config_.num_heads, d}));
+    ASSIGN_OR_RETURN(q, s.New(weights_.act_dtype, {xn.dim(0), config_.num_heads, lc.head_dim}));
   }
   backend_.RmsNormRope(raw.q, w.q_norm, eps, positions, lc.rope, q);
-  ASSIGN_OR_RETURN(Tensor v, s.New(act, {n, hkv, d}));  // [n, Hkv, D]
-  Tensor k = raw.k;                                     // [n, Hkv, D], normed in place when contiguous
-  if (!k.is_contiguous()) {
-    ASSIGN_OR_RETURN(k, s.New(act, {n, hkv, d}));
-  }
-  backend_.RmsNorm(raw.v, nullptr, eps, v);  // before K is normed (in place on k_eq_v layers)
-  backend_.RmsNormRope(raw.k, w.k_norm, eps, positions, lc.rope, k);
+  ASSIGN_OR_RETURN(const KvRows kv, KvTargets(l, raw, spans, s));
+  backend_.RmsNorm(raw.v, nullptr, eps, kv.v);  // before K is normed (in place on k_eq_v layers)
+  backend_.RmsNormRope(raw.k, w.k_norm, eps, positions, lc.rope, kv.k);
   const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
-  for (const RowSpan& span : spans) Attend(l, q, k, v, layer_blocks, span, att);
+  for (const RowSpan& span : spans) {
+    if (!kv.in_cache) {
+      backend_.CopyRowsToRing(kv.k.Slice(span.row0, span.row0 + span.n), span.cache->k(l), span.pos0);
+      backend_.CopyRowsToRing(kv.v.Slice(span.row0, span.row0 + span.n), span.cache->v(l), span.pos0);
+    }
+    Attend(l, q, layer_blocks, span, att);
+  }
   return absl::OkStatus();
 }
 
@@ -289,14 +312,11 @@ absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor&
   return absl::OkStatus();
 }
 
-// Appends the span's K/V rows to its cache and attends its query rows (blocks: of this span).
-void Gemma4Model::Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks,
-                         const RowSpan& span, const Tensor& att) {
+// Attends the span's query rows over its cache, which holds its K/V rows (blocks: of this span).
+void Gemma4Model::Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att) {
   const LayerConfig& lc = config_.layers[l];
   KvCache& cache = *span.cache;
   const int64_t r0 = span.row0, r1 = span.row0 + span.n;
-  backend_.CopyRowsToRing(k.Slice(r0, r1), cache.k(l), span.pos0);
-  backend_.CopyRowsToRing(v.Slice(r0, r1), cache.v(l), span.pos0);
   AttentionParams ap;
   ap.q_pos_start = span.pos0;
   ap.kv_pos_end = span.pos0 + span.n;

@@ -73,11 +73,16 @@ class Gemma4Model {
     Tensor q, k, v;
   };
   absl::StatusOr<Qkv> Project(int l, const Tensor& xn, Scratch& s);
+  // Destinations of the normed K/V rows [n, Hkv, D]: cache rows (in_cache) or temporaries.
+  struct KvRows {
+    Tensor k, v;
+    bool in_cache = false;
+  };
+  absl::StatusOr<KvRows> KvTargets(int l, const Qkv& raw, const std::vector<RowSpan>& spans, Scratch& s);
   absl::Status SelfAttention(int l, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
                              const std::vector<RowSpan>& spans, Scratch& s, const Tensor& att);
   absl::Status Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out);
-  void Attend(int l, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const RowSpan& span,
-              const Tensor& att);
+  void Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att);
   absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
 
   Backend& backend_;
