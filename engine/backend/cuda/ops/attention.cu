@@ -6,6 +6,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention_mask.cuh"
 #include "engine/backend/cuda/ops/decode_attention.cuh"
+#include "engine/backend/cuda/ops/decode_mma.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/torch_exp.cuh"
@@ -431,7 +432,19 @@ void LaunchSimpleAttention(const AttentionParams& p, cudaStream_t stream) {
 
 }  // namespace
 
+namespace {
+// One sequence's call as DecodeMma's batch of one.
+DecodeSeqs OneSequence(const AttentionParams& p) {
+  DecodeSeqs seqs;
+  seqs.count = 1;
+  seqs.q_len = p.q_len;
+  seqs.seq[0] = DecodeSeq{p.k, p.v, p.q_pos0, p.kv_begin, p.kv_end, p.kv_capacity};
+  return seqs;
+}
+}  // namespace
+
 int ChooseAttentionSplits(const AttentionParams& p, int num_sms) {
+  if (DecodeMmaApplies(p, p.q_len)) return ChooseDecodeMmaSplits(p, OneSequence(p), num_sms);
   if (DecodeAttentionApplies(p)) return ChooseDecodeSplits(p, num_sms);
   if (p.head_dim != 256 && p.head_dim != 512) return 1;  // the simple kernel does not split
   const int group = p.num_heads / p.num_kv_heads;
@@ -455,6 +468,10 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.kv_capacity > 0 && p.kv_end - p.kv_begin <= p.kv_capacity, "Attention: keys exceed the cache");
   AVSERVE_CHECK(p.num_splits >= 1 && (p.num_splits == 1 || p.workspace != nullptr), "Attention: no workspace");
   if (p.q_len == 0) return;
+  if (DecodeMmaApplies(p, p.q_len)) {
+    LaunchDecodeMma(p, OneSequence(p), stream);
+    return;
+  }
   if (DecodeAttentionApplies(p) && DecodeSlicesFit(p)) {
     LaunchDecodeAttention(p, stream);
     return;

@@ -1,6 +1,9 @@
 #include "engine/backend/cuda/ops/gemm.cuh"
 
+#include <cstring>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/gemv.cuh"
@@ -22,6 +25,34 @@ UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld, cudaDataType_t
   cublasLtMatrixLayout_t layout = nullptr;
   AVSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   return UniqueLayout(layout);
+}
+
+// The heuristic's choice per call shape. Asking cuBLASLt costs tens of microseconds of host time, which a decode
+// step of a few hundred products cannot afford; the answer depends only on the descriptors, so it is asked once.
+struct AlgoKey {
+  const void* handle;
+  int64_t m, n, k, lda, ldb, ldc;
+  bool b_kn, c_fp32, bias;
+  bool operator==(const AlgoKey& o) const {
+    return handle == o.handle && m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
+           b_kn == o.b_kn && c_fp32 == o.c_fp32 && bias == o.bias;
+  }
+};
+struct AlgoKeyHash {
+  size_t operator()(const AlgoKey& key) const {
+    size_t h = std::hash<const void*>()(key.handle);
+    for (int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc}) h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h * 31u + (key.b_kn ? 1u : 0u) + (key.c_fp32 ? 2u : 0u) + (key.bias ? 4u : 0u);
+  }
+};
+struct CachedAlgo {
+  bool found = false;
+  cublasLtMatmulAlgo_t algo{};
+};
+std::mutex algo_mutex;
+std::unordered_map<AlgoKey, CachedAlgo, AlgoKeyHash>& AlgoCache() {
+  static auto* cache = new std::unordered_map<AlgoKey, CachedAlgo, AlgoKeyHash>();
+  return *cache;
 }
 
 // cuBLASLt is column-major. Row-major c[m, n] is column-major cᵀ[n, m] = b[n, k] · aᵀ[k, m]; row-major b[n, k]
@@ -50,21 +81,34 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
   UniqueLayout layout_w = p.b_kn ? MakeLayout(p.n, p.k, ldb) : MakeLayout(p.k, p.n, ldb);
   UniqueLayout layout_x = MakeLayout(p.k, p.m, lda);  // aᵀ, column-major k x m
   UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc, p.c_fp32 ? CUDA_R_32F : CUDA_R_16BF);  // cᵀ, n x m
-  cublasLtMatmulPreference_t pref_raw = nullptr;
-  AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_raw));
-  UniquePreference pref(pref_raw);
   const uint64_t ws = handle.workspace_bytes();
-  AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                            sizeof(ws)));
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle.get(), desc.get(), layout_w.get(), layout_x.get(),
-                                                           layout_c.get(), layout_c.get(), pref.get(), 1,
-                                                           &heuristic, &found);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  const AlgoKey key{handle.get(), p.m, p.n, p.k, lda, ldb, ldc, p.b_kn, p.c_fp32, p.bias != nullptr};
+  CachedAlgo chosen;
+  {
+    std::lock_guard<std::mutex> lock(algo_mutex);
+    auto it = AlgoCache().find(key);
+    if (it != AlgoCache().end()) {
+      chosen = it->second;
+    } else {
+      cublasLtMatmulPreference_t pref_raw = nullptr;
+      AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_raw));
+      UniquePreference pref(pref_raw);
+      AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                                &ws, sizeof(ws)));
+      cublasLtMatmulHeuristicResult_t heuristic{};
+      int found = 0;
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle.get(), desc.get(), layout_w.get(),
+                                                               layout_x.get(), layout_c.get(), layout_c.get(),
+                                                               pref.get(), 1, &heuristic, &found);
+      chosen.found = st == CUBLAS_STATUS_SUCCESS && found > 0;
+      if (chosen.found) chosen.algo = heuristic.algo;
+      AlgoCache().emplace(key, chosen);
+    }
+  }
+  if (!chosen.found) return false;
   const float alpha = 1.f, beta = 0.f;
   AVSERVE_CUBLAS_CHECK(cublasLtMatmul(handle.get(), desc.get(), &alpha, p.b, layout_w.get(), p.a, layout_x.get(),
-                                      &beta, p.c, layout_c.get(), p.c, layout_c.get(), &heuristic.algo,
+                                      &beta, p.c, layout_c.get(), p.c, layout_c.get(), &chosen.algo,
                                       handle.workspace(), ws, stream));
   return true;
 }

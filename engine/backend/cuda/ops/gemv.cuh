@@ -1,6 +1,6 @@
-// Skinny matrix products for decode: c[m, n] = bf16(a[m, k] · b[n, k]ᵀ (+ bias)) with m <= kGemvMaxRows.
-// Memory-bound (every weight byte is read once), so one warp per output column streams its weight row
-// with 16-byte loads and keeps m fp32 sums (2.8 TB/s of weights on an H100 at m = 1, 93% of the copy ceiling).
+// Skinny matrix products for decode and batched questions: c[m, n] = a[m, k] · b[n, k]ᵀ (+ bias) with
+// m <= kGemvMaxRows, bf16 or fp32 output. Memory-bound (every weight byte is read once): tensor-core mmas fed
+// straight from 16-byte global loads, see Note [Skinny GEMM] in gemv.cu.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,11 +9,10 @@
 
 namespace avserve::engine::cuda {
 
-// Measured on an H100: at 1 row 2.8 TB/s of weights; at 8 rows the per-row activation reads made it ~3x
-// slower than cuBLASLt, so only 1-2 rows take this path.
-inline constexpr int kGemvMaxRows = 2;
+inline constexpr int kGemvMaxRows = 16;  // two n8 tiles of the skinny kernel (Note [Skinny GEMM])
 
-// Whether LaunchGemv handles `p` (bf16 output, b as [n, k], m <= kGemvMaxRows, 16-byte aligned rows).
+// Whether LaunchGemv handles `p` (b as [n, k], m <= kGemvMaxRows, k a multiple of 32,
+// 16-byte aligned rows).
 bool GemvApplies(const GemmParams& p);
 void LaunchGemv(const GemmParams& p, cudaStream_t stream);
 

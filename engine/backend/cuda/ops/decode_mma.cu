@@ -1,0 +1,330 @@
+// Note [Decode on tensor cores]
+// A decode step has few query rows per KV head (GQA 16 x 1 position on the full layers, 2 x 1 on the sliding
+// ones) and many keys, so the work is reading K and V once at full bandwidth. A CTA owns one KV head of one
+// sequence and one slice of its keys; its rows (position, head) form one m16 tile (unused rows are zero).
+//   * Warps split the head dimension: warp w owns dims [128w, 128w + 128). For Q·Kᵀ each warp multiplies its
+//     dims only and the partial scores meet in shared memory (summed in warp order, so every warp holds the
+//     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
+//   * K and V tiles of 32 keys stream through a 3-stage cp.async ring, so two tiles are in flight while one
+//     is multiplied.
+//   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
+//     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
+//     attention.cu's combine kernel merges, a single slice writes bf16 output.
+// Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.z picks the
+// sequence, whose cache pointers and positions come from DecodeSeqs.
+#include "engine/backend/cuda/ops/decode_mma.cuh"
+
+#include <algorithm>
+#include <cfloat>
+
+#include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/mma.cuh"
+
+namespace avserve::engine::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int kD>
+struct DecodeMmaTraits {
+  static constexpr int kWarps = kD / 128;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kKeys = 32;  // keys per tile
+  static constexpr int kStages = 3;
+  static constexpr int kStride = kD + 8;  // +16 B per row: ldmatrix rows hit distinct banks
+  static constexpr size_t kTileElems = size_t{kKeys} * kStride;
+  static constexpr size_t kSmemBytes =
+      sizeof(bf16) * kStages * 2 * kTileElems + sizeof(float) * kWarps * 16 * kKeys;
+};
+
+// Visible: in the cache range, causal, inside the window.
+__device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSeq& s, int qpos, int kpos) {
+  return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
+}
+
+template <int kD>
+__global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
+    DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
+  using Tr = DecodeMmaTraits<kD>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* kv_s = reinterpret_cast<bf16*>(smem_raw);                                   // [stage][K|V][kKeys][kStride]
+  float* s_part = reinterpret_cast<float*>(kv_s + Tr::kStages * 2 * Tr::kTileElems);  // [warp][16][kKeys]
+  const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const DecodeSeq sq = seqs.seq[b];
+  const int group = p.num_heads / p.num_kv_heads;
+  const int rows = seqs.q_len * group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int d0 = warp * 128;
+
+  const int tile0 = (sq.kv_begin / Tr::kKeys) * Tr::kKeys;
+  const int num_tiles = sq.kv_end > tile0 ? (sq.kv_end - tile0 + Tr::kKeys - 1) / Tr::kKeys : 0;
+  const int per = (num_tiles + p.num_splits - 1) / p.num_splits;
+  const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
+
+  auto load_tile = [&](int tile, int stage) {
+    const int key0 = tile0 + tile * Tr::kKeys;
+    bf16* ks = kv_s + stage * 2 * Tr::kTileElems;
+    bf16* vs = ks + Tr::kTileElems;
+    constexpr int kChunks = kD / 8;
+    for (int c = threadIdx.x; c < Tr::kKeys * kChunks; c += Tr::kThreads) {
+      const int r = c / kChunks, col = (c % kChunks) * 8;
+      const int pos = key0 + r;
+      if (pos >= sq.kv_begin && pos < sq.kv_end) {
+        const int64_t slot = pos % sq.kv_capacity;
+        CpAsync16(ks + r * Tr::kStride + col, sq.k + slot * p.k_slot_stride + kv_head * p.k_head_stride + col);
+        CpAsync16(vs + r * Tr::kStride + col, sq.v + slot * p.v_slot_stride + kv_head * p.v_head_stride + col);
+      } else {
+        *reinterpret_cast<int4*>(ks + r * Tr::kStride + col) = make_int4(0, 0, 0, 0);
+        *reinterpret_cast<int4*>(vs + r * Tr::kStride + col) = make_int4(0, 0, 0, 0);
+      }
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < Tr::kStages - 1; ++s) {
+    if (t_begin + s < t_end) load_tile(t_begin + s, s);
+    CpAsyncCommit();
+  }
+
+  // Q as A fragments of this warp's 128 dims (rows g and g + 8); rows past `rows` are zero.
+  int qpos[2];
+  uint32_t qf[8][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = g + 8 * i;
+    qpos[i] = sq.q_pos0 + r / group;
+    const bf16* qrow = r < rows ? p.q + (int64_t{b} * seqs.q_len + r / group) * p.q_token_stride +
+                                      (kv_head * group + r % group) * p.q_head_stride + d0 + 2 * t
+                                : nullptr;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+      qf[kk][i] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
+      qf[kk][2 + i] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + 8) : 0u;
+    }
+  }
+
+  float o[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float row_max[2] = {-FLT_MAX, -FLT_MAX}, row_sum[2] = {0.f, 0.f};
+  const float scale_log2 = p.scale * kLog2e;
+  const int mi = lane / 8;
+
+  for (int tile = t_begin; tile < t_end; ++tile) {
+    const int it = tile - t_begin;
+    CpAsyncWait<Tr::kStages - 2>();  // this tile has landed
+    __syncthreads();                  // ... for every thread; and every warp is done with the stage reused next
+    if (tile + Tr::kStages - 1 < t_end) load_tile(tile + Tr::kStages - 1, (it + Tr::kStages - 1) % Tr::kStages);
+    CpAsyncCommit();
+    const bf16* ks = kv_s + (it % Tr::kStages) * 2 * Tr::kTileElems;
+    const bf16* vs = ks + Tr::kTileElems;
+
+    // Partial scores over this warp's dims: [16 rows, 32 keys] as four n8 tiles.
+    float s[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+#pragma unroll
+      for (int np = 0; np < 2; ++np) {
+        uint32_t bfr[4];
+        Ldmatrix4(bfr, ks + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kStride + d0 + kk * 16 + (mi % 2) * 8);
+        Mma16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
+        Mma16816(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+      }
+    }
+    if constexpr (Tr::kWarps > 1) {
+      float* mine = s_part + warp * 16 * Tr::kKeys;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mine[(g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2] = s[j][e];
+      }
+      __syncthreads();
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int idx = (g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2;
+          float sum = s_part[idx];
+#pragma unroll
+          for (int w = 1; w < Tr::kWarps; ++w) sum += s_part[w * 16 * Tr::kKeys + idx];
+          s[j][e] = sum;
+        }
+      }
+    }
+
+    // Mask and online softmax.
+    const int key0 = tile0 + tile * Tr::kKeys;
+    float tile_max[2] = {-FLT_MAX, -FLT_MAX};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e / 2;
+        const int r = g + 8 * i;
+        if (r >= rows || !Visible(p, sq, qpos[i], key0 + j * 8 + 2 * t + e % 2)) s[j][e] = -INFINITY;
+        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
+      const float new_max = fmaxf(row_max[i], tile_max[i]);
+      corr[i] = exp2f((row_max[i] - new_max) * scale_log2);
+      row_max[i] = new_max;
+      row_sum[i] *= corr[i];
+    }
+    uint32_t pfrag[2][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      float pv[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        pv[e] = exp2f((s[j][e] - row_max[e / 2]) * scale_log2);  // -inf -> 0
+        row_sum[e / 2] += pv[e];
+      }
+      pfrag[j / 2][(j % 2) * 2 + 0] = PackBf16(pv[0], pv[1]);
+      pfrag[j / 2][(j % 2) * 2 + 1] = PackBf16(pv[2], pv[3]);
+    }
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[j][0] *= corr[0];
+      o[j][1] *= corr[0];
+      o[j][2] *= corr[1];
+      o[j][3] *= corr[1];
+    }
+#pragma unroll
+    for (int kc = 0; kc < 2; ++kc) {
+#pragma unroll
+      for (int dp = 0; dp < 8; ++dp) {
+        uint32_t bfr[4];
+        Ldmatrix4Trans(bfr, vs + (kc * 16 + (mi % 2) * 8 + lane % 8) * Tr::kStride + d0 + dp * 16 + (mi / 2) * 8);
+        Mma16816(o[2 * dp], pfrag[kc], bfr[0], bfr[1]);
+        Mma16816(o[2 * dp + 1], pfrag[kc], bfr[2], bfr[3]);
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
+    row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
+  }
+  const int64_t rows_all = static_cast<int64_t>(p.q_len) * p.num_heads;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = g + 8 * i;
+    if (r >= rows) continue;
+    const int64_t token = int64_t{b} * seqs.q_len + r / group;
+    const int head = kv_head * group + r % group;
+    if (p.num_splits == 1) {
+      const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
+      bf16* out = p.o + token * p.o_token_stride + head * p.o_head_stride + d0 + 2 * t;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        *reinterpret_cast<__nv_bfloat162*>(out + j * 8) =
+            __floats2bfloat162_rn(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+      }
+    } else {
+      const int64_t flat = token * p.num_heads + head;
+      float* part_o = static_cast<float*>(p.workspace) + (split * rows_all + flat) * p.head_dim + d0 + 2 * t;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) *reinterpret_cast<float2*>(part_o + j * 8) = make_float2(o[j][2 * i], o[j][2 * i + 1]);
+      if (warp == 0 && t == 0) {
+        float* part_ml = static_cast<float*>(p.workspace) + p.num_splits * rows_all * p.head_dim;
+        part_ml[2 * (split * rows_all + flat)] = row_max[i];
+        part_ml[2 * (split * rows_all + flat) + 1] = row_sum[i];
+      }
+    }
+  }
+}
+
+template <int kD>
+void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
+  using Tr = DecodeMmaTraits<kD>;
+  static const bool attribute_set = [] {
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(Tr::kSmemBytes)));
+    return true;
+  }();
+  (void)attribute_set;
+  const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
+  DecodeMmaKernel<kD><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, seqs);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
+// Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
+__global__ void AppendKvKernel(AppendKvParams p, DecodeSeqs seqs) {
+  const int i = blockIdx.x, b = blockIdx.y;
+  const DecodeSeq& s = seqs.seq[b];
+  const int64_t token = int64_t{b} * seqs.q_len + i;
+  const int64_t slot = (s.q_pos0 + i) % s.kv_capacity;
+  const int4* k_src = reinterpret_cast<const int4*>(p.k_new + token * p.k_new_stride);
+  const int4* v_src = reinterpret_cast<const int4*>(p.v_new + token * p.v_new_stride);
+  int4* k_dst = reinterpret_cast<int4*>(const_cast<bf16*>(s.k) + slot * p.k_slot_stride);
+  int4* v_dst = reinterpret_cast<int4*>(const_cast<bf16*>(s.v) + slot * p.v_slot_stride);
+  for (int64_t c = threadIdx.x; c < p.row_elems / 8; c += blockDim.x) {
+    k_dst[c] = k_src[c];
+    v_dst[c] = v_src[c];
+  }
+}
+
+}  // namespace
+
+void LaunchAppendKv(const AppendKvParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
+  AVSERVE_CHECK(p.row_elems % 8 == 0 && p.k_new_stride % 8 == 0 && p.v_new_stride % 8 == 0 &&
+                    p.k_slot_stride % 8 == 0 && p.v_slot_stride % 8 == 0,
+                "AppendKv: rows must be 16-byte multiples");
+  if (seqs.count == 0 || seqs.q_len == 0) return;
+  AppendKvKernel<<<dim3(seqs.q_len, seqs.count), 128, 0, stream>>>(p, seqs);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
+bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
+  if (p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0 || q_len_per_seq < 1) return false;
+  const int group = p.num_heads / p.num_kv_heads;
+  return (p.head_dim == 256 || p.head_dim == 512) && p.block_ids == nullptr &&
+         group * q_len_per_seq <= kDecodeMmaMaxRows && p.q_token_stride % 2 == 0 && p.q_head_stride % 2 == 0 &&
+         p.k_slot_stride % 8 == 0 && p.k_head_stride % 8 == 0 && p.v_slot_stride % 8 == 0 &&
+         p.v_head_stride % 8 == 0 && p.o_token_stride % 2 == 0 && p.o_head_stride % 2 == 0;
+}
+
+int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms) {
+  int max_tiles = 1;
+  for (int i = 0; i < seqs.count; ++i) {
+    const DecodeSeq& s = seqs.seq[i];
+    const int tile0 = (s.kv_begin / 32) * 32;
+    max_tiles = std::max(max_tiles, (s.kv_end - tile0 + 31) / 32);
+  }
+  const int per_sm = p.head_dim == 512 ? 1 : 2;  // shared memory: 208 KB or 105 KB per CTA
+  const int ctas = std::max(1, p.num_kv_heads * seqs.count);
+  const int fill = (per_sm * num_sms + ctas - 1) / ctas;
+  return std::max(1, std::min(fill, std::max(1, max_tiles / 2)));  // at least two tiles per slice
+}
+
+void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
+  AVSERVE_CHECK(seqs.count >= 1 && seqs.count <= kDecodeMmaMaxSeqs, "DecodeMma: 1 to 16 sequences");
+  AVSERVE_CHECK(p.q_len == seqs.count * seqs.q_len, "DecodeMma: q rows differ from the sequences' queries");
+  AVSERVE_CHECK(DecodeMmaApplies(p, seqs.q_len), "DecodeMma: unsupported shape");
+  AVSERVE_CHECK(p.num_splits == 1 || p.workspace != nullptr, "DecodeMma: no workspace");
+  for (int i = 0; i < seqs.count; ++i) {
+    const DecodeSeq& s = seqs.seq[i];
+    AVSERVE_CHECK(s.k != nullptr && s.v != nullptr && s.kv_begin >= 0 && s.kv_capacity > 0 &&
+                      s.kv_end - s.kv_begin <= s.kv_capacity,
+                  "DecodeMma: bad sequence cache");
+    AVSERVE_CHECK(reinterpret_cast<uintptr_t>(s.k) % 16 == 0 && reinterpret_cast<uintptr_t>(s.v) % 16 == 0,
+                  "DecodeMma: K/V must be 16-byte aligned");
+  }
+  if (p.head_dim == 256) {
+    Launch<256>(p, seqs, stream);
+  } else {
+    Launch<512>(p, seqs, stream);
+  }
+  if (p.num_splits > 1) LaunchCombineSplits(p, stream);
+}
+
+}  // namespace avserve::engine::cuda
