@@ -180,6 +180,14 @@ class Backend {
     Add(residual, x, residual);
     if (scaled) Scale(residual, scale, residual);
   }
+  // RmsNormAddTo, then next_out = RmsNorm(residual) · next_weight over the updated (rounded) residual: a post norm
+  // and residual add followed by the stream's next norm (pre-FFN, or the next layer's input norm). next_out may not
+  // alias residual or x. x is overwritten with its norm by the default.
+  virtual void RmsNormAddToNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                                float scale, const Tensor& next_weight, const Tensor& next_out) {
+    RmsNormAddTo(x, weight, eps, residual, scaled, scale);
+    RmsNorm(residual, &next_weight, eps, next_out);
+  }
 
   // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).
   virtual void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) = 0;

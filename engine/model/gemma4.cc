@@ -63,13 +63,18 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
   return Logits(x, in.all_logits, logits, s);
 }
 
-// Every decoder layer over the residual stream x; `cancel` is polled between layers.
+// Every decoder layer over the residual stream x; `cancel` is polled between layers. Each layer ends with the next
+// one's input norm (fused into its last residual add), so only the first is normed here.
 absl::Status Gemma4Model::Layers(const Tensor& x, const Tensor& positions, const Tensor* blocks,
                                  const std::vector<RowSpan>& spans, const std::atomic<bool>* cancel) {
+  if (config_.layers.empty()) return absl::OkStatus();
+  Scratch s(backend_);
+  ASSIGN_OR_RETURN(Tensor xn, s.New(weights_.act_dtype, {x.dim(0), config_.hidden_size}));  // [n, H]
+  backend_.RmsNorm(x, &weights_.layers[0].input_norm, config_.rms_eps, xn);
   for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
     if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
     Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
-    RETURN_IF_ERROR(Layer(l, x, positions, blocks, spans, layer_scratch));
+    RETURN_IF_ERROR(Layer(l, x, xn, positions, blocks, spans, layer_scratch));
   }
   return absl::OkStatus();
 }
@@ -166,25 +171,29 @@ absl::Status Gemma4Model::EmbedAudio(const ForwardInput& in, const Tensor& rows,
 }
 
 // One decoder layer (§5.3/§5.4): attention with q/k/v norms and RoPE, post-norms, GeGLU MLP,
-// residual adds, and the per-layer scalar over the whole stream.
-absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
-                                const std::vector<RowSpan>& spans, Scratch& s) {
+// residual adds, and the per-layer scalar over the whole stream. xn [n, H] holds this layer's input norm of x
+// on entry and the next layer's on return (each norm fused into the residual add before it).
+absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& xn, const Tensor& positions,
+                                const Tensor* blocks, const std::vector<RowSpan>& spans, Scratch& s) {
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
   const int64_t n = x.dim(0), hid = config_.hidden_size, d = config_.layers[l].head_dim, hq = config_.num_heads;
   const float eps = config_.rms_eps;
 
-  ASSIGN_OR_RETURN(Tensor xn, s.New(act, {n, hid}));  // [n, H]
-  backend_.RmsNorm(x, &w.input_norm, eps, xn);
   ASSIGN_OR_RETURN(Tensor att, s.New(act, {n, hq, d}));  // [n, Hq, D]
   RETURN_IF_ERROR(SelfAttention(l, xn, positions, blocks, spans, s, att));
   ASSIGN_OR_RETURN(Tensor o, s.New(act, {n, hid}));  // [n, H]
   backend_.MatMul(att.Reshape({n, hq * d}), w.o_proj, nullptr, o);
-  backend_.RmsNormAddTo(o, w.post_attn_norm, eps, x, /*scaled=*/false, 1.0f);
+  backend_.RmsNormAddToNorm(o, w.post_attn_norm, eps, x, /*scaled=*/false, 1.0f, w.pre_ffn_norm, xn);
 
-  backend_.RmsNorm(x, &w.pre_ffn_norm, eps, xn);
   RETURN_IF_ERROR(Mlp(l, xn, s, o));
-  backend_.RmsNormAddTo(o, w.post_ffn_norm, eps, x, /*scaled=*/true, RoundTo(act, w.layer_scalar));
+  const float scale = RoundTo(act, w.layer_scalar);
+  if (l + 1 < static_cast<int>(config_.layers.size())) {
+    backend_.RmsNormAddToNorm(o, w.post_ffn_norm, eps, x, /*scaled=*/true, scale, weights_.layers[l + 1].input_norm,
+                              xn);
+  } else {
+    backend_.RmsNormAddTo(o, w.post_ffn_norm, eps, x, /*scaled=*/true, scale);
+  }
   return absl::OkStatus();
 }
 

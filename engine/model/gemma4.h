@@ -65,7 +65,7 @@ class Gemma4Model {
   absl::Status EmbedAudio(const ForwardInput& in, const Tensor& rows, const Tensor& x, Scratch& s);
   absl::Status Layers(const Tensor& x, const Tensor& positions, const Tensor* blocks, const std::vector<RowSpan>& spans,
                       const std::atomic<bool>* cancel);
-  absl::Status Layer(int l, const Tensor& x, const Tensor& positions, const Tensor* blocks,
+  absl::Status Layer(int l, const Tensor& x, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
                      const std::vector<RowSpan>& spans, Scratch& s);
   // Raw projections of one layer, [n, heads, D] each (strided views of one product when the weights are fused);
   // v is k on k_eq_v layers.

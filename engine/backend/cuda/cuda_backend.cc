@@ -221,6 +221,35 @@ void CudaBackend::RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps,
   LaunchRmsNorm(p, stream());
 }
 
+// One kernel where the row fits (rms_norm.cu): the residual row is read and written once and normed again from the
+// updated values; otherwise the two launches of the plain sequence.
+void CudaBackend::RmsNormAddToNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual,
+                                   bool scaled, float scale, const Tensor& next_weight, const Tensor& next_out) {
+  const int64_t dim = x.dim(-1);
+  AVSERVE_CHECK(residual.rows() == x.rows() && next_out.rows() == x.rows() && residual.dim(-1) == dim &&
+                    next_out.dim(-1) == dim && weight.numel() == dim && next_weight.numel() == dim,
+                "RmsNormAddToNorm: shapes differ");
+  RmsNormAddToNormParams p;
+  p.x = Bf16(x);
+  p.weight = Bf16(weight);
+  p.residual = MutBf16(residual);
+  p.next_weight = Bf16(next_weight);
+  p.y = MutBf16(next_out);
+  p.x_stride = RowStride(x);
+  p.residual_stride = RowStride(residual);
+  p.y_stride = RowStride(next_out);
+  p.scaled = scaled;
+  p.scale = scale;
+  p.rows = static_cast<int>(x.rows());
+  p.dim = static_cast<int>(dim);
+  p.eps = eps;
+  if (!RmsNormAddToNormApplies(p)) {
+    Backend::RmsNormAddToNorm(x, weight, eps, residual, scaled, scale, next_weight, next_out);
+    return;
+  }
+  LaunchRmsNormAddToNorm(p, stream());
+}
+
 void CudaBackend::LayerNorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, const Tensor& y) {
   AVSERVE_CHECK(x.is_contiguous() && y.is_contiguous(), "LayerNorm: contiguous tensors only");
   LayerNormParams p;

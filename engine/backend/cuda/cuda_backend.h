@@ -31,6 +31,8 @@ class CudaBackend final : public Backend {
                    const Tensor& y) override;
   void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                     float scale) override;
+  void RmsNormAddToNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                        float scale, const Tensor& next_weight, const Tensor& next_out) override;
   void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) override;
   void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                  const AttentionParams& params, const Tensor& out) override;

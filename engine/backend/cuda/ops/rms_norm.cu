@@ -157,7 +157,80 @@ bool HeadsKernelApplies(const RmsNormParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
+// One block per row; thread t holds the 8-element vectors (c * kThreads + t) of the row in registers, the split
+// RmsNormKernel uses, so both sums of squares add in its order.
+template <int kChunks>
+__global__ void __launch_bounds__(kThreads) RmsNormAddToNormKernel(RmsNormAddToNormParams p) {
+  __shared__ float scratch[kThreads / 32];
+  const int64_t row = blockIdx.x;
+  const bf16* x = p.x + row * p.x_stride;
+  bf16* res = p.residual + row * p.residual_stride;
+  bf16* y = p.y + row * p.y_stride;
+  float v[kChunks][8];
+  float sum_sq = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int i = (c * kThreads + static_cast<int>(threadIdx.x)) * 8;
+    if (i >= p.dim) continue;
+    LoadBf16x8(x + i, v[c]);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sum_sq += v[c][k] * v[c][k];
+  }
+  const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(p.dim) + p.eps);
+  float next_sq = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int i = (c * kThreads + static_cast<int>(threadIdx.x)) * 8;
+    if (i >= p.dim) continue;
+    float w[8], r[8];
+    LoadBf16x8(p.weight + i, w);
+    LoadBf16x8(res + i, r);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float t = Bf16Round(Bf16Round(v[c][k] * inv_rms * w[k]) + r[k]);
+      if (p.scaled) t = Bf16Round(t * p.scale);
+      v[c][k] = t;
+      next_sq += t * t;
+    }
+    StoreBf16x8(res + i, v[c]);
+  }
+  const float next_inv_rms = rsqrtf(BlockSum(next_sq, scratch) / static_cast<float>(p.dim) + p.eps);
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int i = (c * kThreads + static_cast<int>(threadIdx.x)) * 8;
+    if (i >= p.dim) continue;
+    float w[8];
+    LoadBf16x8(p.next_weight + i, w);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) w[k] = v[c][k] * next_inv_rms * w[k];
+    StoreBf16x8(y + i, w);
+  }
+}
+
 }  // namespace
+
+bool RmsNormAddToNormApplies(const RmsNormAddToNormParams& p) {
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return p.dim > 0 && p.dim % 8 == 0 && p.dim <= kMaxRmsNormAddToNormDim && p.x_stride % 8 == 0 &&
+         p.residual_stride % 8 == 0 && p.y_stride % 8 == 0 && aligned(p.x) && aligned(p.weight) &&
+         aligned(p.residual) && aligned(p.next_weight) && aligned(p.y);
+}
+
+void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream) {
+  AVSERVE_CHECK(RmsNormAddToNormApplies(p), "RmsNormAddToNorm: dim or alignment not supported");
+  if (p.rows == 0) return;
+  const int vectors_per_thread = (p.dim / 8 + kThreads - 1) / kThreads;
+  if (vectors_per_thread <= 1) {
+    RmsNormAddToNormKernel<1><<<p.rows, kThreads, 0, stream>>>(p);
+  } else if (vectors_per_thread <= 2) {
+    RmsNormAddToNormKernel<2><<<p.rows, kThreads, 0, stream>>>(p);
+  } else if (vectors_per_thread <= 4) {
+    RmsNormAddToNormKernel<4><<<p.rows, kThreads, 0, stream>>>(p);
+  } else {
+    RmsNormAddToNormKernel<8><<<p.rows, kThreads, 0, stream>>>(p);
+  }
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
 
 void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.dim % 8 == 0 && p.dim > 0 && p.heads > 0, "RmsNorm: dim must be a positive multiple of 8");

@@ -35,4 +35,28 @@ struct RmsNormParams {
 
 void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
 
+// A post norm with its residual add, then the next norm of the updated rows, one block per row (the residual row is
+// read once and written once):
+//   residual = bf16(residual + bf16(x * (mean(x^2) + eps)^-1/2 * weight)); if scaled: residual = bf16(residual * scale)
+//   y = bf16(residual * (mean(residual^2) + eps)^-1/2 * next_weight)
+// Same rounding points and sums as LaunchRmsNorm's residual form followed by its plain form.
+struct RmsNormAddToNormParams {
+  const __nv_bfloat16* x = nullptr;            // [rows, dim], row stride x_stride
+  const __nv_bfloat16* weight = nullptr;       // [dim]
+  __nv_bfloat16* residual = nullptr;           // [rows, dim], row stride residual_stride; updated in place
+  const __nv_bfloat16* next_weight = nullptr;  // [dim]
+  __nv_bfloat16* y = nullptr;                  // [rows, dim], row stride y_stride
+  int64_t x_stride = 0, residual_stride = 0, y_stride = 0;
+  bool scaled = false;
+  float scale = 1.f;
+  int rows = 0;
+  int dim = 0;  // multiple of 8, at most kMaxRmsNormAddToNormDim
+  float eps = 1e-6f;
+};
+constexpr int kMaxRmsNormAddToNormDim = 8192;
+
+// Whether LaunchRmsNormAddToNorm takes `p` (dim, 16-byte aligned rows); otherwise run the two plain launches.
+bool RmsNormAddToNormApplies(const RmsNormAddToNormParams& p);
+void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream);
+
 }  // namespace avserve::engine::cuda
