@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <span>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "engine/api.h"
@@ -32,11 +33,14 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBareBackend(BackendKind kind, int
 }
 }  // namespace
 
-// AVSERVE_OP_TIMES=1 wraps the backend in an op timer (engine/backend/op_timer.h) for profiling.
+// AVSERVE_OP_TIMES=1 wraps the backend in an op timer (engine/backend/op_timer.h) for profiling; =host times the
+// host side of each call without synchronising.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int num_threads) {
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBareBackend(kind, num_threads));
   const char* times = std::getenv("AVSERVE_OP_TIMES");
-  if (times != nullptr && times[0] != '\0' && times[0] != '0') return WrapWithOpTimer(std::move(backend));
+  if (times != nullptr && times[0] != '\0' && times[0] != '0') {
+    return WrapWithOpTimer(std::move(backend), std::string_view(times) != "host");
+  }
   return backend;
 }
 

@@ -3,7 +3,8 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench profile long peer" bench/engine_gpu/device_run.sh   (default: all but peer)
+#   STEPS="tests parity bench profile host ncu long peer" bench/engine_gpu/device_run.sh
+#   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/device_run}
@@ -62,6 +63,24 @@ if has profile; then
   AVSERVE_OP_TIMES=1 timeout "${PROFILE_TIMEOUT:-120}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" \
     --backend cuda --chunk 8192 --prefill 32768 --decode_ctx 32768 --decode_tokens 8 --batch 8 --reps 1 2>&1 |
     tee -a "$log"
+fi
+if has host; then
+  say "host time per op (AVSERVE_OP_TIMES=host: no synchronisation; Download = waiting for the device)"
+  AVSERVE_OP_TIMES=host timeout 120 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda \
+    --chunk 8192 --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | head -45 | tee -a "$log"
+fi
+if has ncu; then
+  # Kernel durations (no launch gaps) of the decode steps: every kernel after a 4K-token prefill, then the decode
+  # attention kernels at a 32K context (one sequence and 8 questions).
+  say "ncu: kernels of decode steps"
+  bench_args=(--checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill "" --decode_tokens 3 --reps 1)
+  timeout 200 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 900 \
+    --launch-count 1200 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 4096 --batch 0 \
+    >"$out/ncu_step.csv" 2>/dev/null
+  timeout 200 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'DecodeMma|CombineSplits|AppendKv' \
+    --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 32768 --batch 8 \
+    >"$out/ncu_attn.csv" 2>/dev/null
+  python3 bench/engine_gpu/ncu_summary.py "$out/ncu_step.csv" "$out/ncu_attn.csv" 2>&1 | tee -a "$log"
 fi
 if has long; then
   say "262144-token context"

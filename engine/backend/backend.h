@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -187,6 +188,23 @@ class Backend {
                                 float scale, const Tensor& next_weight, const Tensor& next_out) {
     RmsNormAddTo(x, weight, eps, residual, scaled, scale);
     RmsNorm(residual, &next_weight, eps, next_out);
+  }
+
+  // One decode step of several sequences (batched questions): row b of q [B, Hq, D], k_new and v_new [B, Hkv, D]
+  // belongs to seqs[b], whose new position is seqs[b].params.q_pos_start (one query each, no vision blocks).
+  // Appends each K/V row to its sequence's cache, then attends every row over its own cache.
+  struct DecodeKv {
+    Tensor k, v;  // the sequence's cache of this layer, [kv_capacity, Hkv, D]
+    AttentionParams params;
+  };
+  virtual void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new,
+                                const std::vector<DecodeKv>& seqs, const Tensor& out) {
+    for (size_t b = 0; b < seqs.size(); ++b) {
+      const int64_t r = static_cast<int64_t>(b);
+      CopyRowsToRing(k_new.Slice(r, r + 1), seqs[b].k, seqs[b].params.q_pos_start);
+      CopyRowsToRing(v_new.Slice(r, r + 1), seqs[b].v, seqs[b].params.q_pos_start);
+      Attention(q.Slice(r, r + 1), seqs[b].k, seqs[b].v, nullptr, seqs[b].params, out.Slice(r, r + 1));
+    }
   }
 
   // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).

@@ -29,10 +29,10 @@ class OpTimer final : public Backend {
 
   template <typename F>
   auto Time(const std::string& key, F&& op) {
-    in_->Synchronize();
+    if (sync_) in_->Synchronize();
     const auto t0 = Clock::now();
     auto result = op();
-    in_->Synchronize();
+    if (sync_) in_->Synchronize();
     Row& r = rows_[key];
     ++r.calls;
     r.seconds += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -40,7 +40,7 @@ class OpTimer final : public Backend {
   }
 
  public:
-  explicit OpTimer(std::unique_ptr<Backend> inner) : in_(std::move(inner)) {}
+  OpTimer(std::unique_ptr<Backend> inner, bool sync) : in_(std::move(inner)), sync_(sync) {}
   ~OpTimer() override { Print(); }
 
   std::string Name() const override { return in_->Name(); }
@@ -74,6 +74,19 @@ class OpTimer final : public Backend {
       in_->RmsNormAddTo(x, weight, eps, residual, scaled, scale);
       return 0;
     });
+  }
+  void RmsNormAddToNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
+                        float scale, const Tensor& next_weight, const Tensor& next_out) override {
+    Time(absl::StrCat("RmsNormAddToNorm ", Shape(x)), [&] {
+      in_->RmsNormAddToNorm(x, weight, eps, residual, scaled, scale, next_weight, next_out);
+      return 0;
+    });
+  }
+  void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
+                        const Tensor& out) override {
+    const bool sliding = !seqs.empty() && seqs[0].params.sliding_window > 0;
+    Time(absl::StrCat("AttendDecodeRows q", Shape(q), sliding ? " sliding" : " full"),
+         [&] { in_->AttendDecodeRows(q, k_new, v_new, seqs, out); return 0; });
   }
   void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
     Time(absl::StrCat("LayerNorm ", Shape(x)), [&] { in_->LayerNorm(x, w, b, eps, y); return 0; });
@@ -123,7 +136,8 @@ class OpTimer final : public Backend {
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
     double total = 0;
     for (const auto& [key, r] : rows) total += r.seconds;
-    std::fprintf(stderr, "op times (%s; each op synchronised): total %.3f s\n", in_->Name().c_str(), total);
+    std::fprintf(stderr, "op times (%s; %s): total %.3f s\n", in_->Name().c_str(),
+                 sync_ ? "each op synchronised" : "host time inside each call, no synchronisation", total);
     std::fprintf(stderr, "%10s %9s %11s %6s  %s\n", "seconds", "calls", "us/call", "share", "op");
     for (const auto& [key, r] : rows) {
       if (r.seconds < 1e-3 * total && rows.size() > 30) continue;
@@ -133,13 +147,14 @@ class OpTimer final : public Backend {
   }
 
   std::unique_ptr<Backend> in_;
+  bool sync_;
   std::map<std::string, Row> rows_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> WrapWithOpTimer(std::unique_ptr<Backend> inner) {
-  return std::make_unique<OpTimer>(std::move(inner));
+std::unique_ptr<Backend> WrapWithOpTimer(std::unique_ptr<Backend> inner, bool synchronise) {
+  return std::make_unique<OpTimer>(std::move(inner), synchronise);
 }
 
 }  // namespace avserve::engine

@@ -284,6 +284,13 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
   backend_.RmsNorm(raw.v, nullptr, eps, kv.v);  // before K is normed (in place on k_eq_v layers)
   backend_.RmsNormRope(raw.k, w.k_norm, eps, positions, lc.rope, kv.k);
   const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
+  const bool one_row_each = std::all_of(spans.begin(), spans.end(), [](const RowSpan& r) { return r.n == 1; });
+  if (spans.size() > 1 && !kv.in_cache && layer_blocks == nullptr && one_row_each) {
+    std::vector<Backend::DecodeKv> seqs;  // a decode step of several sequences: one append and attention for all
+    for (const RowSpan& span : spans) seqs.push_back({span.cache->k(l), span.cache->v(l), AttendParams(l, span)});
+    backend_.AttendDecodeRows(q, kv.k, kv.v, seqs, att);
+    return absl::OkStatus();
+  }
   for (const RowSpan& span : spans) {
     if (!kv.in_cache) {
       backend_.CopyRowsToRing(kv.k.Slice(span.row0, span.row0 + span.n), span.cache->k(l), span.pos0);
@@ -321,11 +328,10 @@ absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor&
   return absl::OkStatus();
 }
 
-// Attends the span's query rows over its cache, which holds its K/V rows (blocks: of this span).
-void Gemma4Model::Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att) {
+// Which keys of its cache the span's query rows see.
+AttentionParams Gemma4Model::AttendParams(int l, const RowSpan& span) const {
   const LayerConfig& lc = config_.layers[l];
-  KvCache& cache = *span.cache;
-  const int64_t r0 = span.row0, r1 = span.row0 + span.n;
+  const KvCache& cache = *span.cache;
   AttentionParams ap;
   ap.q_pos_start = span.pos0;
   ap.kv_pos_end = span.pos0 + span.n;
@@ -334,7 +340,14 @@ void Gemma4Model::Attend(int l, const Tensor& q, const Tensor* blocks, const Row
   ap.sliding_window = lc.sliding ? config_.sliding_window : 0;
   ap.kv_pos_begin = lc.sliding ? std::max<int64_t>(0, span.pos0 - (config_.sliding_window - 1)) : 0;
   ap.block_or_windowed_causal = blocks_all_layers_;
-  backend_.Attention(q.Slice(r0, r1), cache.k(l), cache.v(l), blocks, ap, att.Slice(r0, r1));
+  return ap;
+}
+
+// Attends the span's query rows over its cache, which holds its K/V rows (blocks: of this span).
+void Gemma4Model::Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att) {
+  const int64_t r0 = span.row0, r1 = span.row0 + span.n;
+  backend_.Attention(q.Slice(r0, r1), span.cache->k(l), span.cache->v(l), blocks, AttendParams(l, span),
+                     att.Slice(r0, r1));
 }
 
 // Final norm, tied head, soft-cap in the activation dtype, then fp32 (§5.6).

@@ -82,6 +82,7 @@ class Gemma4Model {
   absl::Status SelfAttention(int l, const Tensor& xn, const Tensor& positions, const Tensor* blocks,
                              const std::vector<RowSpan>& spans, Scratch& s, const Tensor& att);
   absl::Status Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out);
+  AttentionParams AttendParams(int l, const RowSpan& span) const;
   void Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att);
   absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
 

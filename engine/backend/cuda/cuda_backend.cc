@@ -6,6 +6,7 @@
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention.cuh"
+#include "engine/backend/cuda/ops/decode_mma.cuh"
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
@@ -289,8 +290,10 @@ std::unique_ptr<Buffer> CudaBackend::AttentionWorkspace(size_t bytes, size_t min
   }
 }
 
-void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
-                            const engine::AttentionParams& params, const Tensor& out) {
+namespace {
+// The kernels' parameters for q [n, Hq, D] over the cache k, v [capacity, Hkv, D] (no vision blocks yet).
+cuda::AttentionParams AttentionFor(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const engine::AttentionParams& params, const Tensor& out) {
   AVSERVE_CHECK(q.rank == 3 && k.rank == 3 && v.rank == 3 && out.rank == 3, "Attention: rank-3 tensors expected");
   cuda::AttentionParams p;
   p.q = Bf16(q);
@@ -314,6 +317,13 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   p.window = params.sliding_window;
   p.block_overrides_window = params.block_or_windowed_causal;
   p.scale = params.scale;
+  return p;
+}
+}  // namespace
+
+void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
+                            const engine::AttentionParams& params, const Tensor& out) {
+  cuda::AttentionParams p = AttentionFor(q, k, v, params, out);
   if (q_block_ids != nullptr) {
     AVSERVE_CHECK(q_block_ids->dtype == DType::kI32 && q_block_ids->numel() == p.q_len, "Attention: block ids");
     p.block_ids = q_block_ids->ptr<const int32_t>();
@@ -336,6 +346,53 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     p.workspace = ws->data();
   }
   LaunchAttention(p, stream());
+}
+
+// Every sequence's K/V append in one launch, then every sequence's attention in one launch (decode_mma.cuh);
+// the plain per-sequence sequence where the kernel does not apply.
+void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new,
+                                   const std::vector<DecodeKv>& seqs, const Tensor& out) {
+  const int count = static_cast<int>(seqs.size());
+  if (count == 0) return;
+  cuda::AttentionParams p = AttentionFor(q.Slice(0, 1), seqs[0].k, seqs[0].v, seqs[0].params, out.Slice(0, 1));
+  p.q_len = count;
+  const int64_t row_elems = k_new.rank == 3 ? k_new.dim(1) * k_new.dim(2) : 0;
+  bool fits = count <= kDecodeMmaMaxSeqs && q.dim(0) == count && k_new.dim(0) == count && v_new.dim(0) == count &&
+              DecodeMmaApplies(p, 1) && k_new.strides[1] == k_new.dim(2) && v_new.strides[1] == v_new.dim(2) &&
+              v_new.dim(1) * v_new.dim(2) == row_elems && row_elems % 8 == 0;
+  DecodeSeqs ds;
+  ds.count = count;
+  ds.q_len = 1;
+  for (int b = 0; b < count && fits; ++b) {
+    const DecodeKv& s = seqs[b];
+    const engine::AttentionParams& a = s.params;
+    fits = s.k.strides == seqs[0].k.strides && s.v.strides == seqs[0].v.strides && s.k.strides[1] == s.k.dim(2) &&
+           s.v.strides[1] == s.v.dim(2) && a.kv_pos_end == a.q_pos_start + 1 && a.kv_capacity <= s.k.dim(0) &&
+           a.kv_capacity <= s.v.dim(0) && a.sliding_window == seqs[0].params.sliding_window &&
+           a.scale == seqs[0].params.scale;
+    ds.seq[b] = DecodeSeq{Bf16(s.k), Bf16(s.v), static_cast<int>(a.q_pos_start), static_cast<int>(a.kv_pos_begin),
+                          static_cast<int>(a.kv_pos_end), static_cast<int>(a.kv_capacity)};
+  }
+  if (!fits) {
+    Backend::AttendDecodeRows(q, k_new, v_new, seqs, out);
+    return;
+  }
+  AppendKvParams ap;
+  ap.k_new = Bf16(k_new);
+  ap.v_new = Bf16(v_new);
+  ap.k_new_stride = k_new.strides[0];
+  ap.v_new_stride = v_new.strides[0];
+  ap.row_elems = row_elems;
+  ap.k_slot_stride = seqs[0].k.strides[0];
+  ap.v_slot_stride = seqs[0].v.strides[0];
+  LaunchAppendKv(ap, ds, stream());
+  p.num_splits = ChooseDecodeMmaSplits(p, ds, num_sms_);
+  std::unique_ptr<Buffer> ws;
+  if (p.num_splits > 1) {
+    ws = AttentionWorkspace(AttentionWorkspaceBytes(p), AttentionWorkspaceBytes(p));
+    p.workspace = ws->data();
+  }
+  LaunchDecodeMma(p, ds, stream());
 }
 
 void CudaBackend::GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) {

@@ -43,6 +43,8 @@ class CudaBackend final : public Backend {
   void AddPosition2d(const Tensor& x, const Tensor& table, const Tensor& positions, const Tensor& out) override;
   void Softcap(const Tensor& x, float cap, const Tensor& out) override;
   void Convert(const Tensor& x, const Tensor& out) override;
+  void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
+                        const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
 

@@ -327,5 +327,46 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"FullFiveQueries", 16, 1, 512, 5, 2000, 0, 2048, 0, false, false}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return std::string(info.param.name); });
 
+// A decode step of three sequences (batched questions) in one call: each appends its K/V row to its own cache
+// (one of them a ring that wraps) and attends over it; the CUDA launch for all of them against the CPU backend's
+// per-sequence sequence, for a full layer (GQA 16, head_dim 512) and a sliding one (GQA 2, 256, window 1024).
+TEST_F(CudaBackendTest, AttendDecodeRowsMatchesCpuPerSequence) {
+  struct Layer {
+    int heads, kv_heads, dim, window;
+  };
+  for (const Layer& ly : {Layer{16, 1, 512, 0}, Layer{16, 8, 256, 1024}}) {
+    SCOPED_TRACE(::testing::Message() << "head_dim " << ly.dim);
+    const int64_t pos[3] = {4000, 777, 2600};
+    const int64_t caps[3] = {4096, 4096, ly.window > 0 ? 1100 : 4096};
+    std::vector<Mirrored> ks, vs;
+    for (int b = 0; b < 3; ++b) {
+      ks.push_back(Bf16({caps[b], ly.kv_heads, ly.dim}, -0.25f, 0.25f));
+      vs.push_back(Bf16({caps[b], ly.kv_heads, ly.dim}));
+    }
+    Mirrored q = Bf16({3, ly.heads, ly.dim}, -0.25f, 0.25f);
+    Mirrored k_new = Bf16({3, ly.kv_heads, ly.dim}, -0.25f, 0.25f), v_new = Bf16({3, ly.kv_heads, ly.dim});
+    Mirrored out = Bf16({3, ly.heads, ly.dim});
+    std::vector<Backend::DecodeKv> on_cpu, on_gpu;
+    for (int b = 0; b < 3; ++b) {
+      AttentionParams p;
+      p.q_pos_start = pos[b];
+      p.kv_pos_end = pos[b] + 1;
+      p.kv_capacity = caps[b];
+      p.sliding_window = ly.window;
+      p.kv_pos_begin = ly.window > 0 ? std::max<int64_t>(0, pos[b] - (ly.window - 1)) : 0;
+      on_cpu.push_back({ks[b].cpu, vs[b].cpu, p});
+      on_gpu.push_back({ks[b].gpu, vs[b].gpu, p});
+    }
+    cpu_->AttendDecodeRows(q.cpu, k_new.cpu, v_new.cpu, on_cpu, out.cpu);
+    gpu_->AttendDecodeRows(q.gpu, k_new.gpu, v_new.gpu, on_gpu, out.gpu);
+    Sync();
+    ExpectClose(out, DType::kBF16, size_t{3} * ly.heads * ly.dim);
+    for (int b = 0; b < 3; ++b) {  // the appended rows landed in the right slots (exact copies)
+      ExpectClose(ks[b], DType::kBF16, static_cast<size_t>(caps[b]) * ly.kv_heads * ly.dim, 0.0);
+      ExpectClose(vs[b], DType::kBF16, static_cast<size_t>(caps[b]) * ly.kv_heads * ly.dim, 0.0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace avserve::engine::cuda

@@ -302,7 +302,7 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   }
   const int per_sm = p.head_dim == 512 ? 1 : 2;  // shared memory: 208 KB or 105 KB per CTA
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
-  const int fill = (per_sm * num_sms + ctas - 1) / ctas;
+  const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
   return std::max(1, std::min(fill, std::max(1, max_tiles / 2)));  // at least two tiles per slice
 }
 
