@@ -3,7 +3,7 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench profile host ncu long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench pdl profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,6 +58,10 @@ if has bench; then
     batch=0
   done
 fi
+if has pdl; then  # the same decode timings with programmatic dependent launch (engine/backend/cuda/ops/pdl.cuh)
+  AVSERVE_PDL=1 timeout 100 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
+    --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | sed 's/^/[PDL] /' | tee -a "$log"
+fi
 if has profile; then
   say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"
   AVSERVE_OP_TIMES=1 timeout "${PROFILE_TIMEOUT:-120}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" \
@@ -74,13 +78,22 @@ if has ncu; then
   # attention kernels at a 32K context (one sequence and 8 questions).
   say "ncu: kernels of decode steps"
   bench_args=(--checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill "" --decode_tokens 3 --reps 1)
-  timeout 200 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 900 \
+  timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 900 \
     --launch-count 1200 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 4096 --batch 0 \
     >"$out/ncu_step.csv" 2>/dev/null
-  timeout 200 ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'DecodeMma|CombineSplits|AppendKv' \
+  timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'DecodeMma|CombineSplits|AppendKv' \
     --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 32768 --batch 8 \
     >"$out/ncu_attn.csv" 2>/dev/null
   python3 bench/engine_gpu/ncu_summary.py "$out/ncu_step.csv" "$out/ncu_attn.csv" 2>&1 | tee -a "$log"
+fi
+if has ncudetail; then
+  # Where one decode attention launch of each head size spends its time (stalls, throughput).
+  bench_args=(--checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill "" --decode_tokens 3 --reps 1)
+  timeout 200 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section LaunchStats \
+    --section Occupancy -k regex:'DecodeMma' --launch-skip 40 --launch-count 10 "$build/engine/engine_bench" \
+    "${bench_args[@]}" --decode_ctx 32768 --batch 0 >"$out/ncu_detail.txt" 2>&1
+  grep -E "DecodeMma|Duration|Throughput|Stall|stall|Warp Cycles|Achieved Occupancy|Registers|Eligible|Issued" \
+    "$out/ncu_detail.txt" | head -80 | tee -a "$log"
 fi
 if has long; then
   say "262144-token context"

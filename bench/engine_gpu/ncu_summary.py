@@ -4,13 +4,13 @@
 
   ncu_summary.py STEP_CSV [ATTENTION_CSV]
 
-A decode step is counted by its logits product (the skinny GEMM over the 262,144-row head: grid 16384)."""
+A decode step is counted by its logits product (the skinny GEMM that reads the 2 GB head)."""
 import collections
 import csv
 import io
 import sys
 
-TIME = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+TIME = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
 BYTES = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
@@ -51,12 +51,12 @@ def table(rows, steps):
 
 def main():
     step = launches(sys.argv[1])
-    steps = sum(1 for name, grid, _, _ in step.values() if name == "SkinnyGemmKernel" and grid.startswith("(16384"))
+    steps = sum(1 for name, grid, _, by in step.values() if name == "SkinnyGemmKernel" and by > 1.5e9)
     print("== every kernel of %d decode steps at a 4K context (per step) ==" % steps)
     if steps:
         # Only whole steps: from the first logits product's successor to the last one.
         ids = sorted(step, key=int)
-        logit_ids = [i for i in ids if step[i][0] == "SkinnyGemmKernel" and step[i][1].startswith("(16384")]
+        logit_ids = [i for i in ids if step[i][0] == "SkinnyGemmKernel" and step[i][3] > 1.5e9]
         inside = {i: step[i] for i in ids if int(logit_ids[0]) < int(i) <= int(logit_ids[-1])}
         if len(logit_ids) > 1:
             table(inside, len(logit_ids) - 1)

@@ -192,8 +192,8 @@ TEST(CudaAttentionSplitTest, SplitKvDecodeEqualsSingleSplit) {
 }
 
 // The skinny GEMM (decode and batched questions) against a double-precision loop: row counts on both sides of
-// its 8-token tile, k with and without a partial 256-wide step, n not a multiple of its 16-row tile, bias, and
-// fp32 output.
+// its 8-token tile, k with and without a partial 256-wide step, n not a multiple of its 16-row tile, bias, fp32
+// output, and enough rows of w for each of its k splits (8 down to 1 warp per tile on an H200's 132 SMs).
 TEST(CudaSkinnyGemmTest, MatchesLoop) {
   SKIP_WITHOUT_GPU();
   struct Shape {
@@ -203,7 +203,8 @@ TEST(CudaSkinnyGemmTest, MatchesLoop) {
   std::mt19937 rng(5);
   for (const Shape& sh : {Shape{1, 100, 3840, false, false}, Shape{8, 2048, 640, true, false},
                           Shape{9, 96, 384, false, true}, Shape{16, 40, 8192, true, true},
-                          Shape{3, 4096, 256, false, false}}) {
+                          Shape{3, 4096, 256, false, false}, Shape{1, 30720, 3840, false, false},
+                          Shape{3, 12800, 512, true, false}, Shape{8, 8192, 1024, false, false}}) {
     SCOPED_TRACE(::testing::Message() << "m=" << sh.m << " n=" << sh.n << " k=" << sh.k);
     const auto a = RandomBf16(size_t{1} * sh.m * sh.k, rng), b = RandomBf16(size_t{1} * sh.n * sh.k, rng);
     const auto bias = RandomBf16(sh.n, rng);

@@ -9,6 +9,7 @@
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
+#include "engine/backend/cuda/ops/pdl.cuh"
 #include "engine/backend/cuda/ops/torch_exp.cuh"
 
 namespace avserve::engine::cuda {
@@ -288,31 +289,62 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
 
 }  // namespace
 
-// Merges split-KV partials: one block per (query, head) and 128 output dims.
-__global__ void CombineSplitsKernel(AttentionParams p) {
+// Merges split-KV partials: one block of 8 warps per (query, head) and 128 output dims. The splits' weights
+// exp(m_s - max) go to shared memory once; warp w sums splits w, w + 8, ... over its lanes' 4 dims each (float4
+// loads, independent across splits), and the 8 warps' sums meet in shared memory.
+constexpr int kCombineWarps = 8;
+__global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(AttentionParams p) {
+  extern __shared__ float weight_s[];  // [num_splits]
+  __shared__ float scratch[kCombineWarps];
+  __shared__ float4 sums[kCombineWarps][32];
+  PdlWait();
+  PdlLaunchDependents();
   const int64_t flat = blockIdx.x;
   const int qi = static_cast<int>(flat / p.num_heads), head = static_cast<int>(flat % p.num_heads);
   const int64_t rows_all = static_cast<int64_t>(p.q_len) * p.num_heads;
   const float* part_o = static_cast<const float*>(p.workspace);
   const float* part_ml = part_o + p.num_splits * rows_all * p.head_dim;
   const float scale_log2 = p.scale * kLog2e;
-  float global_max = -FLT_MAX;
-  for (int s = 0; s < p.num_splits; ++s) global_max = fmaxf(global_max, part_ml[2 * (s * rows_all + flat)]);
-  float total = 0.f;
-  for (int s = 0; s < p.num_splits; ++s) {
-    total += part_ml[2 * (s * rows_all + flat) + 1] * exp2f((part_ml[2 * (s * rows_all + flat)] - global_max) * scale_log2);
+  float local_max = -FLT_MAX;
+  for (int s = threadIdx.x; s < p.num_splits; s += blockDim.x) local_max = fmaxf(local_max, part_ml[2 * (s * rows_all + flat)]);
+  const float global_max = BlockMax(local_max, scratch);
+  float local_total = 0.f;
+  for (int s = threadIdx.x; s < p.num_splits; s += blockDim.x) {
+    const float w = exp2f((part_ml[2 * (s * rows_all + flat)] - global_max) * scale_log2);
+    weight_s[s] = w;
+    local_total += part_ml[2 * (s * rows_all + flat) + 1] * w;
   }
+  const float total = BlockSum(local_total, scratch);  // its barriers also publish weight_s
   const float inv = total > 0.f ? 1.f / total : 0.f;
-  bf16* out = p.o + qi * p.o_token_stride + head * p.o_head_stride;
-  for (int d = blockIdx.y * blockDim.x + threadIdx.x; d < p.head_dim; d += gridDim.y * blockDim.x) {
-    float acc = 0.f;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = blockIdx.y * 128 + lane * 4;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (d < p.head_dim) {
 #pragma unroll 4
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float w = exp2f((part_ml[2 * (s * rows_all + flat)] - global_max) * scale_log2);
-      acc += w * part_o[(s * rows_all + flat) * p.head_dim + d];
+    for (int s = warp; s < p.num_splits; s += kCombineWarps) {
+      const float w = weight_s[s];
+      const float4 o = *reinterpret_cast<const float4*>(part_o + (s * rows_all + flat) * p.head_dim + d);
+      acc.x += w * o.x;
+      acc.y += w * o.y;
+      acc.z += w * o.z;
+      acc.w += w * o.w;
     }
-    out[d] = __float2bfloat16(acc * inv);
   }
+  sums[warp][lane] = acc;
+  __syncthreads();
+  if (warp != 0 || d >= p.head_dim) return;
+  float4 total4 = sums[0][lane];
+  for (int w = 1; w < kCombineWarps; ++w) {
+    total4.x += sums[w][lane].x;
+    total4.y += sums[w][lane].y;
+    total4.z += sums[w][lane].z;
+    total4.w += sums[w][lane].w;
+  }
+  bf16* out = p.o + qi * p.o_token_stride + head * p.o_head_stride + d;
+  out[0] = __float2bfloat16(total4.x * inv);
+  out[1] = __float2bfloat16(total4.y * inv);
+  out[2] = __float2bfloat16(total4.z * inv);
+  out[3] = __float2bfloat16(total4.w * inv);
 }
 
 namespace {
@@ -489,9 +521,9 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
 }
 
 void LaunchCombineSplits(const AttentionParams& p, cudaStream_t stream) {
-  const dim3 grid(p.q_len * p.num_heads, std::max(1, p.head_dim / 128));
-  CombineSplitsKernel<<<grid, 128, 0, stream>>>(p);
-  AVSERVE_CUDA_CHECK_LAUNCH();
+  AVSERVE_CHECK(p.head_dim % 4 == 0 && p.num_splits <= 8192, "CombineSplits: head_dim % 4 or too many splits");
+  const dim3 grid(p.q_len * p.num_heads, (p.head_dim + 127) / 128);
+  LaunchPdl(CombineSplitsKernel, grid, dim3(kCombineWarps * 32), sizeof(float) * p.num_splits, stream, p);
 }
 
 }  // namespace avserve::engine::cuda

@@ -20,6 +20,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
+#include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
 namespace {
@@ -52,6 +53,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   float* s_part = reinterpret_cast<float*>(kv_s + Tr::kStages * 2 * Tr::kTileElems);  // [warp][16][kKeys]
   const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
   const DecodeSeq sq = seqs.seq[b];
+  PdlWait();  // the newest K/V rows come from the kernel before (Note [Dependent launch])
+  PdlLaunchDependents();
   const int group = p.num_heads / p.num_kv_heads;
   const int rows = seqs.q_len * group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -253,12 +256,13 @@ void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t strea
   }();
   (void)attribute_set;
   const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  DecodeMmaKernel<kD><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, seqs);
-  AVSERVE_CUDA_CHECK_LAUNCH();
+  LaunchPdl(DecodeMmaKernel<kD>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
 __global__ void AppendKvKernel(AppendKvParams p, DecodeSeqs seqs) {
+  PdlWait();
+  PdlLaunchDependents();
   const int i = blockIdx.x, b = blockIdx.y;
   const DecodeSeq& s = seqs.seq[b];
   const int64_t token = int64_t{b} * seqs.q_len + i;
@@ -280,8 +284,7 @@ void LaunchAppendKv(const AppendKvParams& p, const DecodeSeqs& seqs, cudaStream_
                     p.k_slot_stride % 8 == 0 && p.v_slot_stride % 8 == 0,
                 "AppendKv: rows must be 16-byte multiples");
   if (seqs.count == 0 || seqs.q_len == 0) return;
-  AppendKvKernel<<<dim3(seqs.q_len, seqs.count), 128, 0, stream>>>(p, seqs);
-  AVSERVE_CUDA_CHECK_LAUNCH();
+  LaunchPdl(AppendKvKernel, dim3(seqs.q_len, seqs.count), dim3(128), 0, stream, p, seqs);
 }
 
 bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
@@ -303,7 +306,10 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   const int per_sm = p.head_dim == 512 ? 1 : 2;  // shared memory: 208 KB or 105 KB per CTA
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
-  return std::max(1, std::min(fill, std::max(1, max_tiles / 2)));  // at least two tiles per slice
+  // Full layers: at least two tiles per slice. Sliding layers (a 1024-key window, 105 KB of shared memory per
+  // CTA): one tile per slice, which doubles the warps at work (the kernel is bound by instruction latency there).
+  const int min_tiles = p.head_dim == 512 ? 2 : 1;
+  return std::max(1, std::min(fill, std::max(1, max_tiles / min_tiles)));
 }
 
 void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {

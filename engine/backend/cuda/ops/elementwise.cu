@@ -4,6 +4,7 @@
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
 namespace {
@@ -20,6 +21,8 @@ __device__ __forceinline__ float GeluTanh(float x) {
 }
 
 __global__ void GegluKernel(GegluParams p) {
+  PdlWait();
+  PdlLaunchDependents();
   const int64_t vec_per_row = p.cols / 8;
   const int64_t total = vec_per_row * p.rows;
   for (int64_t v = blockIdx.x * int64_t{kThreads} + threadIdx.x; v < total; v += int64_t{gridDim.x} * kThreads) {
@@ -83,8 +86,7 @@ __global__ void SoftcapKernel(SoftcapParams p) {
 void LaunchGeglu(const GegluParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.cols % 8 == 0, "Geglu: cols must be a multiple of 8");
   if (p.rows == 0 || p.cols == 0) return;
-  GegluKernel<<<GridFor(int64_t{p.rows} * p.cols / 8), kThreads, 0, stream>>>(p);
-  AVSERVE_CUDA_CHECK_LAUNCH();
+  LaunchPdl(GegluKernel, dim3(GridFor(int64_t{p.rows} * p.cols / 8)), dim3(kThreads), 0, stream, p);
 }
 
 void LaunchAddScale(const AddScaleParams& p, cudaStream_t stream) {
