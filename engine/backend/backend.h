@@ -173,6 +173,15 @@ class Backend {
     RmsNorm(x, &weight, eps, y);
     Rope(y, positions, rope);
   }
+  // The q, k and v norms of an attention step: q_out = Rope(RmsNorm(q) · q_weight), v_out = RmsNorm(v) (no
+  // weight), k_out = Rope(RmsNorm(k) · k_weight), in this order (v may be the raw k that k_out overwrites).
+  virtual void QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                        const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                        const Tensor& q_out, const Tensor& k_out, const Tensor& v_out) {
+    RmsNormRope(q, q_weight, eps, positions, rope, q_out);
+    RmsNorm(v, nullptr, eps, v_out);
+    RmsNormRope(k, k_weight, eps, positions, rope, k_out);
+  }
   // residual = residual + RmsNorm(x) · weight, then residual = residual · scale when `scaled` (the post norms
   // and the layer scalar). x is overwritten with its norm by the default.
   virtual void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,

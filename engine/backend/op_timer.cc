@@ -82,6 +82,14 @@ class OpTimer final : public Backend {
       return 0;
     });
   }
+  void QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight, const Tensor& k_weight,
+                float eps, const Tensor& positions, const RopeParams& rope, const Tensor& q_out, const Tensor& k_out,
+                const Tensor& v_out) override {
+    Time(absl::StrCat("QkvNorms ", Shape(q)), [&] {
+      in_->QkvNorms(q, k, v, q_weight, k_weight, eps, positions, rope, q_out, k_out, v_out);
+      return 0;
+    });
+  }
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override {
     const bool sliding = !seqs.empty() && seqs[0].params.sliding_window > 0;

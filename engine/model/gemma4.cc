@@ -279,10 +279,9 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
   if (!q.is_contiguous()) {
     ASSIGN_OR_RETURN(q, s.New(weights_.act_dtype, {xn.dim(0), config_.num_heads, lc.head_dim}));
   }
-  backend_.RmsNormRope(raw.q, w.q_norm, eps, positions, lc.rope, q);
   ASSIGN_OR_RETURN(const KvRows kv, KvTargets(l, raw, spans, s));
-  backend_.RmsNorm(raw.v, nullptr, eps, kv.v);  // before K is normed (in place on k_eq_v layers)
-  backend_.RmsNormRope(raw.k, w.k_norm, eps, positions, lc.rope, kv.k);
+  // V before K: K may be normed in place over the raw projection that V comes from (k_eq_v layers).
+  backend_.QkvNorms(raw.q, raw.k, raw.v, w.q_norm, w.k_norm, eps, positions, lc.rope, q, kv.k, kv.v);
   const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
   const bool one_row_each = std::all_of(spans.begin(), spans.end(), [](const RowSpan& r) { return r.n == 1; });
   if (spans.size() > 1 && !kv.in_cache && layer_blocks == nullptr && one_row_each) {

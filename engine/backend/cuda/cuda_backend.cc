@@ -211,6 +211,47 @@ void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, 
   LaunchRmsNorm(p, stream());
 }
 
+namespace {
+// Bytes [first, last] spanned by t's elements.
+std::pair<uintptr_t, uintptr_t> Extent(const Tensor& t) {
+  int64_t last = 0;
+  for (int i = 0; i < t.rank; ++i) last += (t.shape[i] - 1) * t.strides[i];
+  const uintptr_t first = reinterpret_cast<uintptr_t>(t.data);
+  return {first, first + static_cast<uintptr_t>(last + 1) * DTypeSize(t.dtype) - 1};
+}
+bool Overlap(const Tensor& a, const Tensor& b) {
+  const auto [a0, a1] = Extent(a);
+  const auto [b0, b1] = Extent(b);
+  return a0 <= b1 && b0 <= a1;
+}
+}  // namespace
+
+// One launch for the three norms unless an output overlaps another group's input (then the default order).
+void CudaBackend::QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                           const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                           const Tensor& q_out, const Tensor& k_out, const Tensor& v_out) {
+  const auto heads = [](const Tensor& x, const Tensor& y) {
+    return x.rank == 3 && y.rank == 3 && x.shape == y.shape && x.strides[2] == 1 && y.strides[2] == 1;
+  };
+  const bool separate = !Overlap(q_out, k) && !Overlap(q_out, v) && !Overlap(k_out, q) && !Overlap(k_out, v) &&
+                        !Overlap(v_out, q) && !Overlap(v_out, k);
+  if (separate && heads(q, q_out) && heads(k, k_out) && heads(v, v_out) && positions.dtype == DType::kI32 &&
+      rope.head_dim == q.dim(2) && k.dim(2) == q.dim(2) && v.dim(2) == q.dim(2)) {
+    RmsNormParams pq = NormParams(q, &q_weight, eps, q_out), pk = NormParams(k, &k_weight, eps, k_out);
+    const RmsNormParams pv = NormParams(v, nullptr, eps, v_out);
+    for (RmsNormParams* p : {&pq, &pk}) {
+      p->positions = positions.ptr<const int32_t>();
+      p->rope_theta = rope.theta;
+      p->rope_pairs = rope.rotated_pairs;
+    }
+    if (QkvNormApplies(pq, pk, pv)) {
+      LaunchQkvNorm(pq, pk, pv, stream());
+      return;
+    }
+  }
+  Backend::QkvNorms(q, k, v, q_weight, k_weight, eps, positions, rope, q_out, k_out, v_out);
+}
+
 // One kernel: residual = bf16(residual + bf16(norm(x) · w)) (· scale), without writing the norm back to x.
 void CudaBackend::RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                                float scale) {

@@ -43,6 +43,9 @@ class CudaBackend final : public Backend {
   void AddPosition2d(const Tensor& x, const Tensor& table, const Tensor& positions, const Tensor& out) override;
   void Softcap(const Tensor& x, float cap, const Tensor& out) override;
   void Convert(const Tensor& x, const Tensor& out) override;
+  void QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight, const Tensor& k_weight,
+                float eps, const Tensor& positions, const RopeParams& rope, const Tensor& q_out, const Tensor& k_out,
+                const Tensor& v_out) override;
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;

@@ -212,6 +212,33 @@ TEST_F(CudaBackendTest, NormsAndGegluReadStridedViewsOfFusedProducts) {
   ExpectClose(out, DType::kBF16, 3 * 1536, 5e-3);
 }
 
+// The q/k/v norms of a step in one call (one launch on CUDA): heads of one fused product normed into q and into
+// KV-cache rows, against the CPU backend's three plain ops; and a k_eq_v layer whose K is normed in place over
+// the raw projection V is read from (the CUDA backend must keep the order there).
+TEST_F(CudaBackendTest, QkvNormsMatchCpuSequence) {
+  Mirrored positions = I32({3, 4, 5, 4096, 262143});
+  for (const RopeParams rope : {RopeParams{1e4f, 256, 128}, RopeParams{1e6f, 512, 64}}) {
+    const int64_t d = rope.head_dim;
+    Mirrored qkv = Bf16({5, 8 * d}, -2.f, 2.f), wq = Bf16({d}), wk = Bf16({d});
+    Mirrored q = Bf16({5, 4, d}), k_cache = Bf16({9, 2, d}), v_cache = Bf16({9, 2, d});
+    Mirrored qk = Bf16({5, 6 * d}, -2.f, 2.f), q2 = Bf16({5, 4, d}), v2 = Bf16({5, 2, d});
+    for (auto [be, m] : {std::pair{cpu_.get(), &Mirrored::cpu}, std::pair{gpu_.get(), &Mirrored::gpu}}) {
+      be->QkvNorms(HeadsOf(qkv.*m, 0, 4, d), HeadsOf(qkv.*m, 4 * d, 2, d), HeadsOf(qkv.*m, 6 * d, 2, d), wq.*m, wk.*m,
+                   1e-6f, positions.*m, rope, q.*m, (k_cache.*m).Slice(3, 8), (v_cache.*m).Slice(3, 8));
+      const Tensor raw_k = HeadsOf(qk.*m, 4 * d, 2, d);  // K normed in place; V from the same raw rows
+      be->QkvNorms(HeadsOf(qk.*m, 0, 4, d), raw_k, raw_k, wq.*m, wk.*m, 1e-6f, positions.*m, rope, q2.*m, raw_k,
+                   v2.*m);
+    }
+    Sync();
+    ExpectClose(q, DType::kBF16, 5 * 4 * d, 5e-3);
+    ExpectClose(k_cache, DType::kBF16, 9 * 2 * d, 5e-3);
+    ExpectClose(v_cache, DType::kBF16, 9 * 2 * d, 5e-3);
+    ExpectClose(q2, DType::kBF16, 5 * 4 * d, 5e-3);
+    ExpectClose(v2, DType::kBF16, 5 * 2 * d, 5e-3);
+    ExpectClose(qk, DType::kBF16, 5 * 6 * d, 5e-3);
+  }
+}
+
 TEST_F(CudaBackendTest, GeluTanhMulMatchesCpu) {
   Mirrored gate = Bf16({6, 1536}, -5.f, 5.f), up = Bf16({6, 1536}, -2.f, 2.f), out = Bf16({6, 1536});
   cpu_->GeluTanhMul(gate.cpu, up.cpu, out.cpu);

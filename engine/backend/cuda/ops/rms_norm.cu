@@ -83,11 +83,9 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
 // (256 dims) or in the same lane's other chunk (512). The block kernel above spends two barriers and a
 // shared-memory round trip per 256-element row; this one none. Same formulas and rounding points.
 template <int kDim, bool kRope>
-__global__ void __launch_bounds__(256) RmsNormHeadsKernel(RmsNormParams p) {
+__device__ __forceinline__ void NormHeadRow(const RmsNormParams& p, int row) {
   constexpr int kChunks = kDim / 256;
-  const int row = blockIdx.x * 8 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= p.tokens * p.heads) return;  // whole warps leave together
   const int token = row / p.heads, head = row % p.heads;
   const bf16* x = p.x + token * p.token_stride + head * p.head_stride;
   float w[kChunks][8];  // the weight is constant: read before waiting for x (Note [Dependent launch])
@@ -142,6 +140,29 @@ __global__ void __launch_bounds__(256) RmsNormHeadsKernel(RmsNormParams p) {
             head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) StoreBf16x8(y + c * 256 + lane * 8, v[c]);
+}
+
+template <int kDim, bool kRope>
+__global__ void __launch_bounds__(256) RmsNormHeadsKernel(RmsNormParams p) {
+  const int row = blockIdx.x * 8 + threadIdx.x / 32;
+  if (row >= p.tokens * p.heads) return;  // whole warps leave together
+  NormHeadRow<kDim, kRope>(p, row);
+}
+
+// The q, k and v norms of one step in one launch: warps take q heads (with RoPE), then k heads (with RoPE),
+// then v heads (no weight, no RoPE). The groups may run in any order: the caller checked that no output
+// overlaps another group's input.
+template <int kDim>
+__global__ void __launch_bounds__(256) QkvNormKernel(RmsNormParams q, RmsNormParams k, RmsNormParams v) {
+  int row = blockIdx.x * 8 + threadIdx.x / 32;
+  const int nq = q.tokens * q.heads, nk = k.tokens * k.heads, nv = v.tokens * v.heads;
+  if (row < nq) {
+    NormHeadRow<kDim, true>(q, row);
+  } else if ((row -= nq) < nk) {
+    NormHeadRow<kDim, true>(k, row);
+  } else if ((row -= nk) < nv) {
+    NormHeadRow<kDim, false>(v, row);
+  }
 }
 
 template <int kDim>
@@ -241,6 +262,23 @@ void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream
     LaunchPdl(RmsNormAddToNormKernel<4>, dim3(p.rows), dim3(kThreads), 0, stream, p);
   } else {
     LaunchPdl(RmsNormAddToNormKernel<8>, dim3(p.rows), dim3(kThreads), 0, stream, p);
+  }
+}
+
+bool QkvNormApplies(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v) {
+  return q.dim == k.dim && k.dim == v.dim && HeadsKernelApplies(q) && HeadsKernelApplies(k) && HeadsKernelApplies(v) &&
+         q.positions != nullptr && k.positions != nullptr && v.positions == nullptr && v.weight == nullptr;
+}
+
+void LaunchQkvNorm(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v, cudaStream_t stream) {
+  AVSERVE_CHECK(QkvNormApplies(q, k, v), "QkvNorm: unsupported layout");
+  const int64_t rows = int64_t{q.tokens} * q.heads + int64_t{k.tokens} * k.heads + int64_t{v.tokens} * v.heads;
+  if (rows == 0) return;
+  const dim3 blocks(static_cast<unsigned>((rows + 7) / 8));
+  if (q.dim == 256) {
+    LaunchPdl(QkvNormKernel<256>, blocks, dim3(256), 0, stream, q, k, v);
+  } else {
+    LaunchPdl(QkvNormKernel<512>, blocks, dim3(256), 0, stream, q, k, v);
   }
 }
 
