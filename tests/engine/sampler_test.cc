@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 #include <vector>
@@ -14,6 +15,30 @@ namespace {
 TEST(SamplerTest, GreedyTakesLowestIndexAmongEqualMaxima) {
   Sampler s(SamplingOptions{}, {});
   EXPECT_EQ(s.Sample(std::vector<float>{0.f, 3.f, 1.f, 3.f}), 1);
+}
+
+// Greedy scans eight running maxima, then the first id holding the maximum: a NaN anywhere is skipped, a maximum
+// in the tail past the last full group of 8 is found, equal maxima in different lanes give the lowest id, and
+// -0 equals +0.
+TEST(SamplerTest, GreedySkipsNaNAndFindsMaximaInAnyLaneOrTheTail) {
+  const float nan = std::nanf("");
+  Sampler s(SamplingOptions{}, {});
+  std::vector<float> v(21, -5.f);
+  v[0] = nan;
+  v[20] = 2.f;  // the tail (ids 16-20)
+  EXPECT_EQ(s.Sample(v), 20);
+  v[13] = 2.f;  // the same maximum in an earlier lane
+  EXPECT_EQ(s.Sample(v), 13);
+  v[7] = nan;
+  v[9] = 4.f;
+  EXPECT_EQ(s.Sample(v), 9);
+  std::vector<float> zeros(10, -1.f);
+  zeros[6] = 0.f;
+  zeros[3] = -0.f;
+  EXPECT_EQ(s.Sample(zeros), 3);
+  std::vector<float> none(9, -std::numeric_limits<float>::infinity());
+  none[4] = nan;
+  EXPECT_EQ(s.Sample(none), 0);  // nothing above -inf: the careful scan takes the first id that is no NaN
 }
 
 TEST(SamplerTest, SuppressedIdsAreNeverChosen) {
