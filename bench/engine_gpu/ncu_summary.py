@@ -34,13 +34,19 @@ def launches(path):
     return out
 
 
-def table(rows, steps):
+def grouped(rows):
+    """{(kernel, grid): [launches, us, bytes]}."""
     groups = collections.defaultdict(lambda: [0, 0.0, 0.0])
     for name, grid, us, by in rows.values():
         g = groups[(name, grid)]
         g[0] += 1
         g[1] += us
         g[2] += by
+    return groups
+
+
+def table(rows, steps):
+    groups = grouped(rows)
     total = sum(g[1] for g in groups.values())
     print("%-34s %-16s %7s %11s %9s %8s" % ("kernel", "grid", "calls", "us/step", "us/call", "GB/s"))
     for (name, grid), (n, us, by) in sorted(groups.items(), key=lambda kv: -kv[1][1])[:30]:
@@ -64,14 +70,7 @@ def main():
             table(step, steps)
     if len(sys.argv) > 2:
         print("== decode attention at a 32K context (1 sequence, then 8 questions) ==")
-        attn = launches(sys.argv[2])
-        groups = collections.defaultdict(lambda: [0, 0.0, 0.0])
-        for name, grid, us, by in attn.values():
-            g = groups[(name, grid)]
-            g[0] += 1
-            g[1] += us
-            g[2] += by
-        for (name, grid), (n, us, by) in sorted(groups.items()):
+        for (name, grid), (n, us, by) in sorted(grouped(launches(sys.argv[2])).items()):
             print("%-20s %-16s %5d calls %9.2f us/call %8.0f GB/s" % (name, grid, n, us / n, by / us / 1e3 if us else 0))
 
 

@@ -9,6 +9,7 @@
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
+#include "engine/backend/cuda/ops/online_softmax.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 #include "engine/backend/cuda/ops/torch_exp.cuh"
 
@@ -184,7 +185,6 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
     // Mask (skipped for tiles entirely visible to every row) and online softmax.
     const bool full_tile = key0 >= p.kv_begin && key0 + Tr::kBlockN <= p.kv_end &&
                            key0 + Tr::kBlockN - 1 <= qp_min && (p.window <= 0 || key0 > qp_max - p.window);
-    float tile_max[2] = {-FLT_MAX, -FLT_MAX};
 #pragma unroll
     for (int j = 0; j < Tr::kBlockN / 8; ++j) {
 #pragma unroll
@@ -192,39 +192,12 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
         const int i = e / 2;
         const int kcol = j * 8 + 2 * t + (e % 2);
         if (!full_tile && !Allowed(p, my_qpos[i], key0 + kcol, my_block[i], key_block[kcol])) s[j][e] = -INFINITY;
-        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
       }
     }
     float corr[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
-      const float new_max = fmaxf(row_max[i], tile_max[i]);
-      corr[i] = exp2f((row_max[i] - new_max) * scale_log2);
-      row_max[i] = new_max;
-      row_sum[i] *= corr[i];
-    }
     uint32_t pfrag[Tr::kBlockN / 16][4];
-#pragma unroll
-    for (int j = 0; j < Tr::kBlockN / 8; ++j) {
-      float pv[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2;
-        pv[e] = exp2f((s[j][e] - row_max[i]) * scale_log2);  // -inf -> 0
-        row_sum[i] += pv[e];
-      }
-      pfrag[j / 2][(j % 2) * 2 + 0] = PackBf16(pv[0], pv[1]);
-      pfrag[j / 2][(j % 2) * 2 + 1] = PackBf16(pv[2], pv[3]);
-    }
-#pragma unroll
-    for (int j = 0; j < Tr::kDv / 8; ++j) {
-      o_acc[j][0] *= corr[0];
-      o_acc[j][1] *= corr[0];
-      o_acc[j][2] *= corr[1];
-      o_acc[j][3] *= corr[1];
-    }
+    OnlineSoftmaxTile<Tr::kBlockN / 8>(s, row_max, row_sum, scale_log2, corr, pfrag);
+    RescaleRows<Tr::kDv / 8>(o_acc, corr);
     if (tile + 1 < tile_end) {
       CpAsyncWait<1>();  // V of this tile (the next K may still be in flight)
     } else {

@@ -20,6 +20,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
+#include "engine/backend/cuda/ops/online_softmax.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
@@ -159,46 +160,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
 
     // Mask and online softmax.
     const int key0 = tile0 + tile * Tr::kKeys;
-    float tile_max[2] = {-FLT_MAX, -FLT_MAX};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int i = e / 2;
-        const int r = g + 8 * i;
-        if (r >= rows || !Visible(p, sq, qpos[i], key0 + j * 8 + 2 * t + e % 2)) s[j][e] = -INFINITY;
-        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
+        const int r = g + 8 * (e / 2);
+        if (r >= rows || !Visible(p, sq, qpos[e / 2], key0 + j * 8 + 2 * t + e % 2)) s[j][e] = -INFINITY;
       }
     }
     float corr[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
-      const float new_max = fmaxf(row_max[i], tile_max[i]);
-      corr[i] = exp2f((row_max[i] - new_max) * scale_log2);
-      row_max[i] = new_max;
-      row_sum[i] *= corr[i];
-    }
     uint32_t pfrag[2][4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float pv[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        pv[e] = exp2f((s[j][e] - row_max[e / 2]) * scale_log2);  // -inf -> 0
-        row_sum[e / 2] += pv[e];
-      }
-      pfrag[j / 2][(j % 2) * 2 + 0] = PackBf16(pv[0], pv[1]);
-      pfrag[j / 2][(j % 2) * 2 + 1] = PackBf16(pv[2], pv[3]);
-    }
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      o[j][0] *= corr[0];
-      o[j][1] *= corr[0];
-      o[j][2] *= corr[1];
-      o[j][3] *= corr[1];
-    }
+    OnlineSoftmaxTile<4>(s, row_max, row_sum, scale_log2, corr, pfrag);
+    RescaleRows<16>(o, corr);
 #pragma unroll
     for (int kc = 0; kc < 2; ++kc) {
 #pragma unroll
