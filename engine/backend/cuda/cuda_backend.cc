@@ -183,6 +183,13 @@ RmsNormParams NormParams(const Tensor& x, const Tensor* weight, float eps, const
   }
   return p;
 }
+
+// RoPE after the norm of p (positions [tokens] int32).
+void SetRope(const Tensor& positions, const RopeParams& rope, RmsNormParams& p) {
+  p.positions = positions.ptr<const int32_t>();
+  p.rope_theta = rope.theta;
+  p.rope_pairs = rope.rotated_pairs;
+}
 }  // namespace
 
 // x and y may have different row (and head) strides, e.g. heads of a fused projection normed into a KV cache.
@@ -205,9 +212,7 @@ void CudaBackend::RmsNormRope(const Tensor& x, const Tensor& weight, float eps, 
                     rope.head_dim == x.dim(2),
                 "RmsNormRope: x, y [n, heads, d] (strides may differ), int32 positions");
   RmsNormParams p = NormParams(x, &weight, eps, y);
-  p.positions = positions.ptr<const int32_t>();
-  p.rope_theta = rope.theta;
-  p.rope_pairs = rope.rotated_pairs;
+  SetRope(positions, rope, p);
   LaunchRmsNorm(p, stream());
 }
 
@@ -239,11 +244,8 @@ void CudaBackend::QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, co
       rope.head_dim == q.dim(2) && k.dim(2) == q.dim(2) && v.dim(2) == q.dim(2)) {
     RmsNormParams pq = NormParams(q, &q_weight, eps, q_out), pk = NormParams(k, &k_weight, eps, k_out);
     const RmsNormParams pv = NormParams(v, nullptr, eps, v_out);
-    for (RmsNormParams* p : {&pq, &pk}) {
-      p->positions = positions.ptr<const int32_t>();
-      p->rope_theta = rope.theta;
-      p->rope_pairs = rope.rotated_pairs;
-    }
+    SetRope(positions, rope, pq);
+    SetRope(positions, rope, pk);
     if (QkvNormApplies(pq, pk, pv)) {
       LaunchQkvNorm(pq, pk, pv, stream());
       return;
@@ -331,6 +333,13 @@ std::unique_ptr<Buffer> CudaBackend::AttentionWorkspace(size_t bytes, size_t min
   }
 }
 
+std::unique_ptr<Buffer> CudaBackend::SplitWorkspace(cuda::AttentionParams& p) {
+  if (p.num_splits <= 1) return nullptr;
+  std::unique_ptr<Buffer> ws = AttentionWorkspace(AttentionWorkspaceBytes(p), AttentionWorkspaceBytes(p));
+  p.workspace = ws->data();
+  return ws;
+}
+
 namespace {
 // The kernels' parameters for q [n, Hq, D] over the cache k, v [capacity, Hkv, D] (no vision blocks yet).
 cuda::AttentionParams AttentionFor(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -381,11 +390,7 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     return;
   }
   p.num_splits = ChooseAttentionSplits(p, num_sms_);
-  std::unique_ptr<Buffer> ws;
-  if (p.num_splits > 1) {
-    ws = AttentionWorkspace(AttentionWorkspaceBytes(p), AttentionWorkspaceBytes(p));
-    p.workspace = ws->data();
-  }
+  const std::unique_ptr<Buffer> ws = SplitWorkspace(p);
   LaunchAttention(p, stream());
 }
 
@@ -428,11 +433,7 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
   ap.v_slot_stride = seqs[0].v.strides[0];
   LaunchAppendKv(ap, ds, stream());
   p.num_splits = ChooseDecodeMmaSplits(p, ds, num_sms_);
-  std::unique_ptr<Buffer> ws;
-  if (p.num_splits > 1) {
-    ws = AttentionWorkspace(AttentionWorkspaceBytes(p), AttentionWorkspaceBytes(p));
-    p.workspace = ws->data();
-  }
+  const std::unique_ptr<Buffer> ws = SplitWorkspace(p);
   LaunchDecodeMma(p, ds, stream());
 }
 

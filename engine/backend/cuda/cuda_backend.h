@@ -11,6 +11,8 @@
 
 namespace avserve::engine::cuda {
 
+struct AttentionParams;  // the kernels' parameters (ops/attention.cuh), not engine::AttentionParams
+
 class CudaBackend final : public Backend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device_index = 0);
@@ -35,7 +37,7 @@ class CudaBackend final : public Backend {
                         float scale, const Tensor& next_weight, const Tensor& next_out) override;
   void Rope(const Tensor& x, const Tensor& positions, const RopeParams& params) override;
   void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
-                 const AttentionParams& params, const Tensor& out) override;
+                 const engine::AttentionParams& params, const Tensor& out) override;
   void GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void Add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void Scale(const Tensor& x, float s, const Tensor& out) override;
@@ -58,6 +60,8 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // Scratch for one attention call (split-KV partials or GEMM-path scores), from blocks_.
   std::unique_ptr<Buffer> AttentionWorkspace(size_t bytes, size_t min_bytes);
+  // The split-KV partials' workspace of p (none for one split); sets p.workspace.
+  std::unique_ptr<Buffer> SplitWorkspace(AttentionParams& p);
 
   std::string name_;
   std::shared_ptr<BlockCache> blocks_;  // every Allocate (weights, KV caches, step temporaries)

@@ -294,7 +294,8 @@ TEST(CudaDecodeMmaTest, BatchOfSequencesEqualsOneLaunchEach) {
     const auto a = ToHost(o_batch), b = ToHost(o_one);
     EXPECT_EQ(a, b);
     // And the batch is attention at all: each sequence's rows differ from the others'.
-    EXPECT_NE(std::vector<uint16_t>(a.begin(), a.begin() + row), std::vector<uint16_t>(a.begin() + row, a.begin() + 2 * row));
+    EXPECT_NE(std::vector<uint16_t>(a.begin(), a.begin() + row),
+              std::vector<uint16_t>(a.begin() + row, a.begin() + 2 * row));
   }
 }
 

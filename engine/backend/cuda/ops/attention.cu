@@ -279,7 +279,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(Attent
   const float* part_ml = part_o + p.num_splits * rows_all * p.head_dim;
   const float scale_log2 = p.scale * kLog2e;
   float local_max = -FLT_MAX;
-  for (int s = threadIdx.x; s < p.num_splits; s += blockDim.x) local_max = fmaxf(local_max, part_ml[2 * (s * rows_all + flat)]);
+  for (int s = threadIdx.x; s < p.num_splits; s += blockDim.x) {
+    local_max = fmaxf(local_max, part_ml[2 * (s * rows_all + flat)]);
+  }
   const float global_max = BlockMax(local_max, scratch);
   float local_total = 0.f;
   for (int s = threadIdx.x; s < p.num_splits; s += blockDim.x) {

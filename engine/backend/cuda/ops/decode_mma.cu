@@ -26,19 +26,29 @@
 namespace avserve::engine::cuda {
 namespace {
 
+constexpr int kDecodeMmaKeys = 32;  // keys per K/V tile
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kD>
 struct DecodeMmaTraits {
   static constexpr int kWarps = kD / 128;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kKeys = 32;  // keys per tile
+  static constexpr int kKeys = kDecodeMmaKeys;
   static constexpr int kStages = 3;
   static constexpr int kStride = kD + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr size_t kTileElems = size_t{kKeys} * kStride;
   static constexpr size_t kSmemBytes =
       sizeof(bf16) * kStages * 2 * kTileElems + sizeof(float) * kWarps * 16 * kKeys;
 };
+
+// Tiles of kKeys keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding kv_begin.
+__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s) {
+  return (s.kv_begin / kDecodeMmaKeys) * kDecodeMmaKeys;
+}
+__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s) {
+  const int tile0 = FirstTileKey(s);
+  return s.kv_end > tile0 ? (s.kv_end - tile0 + kDecodeMmaKeys - 1) / kDecodeMmaKeys : 0;
+}
 
 // Visible: in the cache range, causal, inside the window.
 __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSeq& s, int qpos, int kpos) {
@@ -61,8 +71,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int d0 = warp * 128;
 
-  const int tile0 = (sq.kv_begin / Tr::kKeys) * Tr::kKeys;
-  const int num_tiles = sq.kv_end > tile0 ? (sq.kv_end - tile0 + Tr::kKeys - 1) / Tr::kKeys : 0;
+  const int tile0 = FirstTileKey(sq), num_tiles = NumTiles(sq);
   const int per = (num_tiles + p.num_splits - 1) / p.num_splits;
   const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
 
@@ -209,7 +218,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
       const int64_t flat = token * p.num_heads + head;
       float* part_o = static_cast<float*>(p.workspace) + (split * rows_all + flat) * p.head_dim + d0 + 2 * t;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) *reinterpret_cast<float2*>(part_o + j * 8) = make_float2(o[j][2 * i], o[j][2 * i + 1]);
+      for (int j = 0; j < 16; ++j) {
+        *reinterpret_cast<float2*>(part_o + j * 8) = make_float2(o[j][2 * i], o[j][2 * i + 1]);
+      }
       if (warp == 0 && t == 0) {
         float* part_ml = static_cast<float*>(p.workspace) + p.num_splits * rows_all * p.head_dim;
         part_ml[2 * (split * rows_all + flat)] = row_max[i];
@@ -271,11 +282,7 @@ bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
 
 int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms) {
   int max_tiles = 1;
-  for (int i = 0; i < seqs.count; ++i) {
-    const DecodeSeq& s = seqs.seq[i];
-    const int tile0 = (s.kv_begin / 32) * 32;
-    max_tiles = std::max(max_tiles, (s.kv_end - tile0 + 31) / 32);
-  }
+  for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
   const int per_sm = p.head_dim == 512 ? 1 : 2;  // shared memory: 208 KB or 105 KB per CTA
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time

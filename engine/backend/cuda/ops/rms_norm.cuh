@@ -13,7 +13,7 @@ namespace avserve::engine::cuda {
 
 struct RmsNormParams {
   const __nv_bfloat16* x = nullptr;         // [tokens, heads, dim] with the strides below
-  __nv_bfloat16* y = nullptr;               // same layout as x (may alias x)
+  __nv_bfloat16* y = nullptr;               // [tokens, heads, dim] with the y strides below (may alias x)
   const __nv_bfloat16* weight = nullptr;    // [dim] or nullptr
   const __nv_bfloat16* residual = nullptr;  // same layout as y, or nullptr (may alias y)
   const __nv_bfloat16* out_scale = nullptr; // [1] device scalar (layer_scalar) or nullptr
