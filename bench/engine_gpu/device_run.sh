@@ -81,9 +81,10 @@ if has ncu; then
   timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum --launch-skip 900 \
     --launch-count 1200 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 4096 --batch 0 \
     >"$out/ncu_step.csv" 2>/dev/null
+  # The first ~1,100 attention launches are the single sequence's steps and the forks' one-token prefills.
   timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum -k regex:'DecodeMma|CombineSplits|AppendKv' \
-    --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" --decode_ctx 32768 --batch 8 \
-    >"$out/ncu_attn.csv" 2>/dev/null
+    --launch-skip "${NCU_ATTN_SKIP:-0}" --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" \
+    --decode_ctx 32768 --batch 8 >"$out/ncu_attn.csv" 2>/dev/null
   python3 bench/engine_gpu/ncu_summary.py "$out/ncu_step.csv" "$out/ncu_attn.csv" 2>&1 | tee -a "$log"
 fi
 if has ncudetail; then

@@ -24,18 +24,19 @@ namespace {
 // in separate buffers so the next K loads during P·V). The output dimension is cut into chunks of kDv = 256
 // (head_dim 512 runs two CTAs per tile, each recomputing Q·Kᵀ), which keeps the fp32 accumulator at 128
 // registers per thread.
-template <int kHeadDim_, int kDv_, int kWarps_>
+template <int kHeadDim_, int kDv_, int kWarps_, int kStages_>
 struct AttentionTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kDv = kDv_;
   static constexpr int kWarps = kWarps_;
+  static constexpr int kStages = kStages_;  // K/V buffers: 1, or 2 (a ring: the tile after next loads during this one)
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockM = 64;
+  static constexpr int kBlockM = 16 * kWarps;  // 16 rows per warp
   static constexpr int kBlockN = 64;
   static constexpr int kQkStride = kHeadDim + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr int kVStride = kDv + 8;
   static constexpr size_t kSmemBytes =
-      sizeof(bf16) * (size_t{kBlockM} * kQkStride + size_t{kBlockN} * kQkStride + size_t{kBlockN} * kVStride);
+      sizeof(bf16) * (size_t{kBlockM} * kQkStride + kStages * (size_t{kBlockN} * kQkStride + size_t{kBlockN} * kVStride));
 };
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -81,9 +82,9 @@ __device__ __forceinline__ void LoadTile(bf16* smem, int smem_stride, int rows, 
 template <typename Tr>
 __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* q_s = reinterpret_cast<bf16*>(smem_raw);                // [kBlockM][kQkStride]
-  bf16* k_s = q_s + Tr::kBlockM * Tr::kQkStride;                // [kBlockN][kQkStride]
-  bf16* v_s = k_s + Tr::kBlockN * Tr::kQkStride;                // [kBlockN][kVStride]
+  bf16* q_s = reinterpret_cast<bf16*>(smem_raw);                   // [kBlockM][kQkStride]
+  bf16* k_ring = q_s + Tr::kBlockM * Tr::kQkStride;                // [kStages][kBlockN][kQkStride]
+  bf16* v_ring = k_ring + Tr::kStages * Tr::kBlockN * Tr::kQkStride;  // [kStages][kBlockN][kVStride]
   __shared__ int key_block[Tr::kBlockN];
 
   const int group = p.num_heads / p.num_kv_heads;
@@ -123,17 +124,15 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
       return base + (pos % kv_capacity) * slot_stride + kv_head * head_stride + col_offset;
     };
   };
-  auto load_k = [&](int tile) {
+  auto load_k = [&](int tile, int stage) {
     const int key0 = tile0 + tile * Tr::kBlockN;
-    LoadTile<Tr::kHeadDim, Tr::kThreads>(k_s, Tr::kQkStride, Tr::kBlockN,
+    LoadTile<Tr::kHeadDim, Tr::kThreads>(k_ring + stage * Tr::kBlockN * Tr::kQkStride, Tr::kQkStride, Tr::kBlockN,
                                          key_ptr(p.k, p.k_slot_stride, p.k_head_stride, 0, key0));
-    CpAsyncCommit();
   };
-  auto load_v = [&](int tile) {
+  auto load_v = [&](int tile, int stage) {
     const int key0 = tile0 + tile * Tr::kBlockN;
-    LoadTile<Tr::kDv, Tr::kThreads>(v_s, Tr::kVStride, Tr::kBlockN,
+    LoadTile<Tr::kDv, Tr::kThreads>(v_ring + stage * Tr::kBlockN * Tr::kVStride, Tr::kVStride, Tr::kBlockN,
                                     key_ptr(p.v, p.v_slot_stride, p.v_head_stride, dchunk * Tr::kDv, key0));
-    CpAsyncCommit();
   };
 
   // Per thread: rows g and g + 8 of this warp's 16.
@@ -152,37 +151,27 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
   float row_sum[2] = {0.f, 0.f};
   const float scale_log2 = p.scale * kLog2e;
 
-  if (tile_begin < tile_end) {
-    load_k(tile_begin);
-    load_v(tile_begin);
-  }
-  for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const int key0 = tile0 + tile * Tr::kBlockN;
-    if (threadIdx.x < Tr::kBlockN) key_block[threadIdx.x] = BlockIdAt(p, key0 + threadIdx.x);
-    CpAsyncWait<1>();  // Q and K of this tile have landed (V may still be in flight)
-    __syncthreads();
-    float s[Tr::kBlockN / 8][4];
+  // S = Q·Kᵀ of this warp's 16 rows and the tile's keys.
+  auto scores = [&](const bf16* k_s, float (&s)[Tr::kBlockN / 8][4]) {
 #pragma unroll
     for (int j = 0; j < Tr::kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    if (warp_active) {
+    if (!warp_active) return;
 #pragma unroll 4
-      for (int kk = 0; kk < Tr::kHeadDim / 16; ++kk) {
-        uint32_t a[4];
-        Ldmatrix4(a, q_s + (warp * 16 + lane % 16) * Tr::kQkStride + kk * 16 + (lane / 16) * 8);
+    for (int kk = 0; kk < Tr::kHeadDim / 16; ++kk) {
+      uint32_t a[4];
+      Ldmatrix4(a, q_s + (warp * 16 + lane % 16) * Tr::kQkStride + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-        for (int np = 0; np < Tr::kBlockN / 16; ++np) {
-          uint32_t b[4];
-          const int mi = lane / 8;
-          Ldmatrix4(b, k_s + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kQkStride + kk * 16 + (mi % 2) * 8);
-          Mma16816(s[2 * np], a, b[0], b[1]);
-          Mma16816(s[2 * np + 1], a, b[2], b[3]);
-        }
+      for (int np = 0; np < Tr::kBlockN / 16; ++np) {
+        uint32_t b[4];
+        const int mi = lane / 8;
+        Ldmatrix4(b, k_s + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kQkStride + kk * 16 + (mi % 2) * 8);
+        Mma16816(s[2 * np], a, b[0], b[1]);
+        Mma16816(s[2 * np + 1], a, b[2], b[3]);
       }
     }
-    __syncthreads();  // every warp is done with k_s
-    if (tile + 1 < tile_end) load_k(tile + 1);
-
-    // Mask (skipped for tiles entirely visible to every row) and online softmax.
+  };
+  // Mask (skipped for tiles entirely visible to every row) and online softmax: P as A fragments.
+  auto softmax = [&](int key0, float (&s)[Tr::kBlockN / 8][4], uint32_t (&pfrag)[Tr::kBlockN / 16][4]) {
     const bool full_tile = key0 >= p.kv_begin && key0 + Tr::kBlockN <= p.kv_end &&
                            key0 + Tr::kBlockN - 1 <= qp_min && (p.window <= 0 || key0 > qp_max - p.window);
 #pragma unroll
@@ -195,32 +184,88 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
       }
     }
     float corr[2];
-    uint32_t pfrag[Tr::kBlockN / 16][4];
     OnlineSoftmaxTile<Tr::kBlockN / 8>(s, row_max, row_sum, scale_log2, corr, pfrag);
     RescaleRows<Tr::kDv / 8>(o_acc, corr);
-    if (tile + 1 < tile_end) {
-      CpAsyncWait<1>();  // V of this tile (the next K may still be in flight)
-    } else {
-      CpAsyncWait<0>();
-    }
-    __syncthreads();
-    if (warp_active) {
+  };
+  // O += P·V.
+  auto accumulate = [&](const bf16* v_s, const uint32_t (&pfrag)[Tr::kBlockN / 16][4]) {
+    if (!warp_active) return;
 #pragma unroll
-      for (int kc = 0; kc < Tr::kBlockN / 16; ++kc) {
-        // pfrag[kc] = {rows g / g+8 of keys 16kc+2t.., rows g / g+8 of keys 16kc+8+2t..}: reorder to a0..a3.
-        const uint32_t a[4] = {pfrag[kc][0], pfrag[kc][1], pfrag[kc][2], pfrag[kc][3]};
+    for (int kc = 0; kc < Tr::kBlockN / 16; ++kc) {
 #pragma unroll
-        for (int dp = 0; dp < Tr::kDv / 16; ++dp) {
-          uint32_t b[4];
-          const int mi = lane / 8;
-          Ldmatrix4Trans(b, v_s + (kc * 16 + (mi % 2) * 8 + lane % 8) * Tr::kVStride + dp * 16 + (mi / 2) * 8);
-          Mma16816(o_acc[2 * dp], a, b[0], b[1]);
-          Mma16816(o_acc[2 * dp + 1], a, b[2], b[3]);
-        }
+      for (int dp = 0; dp < Tr::kDv / 16; ++dp) {
+        uint32_t b[4];
+        const int mi = lane / 8;
+        Ldmatrix4Trans(b, v_s + (kc * 16 + (mi % 2) * 8 + lane % 8) * Tr::kVStride + dp * 16 + (mi / 2) * 8);
+        Mma16816(o_acc[2 * dp], pfrag[kc], b[0], b[1]);
+        Mma16816(o_acc[2 * dp + 1], pfrag[kc], b[2], b[3]);
       }
     }
-    __syncthreads();  // every warp is done with v_s
-    if (tile + 1 < tile_end) load_v(tile + 1);
+  };
+
+  if constexpr (Tr::kStages == 1) {
+    // One buffer each for K and V, in separate cp.async groups: the next K loads during softmax and P·V, the next
+    // V during the next Q·Kᵀ.
+    if (tile_begin < tile_end) {
+      load_k(tile_begin, 0);
+      CpAsyncCommit();
+      load_v(tile_begin, 0);
+      CpAsyncCommit();
+    }
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const int key0 = tile0 + tile * Tr::kBlockN;
+      if (threadIdx.x < Tr::kBlockN) key_block[threadIdx.x] = BlockIdAt(p, key0 + threadIdx.x);
+      CpAsyncWait<1>();  // Q and K of this tile have landed (V may still be in flight)
+      __syncthreads();
+      float s[Tr::kBlockN / 8][4];
+      scores(k_ring, s);
+      __syncthreads();  // every warp is done with the K buffer
+      if (tile + 1 < tile_end) {
+        load_k(tile + 1, 0);
+        CpAsyncCommit();
+      }
+      uint32_t pfrag[Tr::kBlockN / 16][4];
+      softmax(key0, s, pfrag);
+      if (tile + 1 < tile_end) {
+        CpAsyncWait<1>();  // V of this tile (the next K may still be in flight)
+      } else {
+        CpAsyncWait<0>();
+      }
+      __syncthreads();
+      accumulate(v_ring, pfrag);
+      __syncthreads();  // every warp is done with the V buffer
+      if (tile + 1 < tile_end) {
+        load_v(tile + 1, 0);
+        CpAsyncCommit();
+      }
+    }
+  } else {
+    // A ring of two K|V stages, one cp.async group per tile: tile i + 2 loads while tile i + 1 is multiplied.
+    for (int i = 0; i < 2; ++i) {
+      if (tile_begin + i < tile_end) {
+        load_k(tile_begin + i, i);
+        load_v(tile_begin + i, i);
+      }
+      CpAsyncCommit();
+    }
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const int stage = (tile - tile_begin) & 1;
+      const int key0 = tile0 + tile * Tr::kBlockN;
+      if (threadIdx.x < Tr::kBlockN) key_block[threadIdx.x] = BlockIdAt(p, key0 + threadIdx.x);
+      CpAsyncWait<1>();  // Q and this tile have landed (the next one may be in flight)
+      __syncthreads();
+      float s[Tr::kBlockN / 8][4];
+      scores(k_ring + stage * Tr::kBlockN * Tr::kQkStride, s);
+      uint32_t pfrag[Tr::kBlockN / 16][4];
+      softmax(key0, s, pfrag);
+      accumulate(v_ring + stage * Tr::kBlockN * Tr::kVStride, pfrag);
+      __syncthreads();  // every warp is done with this stage (and with key_block)
+      if (tile + 2 < tile_end) {
+        load_k(tile + 2, stage);
+        load_v(tile + 2, stage);
+      }
+      CpAsyncCommit();
+    }
   }
   CpAsyncWait<0>();
 
@@ -324,14 +369,15 @@ __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(Attent
 
 namespace {
 
-// Warps (16 rows each) per CTA. A 128-row tile for head_dim 256 (half the L2 traffic per row) was tried in
-// session 4 and gave wrong results on the sliding-layer cases of CudaAttentionTest: the kernel still assumes
-// 4 warps somewhere. Kept at 4 until that is found.
-constexpr int WarpsFor(int /*head_dim*/) { return 4; }
+// Warps (16 rows each) per CTA. head_dim 256: 128-row tiles, which halve the K/V traffic per row (session 4's
+// attempt failed because kBlockM stayed 64 while the warps read 128 rows of the Q tile). head_dim 512: 4, as the
+// 64-row tiles already need 167 KB of shared memory.
+constexpr int WarpsFor(int head_dim) { return head_dim == 256 ? 8 : 4; }
 
 template <int kHeadDim>
 void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
-  using Tr = AttentionTraits<kHeadDim, 256, WarpsFor(kHeadDim)>;
+  // head_dim 256: 8 warps and a two-stage K|V ring, 203 KB of shared memory; 512: 4 warps, one stage, 167 KB.
+  using Tr = AttentionTraits<kHeadDim, 256, WarpsFor(kHeadDim), kHeadDim == 256 ? 2 : 1>;
   const int group = p.num_heads / p.num_kv_heads;
   const int row_tiles = (p.q_len * group + Tr::kBlockM - 1) / Tr::kBlockM;
   // The dynamic shared-memory limit is raised once per instantiation (thread-safe static init).

@@ -20,6 +20,36 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// Hopper bulk copies (sm_90): one thread moves a whole row (a multiple of 16 bytes) from global to shared
+// memory without a per-16-byte request, and the bytes landing complete a transaction count on an mbarrier.
+__device__ __forceinline__ void MbarInit(uint64_t* bar, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(arrivals));
+}
+// Makes mbarrier inits visible to the bulk-copy unit; then a __syncthreads before anyone uses them.
+__device__ __forceinline__ void FenceMbarInit() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// Orders this thread's earlier shared-memory accesses before its later bulk copies (async proxy).
+__device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// One arrival that also announces `bytes` still to land in this phase.
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void BulkCopyG2S(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   SmemAddr(smem)),
+               "l"(gmem), "r"(bytes), "r"(SmemAddr(bar))
+               : "memory");
+}
+// Spins until the phase with parity `parity` of `bar` has completed.
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n .reg .pred done;\n"
+      "WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n @!done bra WAIT_%=;\n}\n" ::"r"(
+          SmemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
+
 // Four 8x8 b16 matrices; lane l supplies the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void Ldmatrix4(uint32_t r[4], const void* smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
