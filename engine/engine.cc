@@ -106,7 +106,14 @@ class SequenceImpl final : public Sequence {
   int64_t length() const override { return length_ + (pending_ >= 0 ? 1 : 0); }
   int64_t capacity() const { return cache_.max_tokens(); }
   size_t memory_bytes() const override { return cache_.bytes(); }
-  const std::vector<float>& logits() const override { return logits_; }
+  // The last position's row comes to the host on the first call after a step (greedy decoding never asks).
+  const std::vector<float>& logits() const override {
+    if (on_device_) {
+      on_device_ = false;
+      if (!model_.Download(last_.rows.Slice(last_row_, last_row_ + 1), logits_).ok()) logits_.clear();
+    }
+    return logits_;
+  }
   void set_keep_all_logits(bool keep) override {
     keep_all_ = keep;
     logits_from_ = length_;
@@ -117,7 +124,11 @@ class SequenceImpl final : public Sequence {
     } else {
       logits_.erase(logits_.begin(), logits_.end() - vocab);
     }
+    if (keep) SetLast(StepLogits(), 0);
   }
+  // The next token after the last position. Greedy runs on the backend while that row is still there (only the
+  // id comes back), else `sampler` on the host logits; both choose alike (engine/backend/argmax.h).
+  absl::StatusOr<int32_t> SampleNext(Sampler& sampler, bool greedy);
 
   absl::Status Prefill(const PromptChunk& chunk, const std::atomic<bool>* cancel) override;
   absl::StatusOr<std::unique_ptr<Sequence>> Fork() const override;
@@ -133,8 +144,8 @@ class SequenceImpl final : public Sequence {
   int32_t pending() const { return pending_; }
   int64_t cached_length() const { return length_; }
   KvCache& cache() { return cache_; }
-  // The pending token went through a batched step at position cached_length(); `row` is its logits.
-  void PendingFed(std::span<const float> row);
+  // The pending token went through a batched step at position cached_length(); row `row` of `step` is its logits.
+  absl::Status PendingFed(const StepLogits& step, int64_t row);
 
  private:
   absl::Status Validate(const PromptChunk& chunk) const;
@@ -143,6 +154,12 @@ class SequenceImpl final : public Sequence {
   absl::Status RunSteps(const PromptChunk& chunk, const std::atomic<bool>* cancel);
   void RewindTail();
   void KeepTail(const PromptChunk& chunk);
+  // Row `row` of `step` becomes the last position's logits, left on the backend (an empty step drops them).
+  void SetLast(StepLogits step, int64_t row) {
+    last_ = std::move(step);
+    last_row_ = row;
+    on_device_ = last_.buffer != nullptr;
+  }
 
   Gemma4Model& model_;
   KvCache cache_;
@@ -154,7 +171,11 @@ class SequenceImpl final : public Sequence {
   int64_t logits_from_ = 0;             // with keep_all_: position of logits_'s first row
   TokenType last_type_ = TokenType::kText;
   bool keep_all_ = false;
-  std::vector<float> logits_;
+  // Host logits: every kept row with keep_all_, else the last position's row unless on_device_.
+  mutable std::vector<float> logits_;
+  StepLogits last_;  // without keep_all_: the step that holds the last position's logits
+  int64_t last_row_ = 0;
+  mutable bool on_device_ = false;  // logits_ is not yet a copy of last_'s row last_row_
 };
 
 absl::Status SequenceImpl::Validate(const PromptChunk& c) const {
@@ -215,6 +236,7 @@ absl::Status SequenceImpl::Prefill(const PromptChunk& chunk, const std::atomic<b
     KeepTail(chunk);
   }
   last_type_ = chunk.types.back();
+  model_.backend().Synchronize();  // returns once its work is done, as when each step downloaded logits (timed)
   return absl::OkStatus();
 }
 
@@ -277,14 +299,15 @@ absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end
   in.all_logits = keep_all_;
   in.cancel = cancel;
   in.pass_end = pass_end;
-  std::vector<float> out;
-  RETURN_IF_ERROR(model_.Forward(in, cache_, out));
+  ASSIGN_OR_RETURN(StepLogits step, model_.Forward(in, cache_));
   if (keep_all_) {
     // Rows before logits_from_ belong to a provisional tail recomputed after keeping started.
-    const size_t skip = static_cast<size_t>(std::clamp<int64_t>(logits_from_ - length_, 0, in.n));
-    logits_.insert(logits_.end(), out.begin() + skip * model_.config().vocab_size, out.end());
+    const int64_t skip = std::clamp<int64_t>(logits_from_ - length_, 0, in.n);
+    std::vector<float> rows;
+    RETURN_IF_ERROR(model_.Download(step.rows.Slice(skip, in.n), rows));
+    logits_.insert(logits_.end(), rows.begin(), rows.end());
   } else {
-    logits_ = std::move(out);
+    SetLast(std::move(step), 0);
   }
   length_ += in.n;
   return absl::OkStatus();
@@ -301,15 +324,29 @@ absl::Status SequenceImpl::FeedPending(const std::atomic<bool>* cancel) {
   return absl::OkStatus();
 }
 
-void SequenceImpl::PendingFed(std::span<const float> row) {
+absl::Status SequenceImpl::PendingFed(const StepLogits& step, int64_t row) {
   pending_ = -1;
   last_type_ = TokenType::kText;
   if (keep_all_ && length_ >= logits_from_) {
-    logits_.insert(logits_.end(), row.begin(), row.end());
+    std::vector<float> host;
+    RETURN_IF_ERROR(model_.Download(step.rows.Slice(row, row + 1), host));
+    logits_.insert(logits_.end(), host.begin(), host.end());
   } else if (!keep_all_) {
-    logits_.assign(row.begin(), row.end());
+    SetLast(step, row);
   }
   ++length_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> SequenceImpl::SampleNext(Sampler& sampler, bool greedy) {
+  if (greedy && on_device_) {
+    ASSIGN_OR_RETURN(const std::vector<int32_t> ids, model_.GreedyTokens(last_.rows.Slice(last_row_, last_row_ + 1)));
+    return ids[0];
+  }
+  const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
+  const std::vector<float>& lg = logits();
+  if (lg.size() < vocab) return absl::FailedPreconditionError("Generate needs a prefilled sequence");
+  return sampler.Sample(std::span<const float>(lg.data() + lg.size() - vocab, vocab));
 }
 
 absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
@@ -319,7 +356,9 @@ absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
   fork->pending_ = pending_;
   fork->last_type_ = last_type_;
   fork->keep_all_ = keep_all_;
-  fork->logits_ = logits_;
+  if (!on_device_) fork->logits_ = logits_;
+  fork->SetLast(last_, last_row_);  // shared: a step's logits are never written again
+  fork->on_device_ = on_device_;
   fork->tail_ = tail_;
   fork->logits_from_ = logits_from_;
   return fork;
@@ -354,10 +393,19 @@ class EngineImpl final : public Engine {
                              const std::atomic<bool>* cancel) override;
 
  private:
-  absl::StatusOr<bool> Step(SequenceImpl& s, Sampler& sampler, int emitted, int max_new,
+  // Sampling of one sequence in a generation loop; `next` is its token when a batched step chose it already.
+  struct Draw {
+    Sampler& sampler;
+    bool greedy = false;
+    int32_t next = kNotChosen;
+  };
+  static constexpr int32_t kNotChosen = -2;
+  absl::StatusOr<bool> Step(SequenceImpl& s, const Draw& draw, int emitted, int max_new,
                             const std::function<bool(int32_t)>& on_token, const std::atomic<bool>* cancel);
+  // Feeds the pending tokens of the running sequences in one step; with `greedy` it also chooses their next
+  // tokens there (next[i], else kNotChosen).
   absl::Status FeedPendingTogether(const std::vector<SequenceImpl*>& seqs, const std::vector<bool>& running,
-                                   const std::atomic<bool>* cancel);
+                                   bool greedy, const std::atomic<bool>* cancel, std::vector<int32_t>& next);
 
   std::unique_ptr<Backend> backend_;
   Gemma4Model model_;
@@ -366,16 +414,16 @@ class EngineImpl final : public Engine {
 
 // One generation step of `s`: feeds the pending token, samples the next one and hands it out.
 // Returns false once this sequence is finished (stop id, limit, full, or on_token said stop).
-absl::StatusOr<bool> EngineImpl::Step(SequenceImpl& s, Sampler& sampler, int emitted, int max_new,
+absl::StatusOr<bool> EngineImpl::Step(SequenceImpl& s, const Draw& draw, int emitted, int max_new,
                                       const std::function<bool(int32_t)>& on_token,
                                       const std::atomic<bool>* cancel) {
   if (emitted >= max_new) return false;
   if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
-  RETURN_IF_ERROR(s.FeedPending(cancel));
-  const int vocab = model_.config().vocab_size;
-  const std::vector<float>& lg = s.logits();
-  if (lg.size() < static_cast<size_t>(vocab)) return absl::FailedPreconditionError("Generate needs a prefilled sequence");
-  const int32_t token = sampler.Sample(std::span<const float>(lg.data() + lg.size() - vocab, vocab));
+  int32_t token = draw.next;
+  if (token == kNotChosen) {
+    RETURN_IF_ERROR(s.FeedPending(cancel));
+    ASSIGN_OR_RETURN(token, s.SampleNext(draw.sampler, draw.greedy));
+  }
   if (token < 0) return absl::InternalError("no token could be sampled (all suppressed or NaN)");
   const std::vector<int32_t>& stops = info().stop_ids;
   if (std::find(stops.begin(), stops.end(), token) != stops.end()) return false;
@@ -389,8 +437,9 @@ absl::Status EngineImpl::Generate(Sequence& seq, const SamplingOptions& options,
   auto* s = dynamic_cast<SequenceImpl*>(&seq);
   if (s == nullptr) return absl::InvalidArgumentError("sequence from another engine");
   Sampler sampler(options, info().suppress_ids);
+  const Draw draw{sampler, options.temperature <= 0.0f};
   for (int t = 0;; ++t) {
-    ASSIGN_OR_RETURN(bool more, Step(*s, sampler, t, options.max_new_tokens, on_token, cancel));
+    ASSIGN_OR_RETURN(bool more, Step(*s, draw, t, options.max_new_tokens, on_token, cancel));
     if (!more) return absl::OkStatus();
   }
 }
@@ -414,11 +463,14 @@ absl::Status EngineImpl::GenerateBatch(const std::vector<Sequence*>& seqs, const
   // Lockstep: one token per running sequence per iteration; the tokens sampled in the previous
   // iteration go through the model together (one pass over the weights for all of them).
   std::vector<bool> running(seqs.size(), true);
+  const bool greedy = options.temperature <= 0.0f;
+  std::vector<int32_t> next;
   for (int t = 0; std::find(running.begin(), running.end(), true) != running.end(); ++t) {
-    RETURN_IF_ERROR(FeedPendingTogether(impl, running, cancel));
+    RETURN_IF_ERROR(FeedPendingTogether(impl, running, greedy, cancel, next));
     for (size_t i = 0; i < impl.size(); ++i) {
       if (!running[i]) continue;
-      ASSIGN_OR_RETURN(bool more, Step(*impl[i], samplers[i], t, options.max_new_tokens,
+      const Draw draw{samplers[i], greedy, next[i]};
+      ASSIGN_OR_RETURN(bool more, Step(*impl[i], draw, t, options.max_new_tokens,
                                        [&](int32_t tok) { return on_token(i, tok); }, cancel));
       running[i] = more;
     }
@@ -427,24 +479,27 @@ absl::Status EngineImpl::GenerateBatch(const std::vector<Sequence*>& seqs, const
 }
 
 absl::Status EngineImpl::FeedPendingTogether(const std::vector<SequenceImpl*>& seqs, const std::vector<bool>& running,
-                                             const std::atomic<bool>* cancel) {
-  std::vector<SequenceImpl*> fed;
+                                             bool greedy, const std::atomic<bool>* cancel, std::vector<int32_t>& next) {
+  next.assign(seqs.size(), kNotChosen);
+  std::vector<size_t> fed;  // indices into seqs
   std::vector<int32_t> ids;
   std::vector<int64_t> pos;
   std::vector<KvCache*> caches;
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (!running[i] || seqs[i]->pending() < 0) continue;
-    fed.push_back(seqs[i]);
+    fed.push_back(i);
     ids.push_back(seqs[i]->pending());
     pos.push_back(seqs[i]->cached_length());
     caches.push_back(&seqs[i]->cache());
   }
   if (fed.size() < 2) return absl::OkStatus();  // Step feeds a lone token itself
   if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("generation cancelled");
-  std::vector<float> logits;
-  RETURN_IF_ERROR(model_.DecodeBatch(ids, pos, caches, logits));
-  const size_t vocab = static_cast<size_t>(model_.config().vocab_size);
-  for (size_t b = 0; b < fed.size(); ++b) fed[b]->PendingFed(std::span<const float>(logits.data() + b * vocab, vocab));
+  ASSIGN_OR_RETURN(const StepLogits logits, model_.DecodeBatch(ids, pos, caches));
+  for (size_t b = 0; b < fed.size(); ++b) RETURN_IF_ERROR(seqs[fed[b]]->PendingFed(logits, static_cast<int64_t>(b)));
+  if (greedy) {  // one choice for all rows; only their ids leave the backend
+    ASSIGN_OR_RETURN(const std::vector<int32_t> chosen, model_.GreedyTokens(logits.rows));
+    for (size_t b = 0; b < fed.size(); ++b) next[fed[b]] = chosen[b];
+  }
   return absl::OkStatus();
 }
 

@@ -164,6 +164,12 @@ class Backend {
   virtual void Softcap(const Tensor& x, float cap, const Tensor& out) = 0;
   // out = x converted to out's dtype (same shape; strided rows allowed).
   virtual void Convert(const Tensor& x, const Tensor& out) = 0;
+  // out[r] = the greedy token of row r of logits [rows, V] (f32; strided rows allowed): the largest value among
+  // the ids that are not NaN and not suppressed, the lowest such id on ties (-0 equals +0, -inf may win); -1
+  // where no id is left. Exactly Sampler's greedy choice (engine/backend/argmax.h), so greedy decoding brings back
+  // ids instead of logits. suppressed: [n] int32, ascending, each in [0, V); none when suppressed.data is null.
+  // out: [rows] int32.
+  virtual void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) = 0;
   // ---- Fused sequences. The defaults run the plain ops above; a backend overrides one only to save passes
   // over memory and launches, keeping the plain sequence's rounding points. ----
 

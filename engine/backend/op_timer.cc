@@ -131,6 +131,9 @@ class OpTimer final : public Backend {
   void Convert(const Tensor& x, const Tensor& out) override {
     Time(absl::StrCat("Convert ", Shape(x)), [&] { in_->Convert(x, out); return 0; });
   }
+  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override {
+    Time(absl::StrCat("ArgmaxRows ", Shape(logits)), [&] { in_->ArgmaxRows(logits, suppressed, out); return 0; });
+  }
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override {
     Time(absl::StrCat("CopyRowsToRing ", Shape(src)), [&] { in_->CopyRowsToRing(src, dst, first_pos); return 0; });
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <vector>
 
 #include "engine/backend/numeric.h"
 #include "engine/base/status_macros.h"
@@ -39,7 +40,57 @@ namespace {
 bool IsVision(TokenType t) { return t == TokenType::kImage || t == TokenType::kVideo; }
 }  // namespace
 
+Gemma4Model::Gemma4Model(Backend& backend, ModelConfig config, ModelWeights weights, bool vision_blocks_all_layers)
+    : backend_(backend), config_(std::move(config)), weights_(std::move(weights)),
+      blocks_all_layers_(vision_blocks_all_layers) {
+  // Sampler ignores ids outside the vocabulary; ArgmaxRows wants them ascending and distinct.
+  std::vector<int32_t> ids;
+  for (int32_t id : config_.info.suppress_ids) {
+    if (id >= 0 && id < config_.vocab_size) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  if (ids.empty()) return;
+  absl::StatusOr<std::unique_ptr<Buffer>> buffer = backend_.Allocate(ids.size() * sizeof(int32_t));
+  suppress_status_ = buffer.status();
+  if (!buffer.ok()) return;
+  suppress_buffer_ = *std::move(buffer);
+  suppress_ = suppress_buffer_->View(DType::kI32, {static_cast<int64_t>(ids.size())});
+  suppress_status_ = backend_.Upload(ids.data(), suppress_.bytes(), suppress_);
+  backend_.Synchronize();  // `ids` goes away with this constructor
+}
+
 absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::vector<float>& logits) {
+  ASSIGN_OR_RETURN(const StepLogits out, Forward(in, cache));
+  return Download(out.rows, logits);
+}
+
+absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
+                                      const std::vector<KvCache*>& caches, std::vector<float>& logits) {
+  ASSIGN_OR_RETURN(const StepLogits out, DecodeBatch(ids, pos, caches));
+  return Download(out.rows, logits);
+}
+
+absl::Status Gemma4Model::Download(const Tensor& rows, std::vector<float>& out) {
+  out.resize(static_cast<size_t>(rows.numel()));
+  RETURN_IF_ERROR(backend_.Download(rows, out.data(), out.size() * sizeof(float)));
+  backend_.Synchronize();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> Gemma4Model::GreedyTokens(const Tensor& rows) {
+  RETURN_IF_ERROR(suppress_status_);
+  Scratch s(backend_);
+  const int64_t n = rows.dim(0);
+  ASSIGN_OR_RETURN(Tensor ids, s.New(DType::kI32, {n}));  // [n]
+  backend_.ArgmaxRows(rows, suppress_, ids);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  RETURN_IF_ERROR(backend_.Download(ids, out.data(), out.size() * sizeof(int32_t)));
+  backend_.Synchronize();
+  return out;
+}
+
+absl::StatusOr<StepLogits> Gemma4Model::Forward(const ForwardInput& in, KvCache& cache) {
   Scratch s(backend_);
   const int64_t n = in.n;
   // Positions and vision block ids: each maximal run of image/video tokens is one block (§5.5).
@@ -60,7 +111,7 @@ absl::Status Gemma4Model::Forward(const ForwardInput& in, KvCache& cache, std::v
   }
   const std::vector<RowSpan> spans = {{0, n, in.pos0, std::max(in.pass_end, in.pos0 + n), &cache}};
   RETURN_IF_ERROR(Layers(x, positions, block >= 0 ? &block_t : nullptr, spans, in.cancel));
-  return Logits(x, in.all_logits, logits, s);
+  return Logits(x, in.all_logits, s);
 }
 
 // Every decoder layer over the residual stream x; `cancel` is polled between layers. Each layer ends with the next
@@ -79,8 +130,8 @@ absl::Status Gemma4Model::Layers(const Tensor& x, const Tensor& positions, const
   return absl::OkStatus();
 }
 
-absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
-                                      const std::vector<KvCache*>& caches, std::vector<float>& logits) {
+absl::StatusOr<StepLogits> Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
+                                                    const std::vector<KvCache*>& caches) {
   const int64_t b = static_cast<int64_t>(ids.size());
   if (pos.size() != ids.size() || caches.size() != ids.size() || b == 0) {
     return absl::InvalidArgumentError("DecodeBatch: ids, positions and caches differ in count");
@@ -101,7 +152,7 @@ absl::Status Gemma4Model::DecodeBatch(const std::vector<int32_t>& ids, const std
   RETURN_IF_ERROR(EmbedInputs(in, x, s));
   ASSIGN_OR_RETURN(Tensor positions, s.Upload(DType::kI32, pos32.data(), {b}));
   RETURN_IF_ERROR(Layers(x, positions, nullptr, spans, nullptr));
-  return Logits(x, /*all=*/true, logits, s);
+  return Logits(x, /*all=*/true, s);
 }
 
 // Text rows: bf16(E[id] · bf16(sqrt(H))); placeholders are looked up as pad, then overwritten by
@@ -349,8 +400,9 @@ void Gemma4Model::Attend(int l, const Tensor& q, const Tensor* blocks, const Row
                      att.Slice(r0, r1));
 }
 
-// Final norm, tied head, soft-cap in the activation dtype, then fp32 (§5.6).
-absl::Status Gemma4Model::Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s) {
+// Final norm, tied head, soft-cap in the activation dtype, then fp32 (§5.6) into a buffer of its own, which
+// outlives the step.
+absl::StatusOr<StepLogits> Gemma4Model::Logits(const Tensor& x, bool all, Scratch& s) {
   const int64_t n = x.dim(0), rows = all ? n : 1, vocab = config_.vocab_size;
   const DType act = weights_.act_dtype;
   const Tensor last = x.Slice(n - rows, n);
@@ -359,12 +411,12 @@ absl::Status Gemma4Model::Logits(const Tensor& x, bool all, std::vector<float>& 
   ASSIGN_OR_RETURN(Tensor lg, s.New(act, {rows, vocab}));  // [rows, V]
   backend_.MatMul(h, weights_.embed, nullptr, lg);
   if (config_.final_softcap > 0.0f) backend_.Softcap(lg, config_.final_softcap, lg);
-  ASSIGN_OR_RETURN(Tensor lf, s.New(DType::kF32, {rows, vocab}));  // [rows, V]
-  backend_.Convert(lg, lf);
-  out.resize(static_cast<size_t>(rows * vocab));
-  RETURN_IF_ERROR(backend_.Download(lf, out.data(), out.size() * sizeof(float)));
-  backend_.Synchronize();
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer, backend_.Allocate(static_cast<size_t>(rows * vocab) * sizeof(float)));
+  StepLogits out;
+  out.rows = buffer->View(DType::kF32, {rows, vocab});  // [rows, V]
+  out.buffer = std::move(buffer);
+  backend_.Convert(lg, out.rows);
+  return out;
 }
 
 }  // namespace avserve::engine

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,25 +33,41 @@ struct ForwardInput {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// A step's fp32 soft-capped logits, left on the backend: greedy decoding brings back only token ids. Never written
+// after the step, so the sequences of a batched step share one buffer (row b is sequence b's).
+struct StepLogits {
+  std::shared_ptr<const Buffer> buffer;
+  Tensor rows;  // f32 [rows, vocab], a view of buffer
+};
+
 class Gemma4Model {
  public:
-  Gemma4Model(Backend& backend, ModelConfig config, ModelWeights weights, bool vision_blocks_all_layers)
-      : backend_(backend), config_(std::move(config)), weights_(std::move(weights)),
-        blocks_all_layers_(vision_blocks_all_layers) {}
+  Gemma4Model(Backend& backend, ModelConfig config, ModelWeights weights, bool vision_blocks_all_layers);
 
   const ModelConfig& config() const { return config_; }
   DType act_dtype() const { return weights_.act_dtype; }
   Backend& backend() { return backend_; }
 
-  // Runs the decoder, appends this step's K/V to `cache` and writes fp32 soft-capped logits
-  // [rows, vocab] to `logits`. Inputs must be validated by the caller (ids in range, media counts).
+  // Runs the decoder, appends this step's K/V to `cache` and returns the logits of the last position (all of
+  // them with in.all_logits). Inputs must be validated by the caller (ids in range, media counts). The backend
+  // may still be working when it returns; Download/GreedyTokens wait.
+  absl::StatusOr<StepLogits> Forward(const ForwardInput& in, KvCache& cache);
+  // Forward, with the logits [rows, vocab] copied to the host.
   absl::Status Forward(const ForwardInput& in, KvCache& cache, std::vector<float>& logits);
 
   // One decode step of several sequences at once: text token ids[b] at position pos[b] of the
   // sequence whose cache is caches[b]. The matrix products run over all rows together (one read
-  // of the weights per step); K/V writes and attention go per sequence. logits: [batch, vocab].
+  // of the weights per step); K/V writes and attention go per sequence. Logits: [batch, vocab].
+  absl::StatusOr<StepLogits> DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
+                                         const std::vector<KvCache*>& caches);
   absl::Status DecodeBatch(const std::vector<int32_t>& ids, const std::vector<int64_t>& pos,
                            const std::vector<KvCache*>& caches, std::vector<float>& logits);
+
+  // Logits rows [n, vocab] (of a StepLogits) copied to the host as n·vocab floats.
+  absl::Status Download(const Tensor& rows, std::vector<float>& out);
+  // The greedy token of each row [n, vocab]: Sampler's greedy choice with the checkpoint's suppress ids, made
+  // on the backend; only the n ids are copied back.
+  absl::StatusOr<std::vector<int32_t>> GreedyTokens(const Tensor& rows);
 
  private:
   class Scratch;
@@ -84,12 +101,17 @@ class Gemma4Model {
   absl::Status Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out);
   AttentionParams AttendParams(int l, const RowSpan& span) const;
   void Attend(int l, const Tensor& q, const Tensor* blocks, const RowSpan& span, const Tensor& att);
-  absl::Status Logits(const Tensor& x, bool all, std::vector<float>& out, Scratch& s);
+  absl::StatusOr<StepLogits> Logits(const Tensor& x, bool all, Scratch& s);
 
   Backend& backend_;
   ModelConfig config_;
   ModelWeights weights_;
   bool blocks_all_layers_;
+  // The suppress ids on the backend, ascending and within the vocabulary (ArgmaxRows' form); the status of
+  // their upload, reported by GreedyTokens.
+  std::unique_ptr<Buffer> suppress_buffer_;
+  Tensor suppress_;
+  absl::Status suppress_status_;
 };
 
 }  // namespace avserve::engine

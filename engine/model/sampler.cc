@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "engine/backend/argmax.h"
+
 namespace avserve::engine {
 
 int32_t Sampler::Sample(std::span<const float> logits) {
@@ -15,31 +17,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     }
   }
   const std::vector<uint8_t>& banned = banned_;
-  if (options_.temperature <= 0.0f) {
-    // The plain argmax first: the largest value (NaN never compares greater), then the first id that holds it
-    // (the lowest index wins ties). Eight running maxima with no index to carry vectorise; the scan for the
-    // index stops at the first hit. The careful scan only when that lands on a suppressed id or finds nothing
-    // above -inf.
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    float lane_max[8] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
-    int32_t i = 0;
-    for (; i + 8 <= vocab; i += 8) {
-      for (int j = 0; j < 8; ++j) lane_max[j] = logits[i + j] > lane_max[j] ? logits[i + j] : lane_max[j];
-    }
-    for (; i < vocab; ++i) lane_max[0] = logits[i] > lane_max[0] ? logits[i] : lane_max[0];
-    float best_value = kNegInf;
-    for (float m : lane_max) best_value = m > best_value ? m : best_value;
-    int32_t best = -1;
-    if (best_value > kNegInf) {
-      best = static_cast<int32_t>(std::find(logits.begin(), logits.end(), best_value) - logits.begin());
-    }
-    if (best >= 0 && !banned[best]) return best;
-    best = -1;
-    for (int32_t i = 0; i < vocab; ++i) {
-      if (!banned[i] && !std::isnan(logits[i]) && (best < 0 || logits[i] > logits[best])) best = i;
-    }
-    return best;
-  }
+  if (options_.temperature <= 0.0f) return GreedyArgmax(logits, banned.data());
   // Candidates in id order; the order "by logit, ties by id" is established only as far as it is needed.
   scratch_.clear();
   for (int32_t i = 0; i < vocab; ++i) {

@@ -1,17 +1,22 @@
 // CPU backend ops against plain references: the attention masks over a ring-buffered KV cache (both
-// vision-block variants), the bf16 rounding points, and MatMul with bias. Also the model over the CPU backend
-// posing as a device backend: fused projection weights and strided views give the plain layout's logits.
+// vision-block variants), the bf16 rounding points, MatMul with bias, ArgmaxRows against Sampler's greedy
+// choice. Also the model over the CPU backend posing as a device backend: fused projection weights and strided
+// views give the plain layout's logits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <utility>
+#include <limits>
 #include <random>
+#include <span>
+#include <utility>
 
 #include "engine/backend/backend.h"
 #include "engine/backend/numeric.h"
 #include "engine/base/status_macros.h"
 #include "engine/model/gemma4.h"
+#include "engine/model/sampler.h"
 #include "engine/model/weights.h"
 #include "tests/engine/golden.h"
 
@@ -171,6 +176,74 @@ TEST(CpuBackendTest, RopeIsIdentityAtZeroAndRotatesOnlyTheFirstPairs) {
   EXPECT_NEAR(x[16], orig[16] * std::cos(5.0f) - orig[24] * std::sin(5.0f), 1e-5);
 }
 
+// Rows that exercise every rule of the greedy choice over `vocab` (>= 64) ids with `suppressed` = {5, 17, vocab - 3}:
+// planted ties, suppressed maxima (alone and tied with an allowed id), NaNs, -inf and all-NaN rows, -0 against +0,
+// +inf, a maximum in the last id, then random rows of few distinct values (many ties) with NaNs sprinkled in.
+std::vector<float> GreedyCases(int64_t vocab, const std::vector<int32_t>& suppressed, int64_t* rows) {
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  constexpr int64_t kPlanted = 13, kRandom = 24;
+  *rows = kPlanted + kRandom;
+  std::vector<float> v = Random(static_cast<size_t>(*rows * vocab), 11);
+  const auto row = [&](int64_t r) { return v.data() + r * vocab; };
+  row(1)[10] = row(1)[40] = 50.f;             // tie: 10
+  row(2)[5] = 90.f, row(2)[30] = 60.f;        // suppressed maximum: 30
+  row(3)[17] = row(3)[50] = 80.f;             // suppressed id ties an allowed one: 50
+  row(4)[0] = row(4)[1] = row(4)[20] = nan;   // NaNs: 33
+  row(4)[33] = 40.f;
+  std::fill(row(5), row(5) + vocab, -inf);    // all -inf, id 0 NaN: 1
+  row(5)[0] = nan;
+  std::fill(row(6), row(6) + vocab, nan);     // nothing to choose: -1
+  std::fill(row(7), row(7) + vocab, -1.f);    // -0 equals +0: 8
+  row(7)[12] = 0.f, row(7)[8] = -0.f;
+  std::fill(row(8), row(8) + vocab, nan);     // only suppressed ids hold numbers: -1
+  for (int32_t id : suppressed) row(8)[id] = 1.f;
+  row(9)[5] = row(9)[60] = row(9)[61] = inf;  // +inf, the first one suppressed: 60
+  row(10)[vocab - 1] = 30.f;                  // the last id
+  std::fill(row(11), row(11) + vocab, -inf);  // the only finite value suppressed: the first id that is no NaN
+  row(11)[vocab - 3] = 3.f, row(11)[0] = nan;
+  row(12)[vocab - 3] = 7.f;                   // the last suppressed id is the maximum
+  std::mt19937 rng(5);
+  for (int64_t r = kPlanted; r < *rows; ++r) {
+    for (int64_t i = 0; i < vocab; ++i) row(r)[i] = static_cast<float>(rng() % 6);
+    for (int k = 0; k < 8; ++k) row(r)[rng() % vocab] = nan;
+  }
+  return v;
+}
+
+TEST(CpuBackendTest, ArgmaxRowsIsTheSamplersGreedyChoice) {
+  auto be = CreateCpuBackend(2);
+  for (const int64_t vocab : {int64_t{1003}, int64_t{4096}}) {
+    std::vector<int32_t> suppressed = {5, 17, static_cast<int32_t>(vocab - 3)};
+    int64_t rows = 0;
+    std::vector<float> logits = GreedyCases(vocab, suppressed, &rows);
+    // Rows strided inside a wider buffer, as a view of a step's logits may be.
+    std::vector<float> wide(static_cast<size_t>(rows * (vocab + 5)), 99.f);
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(logits.data() + r * vocab, vocab, wide.data() + r * (vocab + 5));
+    Tensor strided = Tensor::Contiguous(wide.data(), DType::kF32, Device::kCpu, {rows, vocab + 5});
+    strided.shape[1] = vocab;
+    std::vector<int32_t> got(rows, -7), got_strided(rows, -7), got_free(rows, -7);
+    const auto ids = [&](std::vector<int32_t>& out) {
+      return Tensor::Contiguous(out.data(), DType::kI32, Device::kCpu, {rows});
+    };
+    const Tensor sup = Tensor::Contiguous(suppressed.data(), DType::kI32, Device::kCpu, {3});
+    be->ArgmaxRows(F32(logits, {rows, vocab}), sup, ids(got));
+    be->ArgmaxRows(strided, sup, ids(got_strided));
+    be->ArgmaxRows(F32(logits, {rows, vocab}), Tensor(), ids(got_free));
+    Sampler greedy(SamplingOptions{}, suppressed);
+    Sampler greedy_free(SamplingOptions{}, {});
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::span<const float> row(logits.data() + r * vocab, static_cast<size_t>(vocab));
+      EXPECT_EQ(got[r], greedy.Sample(row)) << "vocab " << vocab << " row " << r;
+      EXPECT_EQ(got_free[r], greedy_free.Sample(row)) << "vocab " << vocab << " row " << r;
+    }
+    EXPECT_EQ(got_strided, got);
+    const std::vector<int32_t> planted = {10, 30, 50, 33, 1, -1, 8, -1, 60, static_cast<int32_t>(vocab - 1), 1};
+    EXPECT_EQ(std::vector<int32_t>(got.begin() + 1, got.begin() + 12), planted) << "vocab " << vocab;
+    EXPECT_EQ(got_free[2], 5);  // nothing suppressed: the planted maximum itself
+    EXPECT_EQ(got_free[12], vocab - 3);
+  }
+}
+
 // The CPU backend posing as a device backend (SharesHostMemory() false): LoadWeights copies the weights and
 // stores the projections fused, and the model takes the paths it takes on the CUDA backend.
 class DeviceLayoutCpu final : public Backend {
@@ -214,6 +287,9 @@ class DeviceLayoutCpu final : public Backend {
   }
   void ScatterRows(const Tensor& src, const Tensor& idx, const Tensor& dst) override {
     cpu_->ScatterRows(src, idx, dst);
+  }
+  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override {
+    cpu_->ArgmaxRows(logits, suppressed, out);
   }
 
  private:

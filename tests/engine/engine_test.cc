@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <span>
 #include <utility>
 #include <vector>
 
 #include "engine/api.h"
+#include "engine/model/sampler.h"
 #include "tests/engine/golden.h"
 
 namespace avserve::engine {
@@ -148,6 +150,92 @@ TEST_F(EngineTest, BatchedGenerationEqualsSeparateRuns) {
   EXPECT_EQ(engine_->GenerateBatch({forks[0].get(), forks[0].get()}, s, [](size_t, int32_t) { return true; }, nullptr)
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Greedy tokens are chosen on the backend (Backend::ArgmaxRows), the logits left there until logits() asks: every
+// token, the first one after the prefill included, is Sampler's greedy choice over logits() at that point, and a
+// twin that never looks at the logits emits the same tokens and ends with the same logits.
+TEST_F(EngineTest, GreedyTokensAreTheSamplersChoiceOverTheLogits) {
+  auto seq = engine_->NewSequence(64);
+  ASSERT_TRUE((*seq)->Prefill(Text({2, 105, 120, 121}), nullptr).ok());
+  auto twin = (*seq)->Fork();
+  ASSERT_TRUE(twin.ok());
+  Sampler greedy(SamplingOptions{}, engine_->info().suppress_ids);
+  SamplingOptions s;
+  s.max_new_tokens = 8;
+  std::vector<int32_t> checked, blind;
+  ASSERT_TRUE(engine_->Generate(**seq, s, [&](int32_t t) {
+    EXPECT_EQ(t, greedy.Sample((*seq)->logits())) << "token " << checked.size();
+    checked.push_back(t);
+    return true;
+  }, nullptr).ok());
+  ASSERT_TRUE(engine_->Generate(**twin, s, [&](int32_t t) { blind.push_back(t); return true; }, nullptr).ok());
+  EXPECT_EQ(checked.size(), 8u);
+  EXPECT_EQ(blind, checked);
+  EXPECT_EQ((*twin)->logits(), (*seq)->logits());
+  EXPECT_EQ((*seq)->logits().size(), 512u);
+  // Sampling at a temperature draws from the same logits on the host: a Sampler with the same seed over
+  // logits() follows it token for token (several seeds: a run may draw a stop id at once).
+  int drawn = 0;
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    auto fork = (*twin)->Fork();
+    ASSERT_TRUE(fork.ok());
+    SamplingOptions hot = s;
+    hot.temperature = 1.0f;
+    hot.seed = seed;
+    Sampler follow(hot, engine_->info().suppress_ids);
+    ASSERT_TRUE(engine_->Generate(**fork, hot, [&](int32_t t) {
+      EXPECT_EQ(t, follow.Sample((*fork)->logits())) << "seed " << seed;
+      ++drawn;
+      return true;
+    }, nullptr).ok());
+  }
+  EXPECT_GT(drawn, 8);
+}
+
+// The same in lockstep: one batched step feeds the pending tokens and chooses every next token on the backend;
+// each is Sampler's greedy choice over that sequence's logits().
+TEST_F(EngineTest, BatchedGreedyTokensAreTheSamplersChoiceOverTheLogits) {
+  auto prefix = engine_->NewSequence(64);
+  ASSERT_TRUE((*prefix)->Prefill(Text({2, 105, 120, 121}), nullptr).ok());
+  std::vector<std::unique_ptr<Sequence>> forks;
+  for (int32_t q : {130, 140, 150}) {
+    auto f = (*prefix)->Fork();
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->Prefill(Text({q}), nullptr).ok());
+    forks.push_back(*std::move(f));
+  }
+  Sampler greedy(SamplingOptions{}, engine_->info().suppress_ids);
+  SamplingOptions s;
+  s.max_new_tokens = 6;
+  std::vector<int> emitted(3, 0);
+  ASSERT_TRUE(engine_->GenerateBatch({forks[0].get(), forks[1].get(), forks[2].get()}, s, [&](size_t i, int32_t t) {
+    EXPECT_EQ(t, greedy.Sample(forks[i]->logits())) << "sequence " << i << " token " << emitted[i];
+    ++emitted[i];
+    return true;
+  }, nullptr).ok());
+  EXPECT_EQ(emitted, std::vector<int>(3, 6));
+}
+
+// With every row kept on the host (set_keep_all_logits), greedy generation samples there; its tokens are still
+// Sampler's choice over the last kept row, and each generated position adds one row.
+TEST_F(EngineTest, KeptLogitsGenerateOnTheHost) {
+  auto seq = engine_->NewSequence(64);
+  (*seq)->set_keep_all_logits(true);
+  ASSERT_TRUE((*seq)->Prefill(Text({2, 105, 120, 121}), nullptr).ok());
+  EXPECT_EQ((*seq)->logits().size(), 4u * 512);
+  Sampler greedy(SamplingOptions{}, engine_->info().suppress_ids);
+  SamplingOptions s;
+  s.max_new_tokens = 4;
+  int emitted = 0;
+  ASSERT_TRUE(engine_->Generate(**seq, s, [&](int32_t t) {
+    const std::vector<float>& lg = (*seq)->logits();
+    EXPECT_EQ(t, greedy.Sample(std::span<const float>(lg.data() + lg.size() - 512, 512))) << "token " << emitted;
+    ++emitted;
+    return true;
+  }, nullptr).ok());
+  EXPECT_EQ(emitted, 4);
+  EXPECT_EQ((*seq)->logits().size(), (4u + 3) * 512);  // the last token is still pending
 }
 
 TEST_F(EngineTest, VisionBlockMayNotStraddleChunks) {

@@ -9,8 +9,10 @@
 #include <cmath>
 #include <cstring>
 #include <numbers>
+#include <span>
 #include <vector>
 
+#include "engine/backend/argmax.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/torch_moments.h"
 #include "engine/backend/torch_softmax.h"
@@ -143,6 +145,7 @@ class CpuBackend final : public Backend {
                      const Tensor& out) override;
   void Softcap(const Tensor& x, float cap, const Tensor& out) override;
   void Convert(const Tensor& x, const Tensor& out) override;
+  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
 
@@ -494,6 +497,27 @@ void CpuBackend::Convert(const Tensor& x, const Tensor& out) {
     ForEachRow(x.rows(), x.dim(-1), [&](int64_t r, float* a, float*) {
       LoadRow(x, r, a);
       StoreRow(out, r, a);
+    });
+  });
+}
+
+void CpuBackend::ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) {
+  AVSERVE_CHECK(logits.dtype == DType::kF32 && logits.strides[logits.rank - 1] == 1, "ArgmaxRows: f32 rows");
+  AVSERVE_CHECK(out.numel() == logits.rows(), "ArgmaxRows: one id per row");
+  int32_t* ids = const_cast<int32_t*>(I32(out));
+  const int64_t vocab = logits.dim(-1), n = suppressed.data == nullptr ? 0 : suppressed.numel();
+  std::vector<uint8_t> banned(static_cast<size_t>(vocab), 0);
+  const int32_t* sup = n > 0 ? I32(suppressed) : nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    // The order is the CUDA kernel's precondition (a binary search); checked here where it is cheap.
+    AVSERVE_CHECK(sup[i] >= 0 && sup[i] < vocab && (i == 0 || sup[i - 1] < sup[i]),
+                  "ArgmaxRows: suppressed ids must ascend within the vocabulary");
+    banned[sup[i]] = 1;
+  }
+  Run([&] {
+    tbb::parallel_for(int64_t{0}, logits.rows(), [&](int64_t r) {
+      const auto* row = reinterpret_cast<const float*>(RowPtr(logits, r));
+      ids[r] = GreedyArgmax(std::span<const float>(row, static_cast<size_t>(vocab)), banned.data());
     });
   });
 }

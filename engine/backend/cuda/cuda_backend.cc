@@ -12,6 +12,7 @@
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
+#include "engine/backend/cuda/ops/sampling.cuh"
 #include "engine/backend/cuda/ops/tensor_ops.cuh"
 #include "engine/base/status_macros.h"
 
@@ -550,6 +551,25 @@ void CudaBackend::ScatterRows(const Tensor& src, const Tensor& indices, const Te
   p.cols = src.dim(-1);
   p.dst_rows = dst.rows();
   LaunchScatterRows(p, stream());
+}
+
+void CudaBackend::ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) {
+  AVSERVE_CHECK(logits.dtype == DType::kF32 && logits.device == Device::kCuda && logits.strides[logits.rank - 1] == 1 &&
+                    out.dtype == DType::kI32 && out.is_contiguous() && out.numel() == logits.rows(),
+                "ArgmaxRows: f32 logits [rows, V] and int32 ids [rows] on the GPU");
+  ArgmaxParams p;
+  p.logits = logits.ptr<const float>();
+  p.row_stride = RowStride(logits);
+  p.rows = static_cast<int>(logits.rows());
+  p.vocab = static_cast<int>(logits.dim(-1));
+  if (suppressed.data != nullptr) {
+    AVSERVE_CHECK(suppressed.dtype == DType::kI32 && suppressed.device == Device::kCuda && suppressed.is_contiguous(),
+                  "ArgmaxRows: int32 suppressed ids on the GPU");
+    p.suppressed = suppressed.ptr<const int32_t>();
+    p.num_suppressed = static_cast<int>(suppressed.numel());
+  }
+  p.out_ids = out.ptr<int32_t>();
+  LaunchArgmaxRows(p, stream());
 }
 
 }  // namespace cuda

@@ -50,6 +50,7 @@ class CudaBackend final : public Backend {
                 const Tensor& v_out) override;
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override;
+  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
 

@@ -1,6 +1,8 @@
 #include "engine/backend/cuda/ops/sampling.cuh"
 
 #include <cfloat>
+#include <climits>
+#include <cstdint>
 
 #include "engine/backend/cuda/check.h"
 
@@ -27,39 +29,117 @@ __device__ __forceinline__ float KeyValue(uint32_t key) {
   return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
 
-__device__ void Argmax(const SampleParams& p, const float* row, int32_t* out) {
-  __shared__ float best_v[32];
-  __shared__ int best_i[32];
-  float v = -INFINITY;
-  int idx = p.vocab;
-  for (int i = threadIdx.x; i < p.vocab; i += kThreads) {
-    if (!IsSuppressed(p, i) && (row[i] > v || idx == p.vocab)) {
-      v = row[i];
-      idx = i;
-    }
-  }
+// ---- Greedy: the largest non-NaN value among the allowed ids, the lowest id on ties (Sampler's greedy choice). ----
+
+constexpr int kNoId = INT_MAX;
+
+struct Best {
+  float v;
+  int i;  // kNoId: no candidate
+};
+
+// The larger value, the lower id on equal values (-0 equals +0): a total order on candidates, so any reduction
+// order gives the same answer.
+__device__ __forceinline__ Best Better(Best a, Best b) {
+  if (b.i == kNoId) return a;
+  if (a.i == kNoId) return b;
+  return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
+}
+
+// A thread visits its ids in ascending order, so an equal value never replaces the earlier id.
+__device__ __forceinline__ void Take(Best& b, float x, int i) {
+  if (!isnan(x) && (b.i == kNoId || x > b.v)) b = {x, i};
+}
+
+// The best candidate of the block, handed to every thread.
+__device__ Best BlockBest(Best b) {
+  __shared__ Best warp_best[kThreads / 32];
+  __shared__ Best result;
   for (int off = 16; off > 0; off >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, off);
-    const int oi = __shfl_xor_sync(0xffffffffu, idx, off);
-    if (ov > v || (ov == v && oi < idx)) {
-      v = ov;
-      idx = oi;
-    }
+    const Best o{__shfl_xor_sync(0xffffffffu, b.v, off), __shfl_xor_sync(0xffffffffu, b.i, off)};
+    b = Better(b, o);
   }
-  if (threadIdx.x % 32 == 0) {
-    best_v[threadIdx.x / 32] = v;
-    best_i[threadIdx.x / 32] = idx;
-  }
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = b;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) {
-      if (best_v[w] > v || (best_v[w] == v && best_i[w] < idx)) {
-        v = best_v[w];
-        idx = best_i[w];
-      }
-    }
-    *out = idx < p.vocab ? idx : 0;
+    Best r = warp_best[0];
+    for (int w = 1; w < kThreads / 32; ++w) r = Better(r, warp_best[w]);
+    result = r;
   }
+  __syncthreads();
+  const Best r = result;
+  __syncthreads();  // the shared slots may be reused by the next call
+  return r;
+}
+
+// Every id of the row, suppression aside; four 16-byte loads in flight per thread where the row is aligned.
+__device__ Best BestOfRow(const float* row, int vocab) {
+  Best b{-INFINITY, kNoId};
+  if (vocab % 4 == 0 && (reinterpret_cast<uintptr_t>(row) & 15u) == 0) {
+    const float4* row4 = reinterpret_cast<const float4*>(row);
+    const int n4 = vocab / 4;
+    const auto take4 = [&b](const float4& x, int j) {
+      Take(b, x.x, 4 * j);
+      Take(b, x.y, 4 * j + 1);
+      Take(b, x.z, 4 * j + 2);
+      Take(b, x.w, 4 * j + 3);
+    };
+    int j = threadIdx.x;
+    for (; j + 3 * kThreads < n4; j += 4 * kThreads) {
+      float4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) x[u] = row4[j + u * kThreads];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) take4(x[u], j + u * kThreads);
+    }
+    for (; j < n4; j += kThreads) take4(row4[j], j);
+  } else {
+    for (int i = threadIdx.x; i < vocab; i += kThreads) Take(b, row[i], i);
+  }
+  return BlockBest(b);
+}
+
+// The ids for which suppressed(id) is false (the slow scan, when the plain maximum is suppressed).
+template <typename Suppressed>
+__device__ Best BestAllowed(const float* row, int vocab, Suppressed suppressed) {
+  Best b{-INFINITY, kNoId};
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    if (!suppressed(i)) Take(b, row[i], i);
+  }
+  return BlockBest(b);
+}
+
+// The greedy id of one row by the whole block (written by thread 0): the plain argmax, and only when that is a
+// suppressed id a second scan that skips them all.
+template <typename Suppressed>
+__device__ void GreedyRow(const float* row, int vocab, Suppressed suppressed, int32_t* out) {
+  Best b = BestOfRow(row, vocab);
+  if (b.i != kNoId && suppressed(b.i)) b = BestAllowed(row, vocab, suppressed);  // b is the same in every thread
+  if (threadIdx.x == 0) *out = b.i == kNoId ? -1 : b.i;
+}
+
+__device__ void Argmax(const SampleParams& p, const float* row, int32_t* out) {
+  GreedyRow(row, p.vocab, [&p](int id) { return IsSuppressed(p, id); }, out);
+}
+
+// Binary search in the ascending list ids[n].
+__device__ __forceinline__ bool Contains(const int32_t* ids, int n, int id) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (ids[mid] < id) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo < n && ids[lo] == id;
+}
+
+__global__ void __launch_bounds__(kThreads) ArgmaxKernel(ArgmaxParams p) {
+  const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.row_stride;
+  GreedyRow(row, p.vocab, [&p](int id) { return Contains(p.suppressed, p.num_suppressed, id); },
+            p.out_ids + blockIdx.x);
 }
 
 // Radix select: the key of the k-th largest element (4 passes of 8 bits).
@@ -154,7 +234,7 @@ __device__ void TopKSample(const SampleParams& p, const float* row, int row_inde
 }
 
 __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
-  const float* row = p.logits + blockIdx.x * p.row_stride;
+  const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.row_stride;
   if (p.temperature <= 0.f || p.top_k <= 1) {
     Argmax(p, row, p.out_ids + blockIdx.x);
   } else {
@@ -163,6 +243,14 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
 }
 
 }  // namespace
+
+void LaunchArgmaxRows(const ArgmaxParams& p, cudaStream_t stream) {
+  AVSERVE_CHECK(p.vocab > 0 && p.num_suppressed >= 0 && (p.num_suppressed == 0 || p.suppressed != nullptr),
+                "ArgmaxRows: bad params");
+  if (p.rows == 0) return;
+  ArgmaxKernel<<<p.rows, kThreads, 0, stream>>>(p);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
 
 void LaunchSample(const SampleParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.vocab > 0 && p.top_k <= kMaxTopK && p.num_suppressed <= kMaxSuppressed, "Sample: bad params");

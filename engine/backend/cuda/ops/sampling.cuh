@@ -28,6 +28,20 @@ struct SampleParams {
 
 void LaunchSample(const SampleParams& p, cudaStream_t stream);
 
+// Greedy choice per row (engine::Backend::ArgmaxRows): the largest non-NaN, unsuppressed value, the lowest id on
+// ties, -1 where none is left. The suppressed ids live on the device, so their number is not bounded.
+struct ArgmaxParams {
+  const float* logits = nullptr;       // [rows, vocab], row stride row_stride
+  int64_t row_stride = 0;
+  int rows = 0;
+  int vocab = 0;
+  const int32_t* suppressed = nullptr;  // [num_suppressed] ascending, each in [0, vocab)
+  int num_suppressed = 0;
+  int32_t* out_ids = nullptr;           // [rows]
+};
+
+void LaunchArgmaxRows(const ArgmaxParams& p, cudaStream_t stream);
+
 // The uniform number in [0, 1) that LaunchSample draws for (seed, step, row); host and device agree.
 __host__ __device__ inline float SampleUniform(uint64_t seed, uint64_t step, int row) {
   uint64_t z = seed ^ (step * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(row) * 0xD1B54A32D192ED03ull);
