@@ -6,9 +6,11 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "engine/api.h"
+#include "engine/model/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/test_util.h"
 #include "tests/engine/golden.h"
@@ -86,6 +88,60 @@ TEST(CudaEngineTest, TinyCheckpointMatchesCpuAndTransformers) {
   if (cpu_tokens == want) {
     EXPECT_EQ(gpu_tokens, cpu_tokens);
   }
+}
+
+PromptChunk Text(std::vector<int32_t> ids) {
+  PromptChunk c;
+  c.types.assign(ids.size(), TokenType::kText);
+  c.ids = std::move(ids);
+  return c;
+}
+
+// Greedy tokens come from ArgmaxRows on the GPU, the logits staying there until logits() asks: each token of
+// Generate and of GenerateBatch (one batched step and one choice for all rows) is Sampler's greedy choice over
+// logits() at that point, and a twin that never looks at its logits emits the same tokens.
+TEST(CudaEngineTest, GreedyTokensAreTheSamplersChoiceOverTheLogits) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  auto engine = Load(BackendKind::kCuda);
+  ASSERT_NE(engine, nullptr);
+  Sampler greedy(SamplingOptions{}, engine->info().suppress_ids);
+  auto prefix = engine->NewSequence(128);
+  ASSERT_TRUE(prefix.ok());
+  ASSERT_TRUE((*prefix)->Prefill(Text({2, 105, 120, 121, 122, 123}), nullptr).ok());
+  std::vector<std::unique_ptr<Sequence>> seqs, twins;
+  for (int32_t q : {130, 140, 150}) {
+    auto f = (*prefix)->Fork();
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->Prefill(Text({q, q + 1}), nullptr).ok());
+    auto twin = (*f)->Fork();
+    ASSERT_TRUE(twin.ok());
+    seqs.push_back(*std::move(f));
+    twins.push_back(*std::move(twin));
+  }
+  SamplingOptions s;
+  s.max_new_tokens = 12;
+  std::vector<std::vector<int32_t>> checked(3), blind(3);
+  ASSERT_TRUE(engine->GenerateBatch({seqs[0].get(), seqs[1].get(), seqs[2].get()}, s, [&](size_t i, int32_t t) {
+    EXPECT_EQ(t, greedy.Sample(seqs[i]->logits())) << "sequence " << i << " token " << checked[i].size();
+    checked[i].push_back(t);
+    return true;
+  }, nullptr).ok());
+  ASSERT_TRUE(engine->GenerateBatch({twins[0].get(), twins[1].get(), twins[2].get()}, s, [&](size_t i, int32_t t) {
+    blind[i].push_back(t);
+    return true;
+  }, nullptr).ok());
+  EXPECT_EQ(blind, checked);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(twins[i]->logits(), seqs[i]->logits()) << "sequence " << i;
+  // One sequence alone: the single-row path, from the prefill's last position on.
+  std::vector<int32_t> alone;
+  auto one = (*prefix)->Fork();
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(engine->Generate(**one, s, [&](int32_t t) {
+    EXPECT_EQ(t, greedy.Sample((*one)->logits())) << "token " << alone.size();
+    alone.push_back(t);
+    return true;
+  }, nullptr).ok());
+  EXPECT_FALSE(alone.empty());
 }
 
 }  // namespace
