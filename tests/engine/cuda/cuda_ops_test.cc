@@ -1,6 +1,7 @@
 // CUDA ops that the Backend interface does not expose, against plain CPU loops: GPU sampling, the fused
 // RMSNorm + RoPE + residual + layer-scale kernel, the skinny GEMM at decode shapes, split-KV attention against
-// the single-split result, and batched decode attention against one launch per sequence.
+// the single-split result, batched decode attention against one launch per sequence, the q/k/v norms and the
+// post norm + next norm at prefill sizes, and the full layers' GEMM attention against the flash kernel.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "engine/backend/cuda/cuda_raii.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/decode_mma.cuh"
+#include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
@@ -296,6 +298,219 @@ TEST(CudaDecodeMmaTest, BatchOfSequencesEqualsOneLaunchEach) {
     // And the batch is attention at all: each sequence's rows differ from the others'.
     EXPECT_NE(std::vector<uint16_t>(a.begin(), a.begin() + row),
               std::vector<uint16_t>(a.begin() + row, a.begin() + 2 * row));
+  }
+}
+
+// ---- The q/k/v norms (one warp per head, RoPE table per token) ----
+
+// RmsNormParams of heads [tokens, heads, dim] at `x` (row stride x_stride) normed into contiguous `y`.
+RmsNormParams HeadParams(const uint16_t* x, int64_t x_stride, uint16_t* y, const uint16_t* w, int tokens, int heads,
+                         int dim) {
+  RmsNormParams p;
+  p.x = reinterpret_cast<const __nv_bfloat16*>(x);
+  p.y = reinterpret_cast<__nv_bfloat16*>(y);
+  p.weight = reinterpret_cast<const __nv_bfloat16*>(w);
+  p.token_stride = x_stride, p.head_stride = dim;
+  p.y_token_stride = int64_t{heads} * dim, p.y_head_stride = dim;
+  p.tokens = tokens, p.heads = heads, p.dim = dim;
+  return p;
+}
+
+// y = RoPE(bf16(x · rms⁻¹ · w)) of one head row, from spec §5.2/§5.4 (pairs < 0: no RoPE, no weight).
+std::vector<float> NormRopeRow(const uint16_t* x, const uint16_t* w, int dim, int pos, float theta, int pairs) {
+  auto r = [](float v) { return Bf16ToF32(F32ToBf16(v)); };
+  double ss = 0;
+  for (int i = 0; i < dim; ++i) ss += double(Bf16ToF32(x[i])) * Bf16ToF32(x[i]);
+  const float inv = 1.f / std::sqrt(float(ss / dim) + 1e-6f);
+  std::vector<float> n(dim), out(dim);
+  for (int i = 0; i < dim; ++i) n[i] = r(Bf16ToF32(x[i]) * inv * (w != nullptr ? Bf16ToF32(w[i]) : 1.f));
+  for (int i = 0; i < dim; ++i) {
+    const int j = i % (dim / 2);
+    out[i] = n[i];
+    if (j < pairs) {
+      const float ang = float(pos) * (1.f / std::pow(theta, float(2 * j) / dim));
+      const float c = r(std::cos(ang)), s = r(std::sin(ang));
+      out[i] = i < dim / 2 ? r(r(n[i] * c) + r(-n[i + dim / 2] * s)) : r(r(n[i] * c) + r(n[i - dim / 2] * s));
+    }
+  }
+  return out;
+}
+
+// The fused q/k/v launch over 1100 tokens (whole-token blocks) against a loop, then 16-token launches (one row per
+// warp, decode blocks) over two slices and the q and v groups alone (LaunchRmsNorm): all bit-identical to it.
+// Positions up to 262143; a sliding layer (256 dims, 16/8/8 heads) and a full one (512, partial rotary, 16/1/1).
+TEST(CudaQkvNormTest, TokenBlocksMatchLoopAndDecodeBlocks) {
+  SKIP_WITHOUT_GPU();
+  struct Layer {
+    int dim, hq, hkv, pairs;
+    float theta;
+  };
+  constexpr int kTokens = 1100;
+  std::vector<int32_t> pos(kTokens);
+  for (int t = 0; t < kTokens; ++t) pos[t] = t * 61 % 70000;
+  pos[3] = 32768, pos[4] = 65535, pos[5] = 131071, pos[6] = 262143;
+  auto d_pos = ToDevice(pos);
+  std::mt19937 rng(23);
+  for (const Layer& ly : {Layer{256, 16, 8, 128, 1e4f}, Layer{512, 16, 1, 64, 1e6f}}) {
+    SCOPED_TRACE(::testing::Message() << "dim " << ly.dim);
+    const int d = ly.dim, width = (ly.hq + 2 * ly.hkv) * d;  // fused projection row: q heads, k heads, v heads
+    const auto x = RandomBf16(size_t{1} * kTokens * width, rng, -2.f, 2.f);
+    const auto wq = RandomBf16(d, rng, 0.5f, 1.5f), wk = RandomBf16(d, rng, 0.5f, 1.5f);
+    auto d_x = ToDevice(x), d_wq = ToDevice(wq), d_wk = ToDevice(wk);
+    const auto out = [&](int heads, int tokens) {
+      return ToDevice(std::vector<uint16_t>(size_t{1} * tokens * heads * d));
+    };
+    // Launches over tokens [t0, t0 + n) into fresh outputs; returns q, k, v.
+    const auto run = [&](int t0, int n, bool alone) {
+      std::vector<DeviceBuffer<uint16_t>> o;
+      o.push_back(out(ly.hq, n)), o.push_back(out(ly.hkv, n)), o.push_back(out(ly.hkv, n));
+      const uint16_t* row0 = d_x.get() + size_t{1} * t0 * width;
+      RmsNormParams q = HeadParams(row0, width, o[0].get(), d_wq.get(), n, ly.hq, d);
+      RmsNormParams k = HeadParams(row0 + ly.hq * d, width, o[1].get(), d_wk.get(), n, ly.hkv, d);
+      RmsNormParams v = HeadParams(row0 + (ly.hq + ly.hkv) * d, width, o[2].get(), nullptr, n, ly.hkv, d);
+      for (RmsNormParams* p : {&q, &k}) {
+        p->positions = d_pos.get() + t0, p->rope_theta = ly.theta, p->rope_pairs = ly.pairs;
+      }
+      if (alone) {
+        LaunchRmsNorm(q, nullptr);
+        LaunchRmsNorm(v, nullptr);
+      } else {
+        EXPECT_TRUE(QkvNormApplies(q, k, v));
+        LaunchQkvNorm(q, k, v, nullptr);
+      }
+      std::vector<std::vector<uint16_t>> host;
+      for (const auto& b : o) host.push_back(ToHost(b));
+      return host;
+    };
+    const auto all = run(0, kTokens, false);
+    std::vector<float> want, got;
+    for (int t = 0; t < kTokens; ++t) {
+      const uint16_t* xr = x.data() + size_t{1} * t * width;
+      for (int h = 0; h < ly.hq + 2 * ly.hkv; ++h) {
+        const int g = h < ly.hq ? 0 : h < ly.hq + ly.hkv ? 1 : 2;  // group (q, k, v) and head in it
+        const int gh = g == 0 ? h : g == 1 ? h - ly.hq : h - ly.hq - ly.hkv;
+        const uint16_t* w = g == 0 ? wq.data() : g == 1 ? wk.data() : nullptr;
+        const auto row = NormRopeRow(xr + h * d, w, d, pos[t], ly.theta, g == 2 ? -1 : ly.pairs);
+        want.insert(want.end(), row.begin(), row.end());
+        const size_t off = (size_t{1} * t * (g == 0 ? ly.hq : ly.hkv) + gh) * d;
+        for (int i = 0; i < d; ++i) got.push_back(Bf16ToF32(all[g][off + i]));
+      }
+    }
+    EXPECT_LE(RelErr(got, want), 5e-3);
+    for (const int t0 : {0, 700}) {
+      const auto part = run(t0, 16, false);
+      for (int g = 0; g < 3; ++g) {
+        const size_t n = part[g].size(), off = n / 16 * t0;
+        EXPECT_EQ(part[g], std::vector<uint16_t>(all[g].begin() + off, all[g].begin() + off + n)) << "group " << g;
+      }
+    }
+    const auto alone = run(0, kTokens, true);
+    EXPECT_EQ(alone[0], all[0]);
+    EXPECT_EQ(alone[2], all[2]);
+  }
+}
+
+// ---- Post norm + residual + next norm: a block loops over rows ----
+
+// 3000 rows (more than fit the GPU at once: the row loop) against a loop, and the same rows launched 16 at a
+// time (one row per block), bit for bit; dims of 1, 3.75 and 8 vectors per thread, scaled and not.
+TEST(CudaRmsNormAddToNormTest, RowLoopMatchesLoopAndOneRowPerBlock) {
+  SKIP_WITHOUT_GPU();
+  constexpr int kRows = 3000;
+  std::mt19937 rng(29);
+  for (const int dim : {1000, 3840, 8192}) {
+    SCOPED_TRACE(::testing::Message() << "dim " << dim);
+    const size_t n = size_t{1} * kRows * dim;
+    const auto x = RandomBf16(n, rng, -3.f, 3.f), res = RandomBf16(n, rng, -8.f, 8.f);
+    const auto w = RandomBf16(dim, rng), nw = RandomBf16(dim, rng, 0.f, 2.f);
+    auto d_x = ToDevice(x), d_w = ToDevice(w), d_nw = ToDevice(nw);
+    // Runs rows [r0, r0 + rows) on a fresh copy of the residual; returns (residual, y) of those rows.
+    const auto run = [&](int r0, int rows, bool scaled) {
+      auto d_res = ToDevice(
+          std::vector<uint16_t>(res.begin() + size_t{1} * r0 * dim, res.begin() + size_t{1} * (r0 + rows) * dim));
+      auto d_y = ToDevice(std::vector<uint16_t>(size_t{1} * rows * dim, 0));
+      RmsNormAddToNormParams p;
+      p.x = reinterpret_cast<const __nv_bfloat16*>(d_x.get() + size_t{1} * r0 * dim);
+      p.weight = reinterpret_cast<const __nv_bfloat16*>(d_w.get());
+      p.residual = reinterpret_cast<__nv_bfloat16*>(d_res.get());
+      p.next_weight = reinterpret_cast<const __nv_bfloat16*>(d_nw.get());
+      p.y = reinterpret_cast<__nv_bfloat16*>(d_y.get());
+      p.x_stride = p.residual_stride = p.y_stride = dim;
+      p.scaled = scaled, p.scale = 0.71875f;
+      p.rows = rows, p.dim = dim;
+      EXPECT_TRUE(RmsNormAddToNormApplies(p));
+      LaunchRmsNormAddToNorm(p, nullptr);
+      return std::pair{ToHost(d_res), ToHost(d_y)};
+    };
+    for (const bool scaled : {false, true}) {
+      const auto [all_res, all_y] = run(0, kRows, scaled);
+      auto r = [](float v) { return Bf16ToF32(F32ToBf16(v)); };
+      std::vector<float> want_res(n), want_y(n);
+      for (int row = 0; row < kRows; ++row) {
+        const size_t off = size_t{1} * row * dim;
+        float ss = 0, ss2 = 0;
+        for (int i = 0; i < dim; ++i) ss += Bf16ToF32(x[off + i]) * Bf16ToF32(x[off + i]);
+        const float inv = 1.f / std::sqrt(ss / dim + 1e-6f);
+        for (int i = 0; i < dim; ++i) {
+          float t = r(r(Bf16ToF32(x[off + i]) * inv * Bf16ToF32(w[i])) + Bf16ToF32(res[off + i]));
+          want_res[off + i] = scaled ? r(t * 0.71875f) : t;
+          ss2 += want_res[off + i] * want_res[off + i];
+        }
+        const float inv2 = 1.f / std::sqrt(ss2 / dim + 1e-6f);
+        for (int i = 0; i < dim; ++i) want_y[off + i] = r(want_res[off + i] * inv2 * Bf16ToF32(nw[i]));
+      }
+      EXPECT_LE(RelErr(testing::Bf16ToFloat(all_res), want_res), 5e-3);
+      EXPECT_LE(RelErr(testing::Bf16ToFloat(all_y), want_y), 5e-3);
+      for (const int r0 : {0, 1500, kRows - 16}) {
+        const auto [res16, y16] = run(r0, 16, scaled);
+        const size_t off = size_t{1} * r0 * dim, len = size_t{16} * dim;
+        EXPECT_EQ(res16, std::vector<uint16_t>(all_res.begin() + off, all_res.begin() + off + len)) << r0;
+        EXPECT_EQ(y16, std::vector<uint16_t>(all_y.begin() + off, all_y.begin() + off + len)) << r0;
+      }
+    }
+  }
+}
+
+// ---- Full-layer prefill attention through cuBLASLt (gemm_attention.cu) ----
+
+// Against the flash kernel (one KV head of 512, GQA 16): rows whose keys fit one block of the single-read
+// softmax, a cluster of 2 and of 4 (odd lengths), a key range that starts past 0, and query blocks that cross
+// 65536 keys (clusters of 8, then the two-read fallback).
+TEST(CudaGemmAttentionTest, MatchesFlashKernel) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int q_len, q_pos0, kv_begin, positions_per_block;
+  };
+  constexpr int kHeads = 16, kDim = 512, kCapacity = 65800;
+  std::mt19937 rng(31);
+  auto k = ToDevice(RandomBf16(size_t{kCapacity} * kDim, rng, -0.5f, 0.5f));
+  auto v = ToDevice(RandomBf16(size_t{kCapacity} * kDim, rng));
+  auto cublas = CublasHandle::Create();
+  ASSERT_TRUE(cublas.ok());
+  for (const Case& c : {Case{70, 100, 0, 70}, Case{40, 12000, 0, 40}, Case{33, 30001, 0, 33}, Case{50, 9000, 5000, 16},
+                        Case{200, 65400, 0, 64}}) {
+    SCOPED_TRACE(::testing::Message() << "q_len " << c.q_len << " q_pos0 " << c.q_pos0);
+    const size_t elems = size_t{1} * c.q_len * kHeads * kDim;
+    auto q = ToDevice(RandomBf16(elems, rng, -0.5f, 0.5f));
+    auto o_gemm = ToDevice(std::vector<uint16_t>(elems, 0)), o_flash = ToDevice(std::vector<uint16_t>(elems, 0));
+    AttentionParams p;
+    p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
+    p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
+    p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
+    p.q_token_stride = p.o_token_stride = kHeads * kDim, p.q_head_stride = p.o_head_stride = kDim;
+    p.k_slot_stride = p.v_slot_stride = p.k_head_stride = p.v_head_stride = kDim;
+    p.q_len = c.q_len, p.q_pos0 = c.q_pos0, p.kv_begin = c.kv_begin, p.kv_end = c.q_pos0 + c.q_len;
+    p.kv_capacity = kCapacity, p.num_heads = kHeads, p.num_kv_heads = 1, p.head_dim = kDim;
+    ASSERT_TRUE(GemmAttentionApplies(p));
+    const size_t ws_bytes = size_t{6} * kHeads * (p.kv_end - p.kv_begin + 8) * c.positions_per_block;
+    auto ws = DeviceBuffer<unsigned char>::Create(ws_bytes);
+    ASSERT_TRUE(ws.ok());
+    p.o = reinterpret_cast<__nv_bfloat16*>(o_gemm.get());
+    ASSERT_TRUE(LaunchGemmAttention(*cublas, p, ws->get(), ws_bytes, nullptr).ok());
+    p.o = reinterpret_cast<__nv_bfloat16*>(o_flash.get());
+    LaunchAttention(p, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_LE(RelErr(testing::Bf16ToFloat(ToHost(o_gemm)), testing::Bf16ToFloat(ToHost(o_flash))), 1e-2);
   }
 }
 

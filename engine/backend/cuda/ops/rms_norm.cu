@@ -1,5 +1,6 @@
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "engine/backend/cuda/check.h"
@@ -78,56 +79,117 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
   }
 }
 
-// One warp per (token, head) row of 256 or 512 dims, for the q/k/v norms (no residual, no scale): lane l holds
-// dims [8l, 8l + 8) of each 256-dim chunk in registers, so the rotate_half partner of a dim is in lane l ^ 16
-// (256 dims) or in the same lane's other chunk (512). The block kernel above spends two barriers and a
-// shared-memory round trip per 256-element row; this one none. Same formulas and rounding points.
-template <int kDim, bool kRope>
-__device__ __forceinline__ void NormHeadRow(const RmsNormParams& p, int row) {
+// Rows of 256 or 512 dims (the q, k and v norms of attention), one warp per (token, head) row: lane l holds dims
+// [8l, 8l + 8) of each 256-dim chunk in registers, so the rotate_half partner of a dim is in lane l ^ 16 (256
+// dims) or in the same lane's other chunk (512). A block owns the rows of one token, or (few tokens: decode) 8 of
+// them, so the RoPE cos/sin of its position are computed once per rotated pair, into shared memory, instead of
+// once per head and dim. Same formulas and rounding points as RopeElement.
+constexpr int kHeadWarps = 8;
+// From this many tokens a block takes all rows of its token (4 per warp for the sliding layers): one table per
+// token. Below it, one row per warp and more blocks, for latency.
+constexpr int kWholeTokenBlocksFrom = 1024;
+
+template <int kDim>
+struct alignas(16) RopeTable {  // of one position: bf16(cos(pos * inv_freq_j)), bf16(sin(...)), j < kDim / 2
+  bf16 cos[kDim / 2];
+  bf16 sin[kDim / 2];
+};
+
+// Row `head` of `token` in group p.
+struct HeadRow {
+  const bf16* x = nullptr;
+  bf16* y = nullptr;
+  const bf16* weight = nullptr;
+  bool rope = false;
+  float eps = 0.f;
+};
+
+__device__ __forceinline__ HeadRow HeadRowOf(const RmsNormParams& p, int token, int head) {
+  HeadRow h;
+  h.x = p.x + token * p.token_stride + head * p.head_stride;
+  h.y = p.y + token * (p.y_token_stride != 0 ? p.y_token_stride : p.token_stride) +
+        head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
+  h.weight = p.weight;
+  h.rope = p.positions != nullptr;
+  h.eps = p.eps;
+  return h;
+}
+
+// Row r of a token whose rows are a's heads, then b's, then c's.
+__device__ __forceinline__ HeadRow HeadRowAt(const RmsNormParams& a, const RmsNormParams& b, const RmsNormParams& c,
+                                             int token, int r) {
+  if (r < a.heads) return HeadRowOf(a, token, r);
+  if (r < a.heads + b.heads) return HeadRowOf(b, token, r - a.heads);
+  return HeadRowOf(c, token, r - a.heads - b.heads);
+}
+
+// Whether rows [r0, r1) hold a rotated row.
+__device__ __forceinline__ bool RotatesAny(const RmsNormParams& a, const RmsNormParams& b, const RmsNormParams& c,
+                                           int r0, int r1) {
+  const int ab = a.heads + b.heads;
+  return (a.positions != nullptr && r0 < a.heads) || (b.positions != nullptr && r0 < ab && r1 > a.heads) ||
+         (c.positions != nullptr && r1 > ab);
+}
+
+// cos/sin of position `pos` for pairs j < pairs (cos 1, sin 0 above: never read, see NormHeadRow).
+template <int kDim>
+__device__ __forceinline__ void FillRopeTable(int pos, float theta, int pairs, RopeTable<kDim>* table) {
+  for (int j = threadIdx.x; j < kDim / 2; j += blockDim.x) {
+    float cs = 1.f, sn = 0.f;
+    if (j < pairs) {
+      const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(kDim));
+      const float angle = static_cast<float>(pos) * inv_freq;
+      cs = cosf(angle);
+      sn = sinf(angle);
+    }
+    table->cos[j] = __float2bfloat16(cs);
+    table->sin[j] = __float2bfloat16(sn);
+  }
+}
+
+template <int kDim>
+__device__ __forceinline__ void LoadHeadRow(const HeadRow& h, Bf16x8 (&x)[kDim / 256]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int c = 0; c < kDim / 256; ++c) x[c] = *reinterpret_cast<const Bf16x8*>(h.x + c * 256 + lane * 8);
+}
+
+// y = RoPE(bf16(x * inv_rms * w)) of one row held by the warp (`x` as loaded by LoadHeadRow).
+template <int kDim>
+__device__ __forceinline__ void NormHeadRow(const HeadRow& h, const Bf16x8 (&x)[kDim / 256], int rope_pairs,
+                                            const RopeTable<kDim>& table) {
   constexpr int kChunks = kDim / 256;
   const int lane = threadIdx.x % 32;
-  const int token = row / p.heads, head = row % p.heads;
-  const bf16* x = p.x + token * p.token_stride + head * p.head_stride;
-  float w[kChunks][8];  // the weight is constant: read before waiting for x (Note [Dependent launch])
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (p.weight != nullptr) LoadBf16x8(p.weight + c * 256 + lane * 8, w[c]);
-  }
-  PdlWait();
-  PdlLaunchDependents();
-  float v[kChunks][8];
+  float v[kChunks][8], w[kChunks][8];
   float sum_sq = 0.f;
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
-    LoadBf16x8(x + c * 256 + lane * 8, v[c]);
+    if (h.weight != nullptr) LoadBf16x8(h.weight + c * 256 + lane * 8, w[c]);
+    UnpackBf16x8(x[c], v[c]);
 #pragma unroll
     for (int e = 0; e < 8; ++e) sum_sq += v[c][e] * v[c][e];
   }
-  const float inv_rms = rsqrtf(WarpSum(sum_sq) / static_cast<float>(kDim) + p.eps);
+  const float inv_rms = rsqrtf(WarpSum(sum_sq) / static_cast<float>(kDim) + h.eps);
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
 #pragma unroll
-    for (int e = 0; e < 8; ++e) v[c][e] = Bf16Round(v[c][e] * inv_rms * (p.weight != nullptr ? w[c][e] : 1.f));
+    for (int e = 0; e < 8; ++e) v[c][e] = Bf16Round(v[c][e] * inv_rms * (h.weight != nullptr ? w[c][e] : 1.f));
   }
-  if (kRope) {
-    const int pos = p.positions[token];
-    float out[kChunks][8];
+  if (h.rope) {
+    // Pair j of dim i: j = i mod kDim/2; lane l holds pairs [8l, 8l + 8) (512) or [8(l % 16), +8) (256).
+    const int j0 = kChunks == 2 ? lane * 8 : (lane % 16) * 8;
+    float cs[8], sn[8], out[kChunks][8];
+    LoadBf16x8(table.cos + j0, cs);
+    LoadBf16x8(table.sin + j0, sn);
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         const bool first_half = kChunks == 2 ? c == 0 : lane < 16;
         const float partner = kChunks == 2 ? v[1 - c][e] : __shfl_xor_sync(0xffffffffu, v[c][e], 16);
-        const int jj = kChunks == 2 ? lane * 8 + e : (lane % 16) * 8 + e;
-        if (jj >= p.rope_pairs) {  // inv_freq == 0: identity
-          out[c][e] = v[c][e];
-          continue;
-        }
-        const float inv_freq = 1.0f / powf(p.rope_theta, static_cast<float>(2 * jj) / static_cast<float>(kDim));
-        const float angle = static_cast<float>(pos) * inv_freq;
-        const float cs = Bf16Round(cosf(angle)), sn = Bf16Round(sinf(angle));
-        const float rotated = first_half ? -partner : partner;
-        out[c][e] = Bf16Round(Bf16Round(v[c][e] * cs) + Bf16Round(rotated * sn));
+        const float rotated = first_half ? -partner : partner;  // rotate_half
+        out[c][e] = j0 + e >= rope_pairs ? v[c][e]              // inv_freq == 0: identity
+                                         : Bf16Round(Bf16Round(v[c][e] * cs[e]) + Bf16Round(rotated * sn[e]));
       }
     }
 #pragma unroll
@@ -136,42 +198,73 @@ __device__ __forceinline__ void NormHeadRow(const RmsNormParams& p, int row) {
       for (int e = 0; e < 8; ++e) v[c][e] = out[c][e];
     }
   }
-  bf16* y = p.y + token * (p.y_token_stride != 0 ? p.y_token_stride : p.token_stride) +
-            head * (p.y_head_stride != 0 ? p.y_head_stride : p.head_stride);
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) StoreBf16x8(y + c * 256 + lane * 8, v[c]);
+  for (int c = 0; c < kChunks; ++c) StoreBf16x8(h.y + c * 256 + lane * 8, v[c]);
 }
 
-template <int kDim, bool kRope>
-__global__ void __launch_bounds__(256) RmsNormHeadsKernel(RmsNormParams p) {
-  const int row = blockIdx.x * 8 + threadIdx.x / 32;
-  if (row >= p.tokens * p.heads) return;  // whole warps leave together
-  NormHeadRow<kDim, kRope>(p, row);
-}
-
-// The q, k and v norms of one step in one launch: warps take q heads (with RoPE), then k heads (with RoPE),
-// then v heads (no weight, no RoPE). The groups may run in any order: the caller checked that no output
-// overlaps another group's input.
+// Up to three groups of heads normed in one launch (q and k with RoPE, v without: QkvNorm; or one group alone).
+// Block b owns rows [r0, r1) of token b / groups, where a token's rows are a's heads, then b's, then c's; warp w
+// takes rows r0 + w, r0 + w + 8, ..., loading the next before norming the current. The groups may run in any
+// order (the caller checked that no output overlaps another group's input); rotated groups share positions,
+// theta and rotated pairs (checked by the launchers).
 template <int kDim>
-__global__ void __launch_bounds__(256) QkvNormKernel(RmsNormParams q, RmsNormParams k, RmsNormParams v) {
-  int row = blockIdx.x * 8 + threadIdx.x / 32;
-  const int nq = q.tokens * q.heads, nk = k.tokens * k.heads, nv = v.tokens * v.heads;
-  if (row < nq) {
-    NormHeadRow<kDim, true>(q, row);
-  } else if ((row -= nq) < nk) {
-    NormHeadRow<kDim, true>(k, row);
-  } else if ((row -= nk) < nv) {
-    NormHeadRow<kDim, false>(v, row);
+__global__ void __launch_bounds__(kHeadWarps * 32, kDim == 256 ? 4 : 3)
+    HeadNormKernel(RmsNormParams a, RmsNormParams b, RmsNormParams c, int groups) {
+  constexpr int kChunks = kDim / 256;
+  __shared__ RopeTable<kDim> table;
+  const int token = static_cast<int>(blockIdx.x / groups);
+  const int rows = a.heads + b.heads + c.heads;
+  const int per_group = (rows + groups - 1) / groups;
+  const int r0 = static_cast<int>(blockIdx.x % groups) * per_group;
+  const int r1 = min(rows, r0 + per_group);
+  int r = r0 + static_cast<int>(threadIdx.x / 32);
+  PdlWait();  // weights are read per row below, after the wait (Note [Dependent launch])
+  PdlLaunchDependents();
+  HeadRow row;
+  Bf16x8 x[kChunks];
+  if (r < r1) {
+    row = HeadRowAt(a, b, c, token, r);
+    LoadHeadRow<kDim>(row, x);
+  }
+  // The RoPE of the first rotated group (the others share it).
+  const bool a_rotates = a.positions != nullptr, b_rotates = b.positions != nullptr;
+  const int pairs = a_rotates ? a.rope_pairs : b_rotates ? b.rope_pairs : c.rope_pairs;
+  if (RotatesAny(a, b, c, r0, r1)) {  // block-uniform
+    const int32_t* positions = a_rotates ? a.positions : b_rotates ? b.positions : c.positions;
+    FillRopeTable<kDim>(positions[token], a_rotates ? a.rope_theta : b_rotates ? b.rope_theta : c.rope_theta, pairs,
+                        &table);
+    __syncthreads();
+  }
+  for (; r < r1; r += kHeadWarps) {
+    HeadRow next = row;
+    Bf16x8 next_x[kChunks];
+    if (r + kHeadWarps < r1) {
+      next = HeadRowAt(a, b, c, token, r + kHeadWarps);
+      LoadHeadRow<kDim>(next, next_x);
+    }
+    NormHeadRow<kDim>(row, x, pairs, table);
+    row = next;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) x[k] = next_x[k];
   }
 }
 
 template <int kDim>
+void LaunchHeadNorm(const RmsNormParams& a, const RmsNormParams& b, const RmsNormParams& c, cudaStream_t stream) {
+  const int rows = a.heads + b.heads + c.heads;
+  const int groups = a.tokens >= kWholeTokenBlocksFrom ? 1 : (rows + kHeadWarps - 1) / kHeadWarps;
+  const dim3 blocks(static_cast<unsigned>(int64_t{a.tokens} * groups));
+  LaunchPdl(HeadNormKernel<kDim>, blocks, dim3(kHeadWarps * 32), 0, stream, a, b, c, groups);
+}
+
+// One group alone: the other two have no heads.
 void LaunchHeads(const RmsNormParams& p, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((int64_t{p.tokens} * p.heads + 7) / 8);
-  if (p.positions != nullptr) {
-    LaunchPdl(RmsNormHeadsKernel<kDim, true>, dim3(blocks), dim3(256), 0, stream, p);
+  RmsNormParams none = p;
+  none.heads = 0;
+  if (p.dim == 256) {
+    LaunchHeadNorm<256>(p, none, none, stream);
   } else {
-    LaunchPdl(RmsNormHeadsKernel<kDim, false>, dim3(blocks), dim3(256), 0, stream, p);
+    LaunchHeadNorm<512>(p, none, none, stream);
   }
 }
 
@@ -183,62 +276,93 @@ bool HeadsKernelApplies(const RmsNormParams& p) {
          reinterpret_cast<uintptr_t>(p.weight) % 16 == 0;
 }
 
-// One block per row; thread t holds the 8-element vectors (c * kThreads + t) of the row in registers, the split
-// RmsNormKernel uses, so both sums of squares add in its order. Every input is loaded before the first
-// reduction (the two weights even before waiting for the previous kernel), so a decode row costs one round trip
-// to memory instead of three.
+// Thread t holds the 8-element vectors (c * kThreads + t) of a row in registers, the split RmsNormKernel uses, so
+// both sums of squares add in its order. The row, the weights and the updated residual stay in registers as packed
+// bf16 (4 registers per 8 values, not 8 floats): at 3840 dims 80 registers instead of 153, so 6 blocks share an
+// SM instead of 3 and keep twice the bytes in flight. A block loops over rows (grid of at most the blocks that fit
+// the GPU at once); a decode row (grid = rows) costs one round trip to memory, x, residual and weight together.
 template <int kChunks>
-__global__ void __launch_bounds__(kThreads) RmsNormAddToNormKernel(RmsNormAddToNormParams p) {
+__global__ void __launch_bounds__(kThreads, kChunks == 4 ? 6 : 1) RmsNormAddToNormKernel(RmsNormAddToNormParams p) {
   __shared__ float scratch[kThreads / 32];
-  const int64_t row = blockIdx.x;
-  const bf16* x = p.x + row * p.x_stride;
-  bf16* res = p.residual + row * p.residual_stride;
-  bf16* y = p.y + row * p.y_stride;
   const auto index = [](int c) { return (c * kThreads + static_cast<int>(threadIdx.x)) * 8; };
-  float w[kChunks][8], nw[kChunks][8], v[kChunks][8], r[kChunks][8];
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (index(c) >= p.dim) continue;
-    LoadBf16x8(p.weight + index(c), w[c]);
-    LoadBf16x8(p.next_weight + index(c), nw[c]);
-  }
+  const auto in_row = [&p, &index](int c) { return index(c) < p.dim; };
   PdlWait();
   PdlLaunchDependents();
-  float sum_sq = 0.f;
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    const bf16* x = p.x + row * p.x_stride;
+    bf16* res = p.residual + row * p.residual_stride;
+    bf16* y = p.y + row * p.y_stride;
+    // rv: the residual row, then its updated values. The weights are read again per row (L1 hits): kept across
+    // rows, the compiler keeps them unpacked, and the registers spill.
+    Bf16x8 xv[kChunks], rv[kChunks], w[kChunks], nw[kChunks];
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (index(c) >= p.dim) continue;
-    LoadBf16x8(x + index(c), v[c]);
-    LoadBf16x8(res + index(c), r[c]);
-  }
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (index(c) >= p.dim) continue;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) sum_sq += v[c][k] * v[c][k];
-  }
-  const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(p.dim) + p.eps);
-  float next_sq = 0.f;
-#pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (index(c) >= p.dim) continue;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      float t = Bf16Round(Bf16Round(v[c][k] * inv_rms * w[c][k]) + r[c][k]);
-      if (p.scaled) t = Bf16Round(t * p.scale);
-      v[c][k] = t;
-      next_sq += t * t;
+    for (int c = 0; c < kChunks; ++c) {
+      if (!in_row(c)) continue;
+      xv[c] = *reinterpret_cast<const Bf16x8*>(x + index(c));
+      rv[c] = *reinterpret_cast<const Bf16x8*>(res + index(c));
+      w[c] = *reinterpret_cast<const Bf16x8*>(p.weight + index(c));
     }
-    StoreBf16x8(res + index(c), v[c]);
-  }
-  const float next_inv_rms = rsqrtf(BlockSum(next_sq, scratch) / static_cast<float>(p.dim) + p.eps);
+    float sum_sq = 0.f;
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    if (index(c) >= p.dim) continue;
+    for (int c = 0; c < kChunks; ++c) {
+      if (!in_row(c)) continue;
+      float v[8];
+      UnpackBf16x8(xv[c], v);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) nw[c][k] = v[c][k] * next_inv_rms * nw[c][k];
-    StoreBf16x8(y + index(c), nw[c]);
+      for (int k = 0; k < 8; ++k) sum_sq += v[k] * v[k];
+    }
+    const float inv_rms = rsqrtf(BlockSum(sum_sq, scratch) / static_cast<float>(p.dim) + p.eps);
+    float next_sq = 0.f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      if (!in_row(c)) continue;
+      float v[8], wf[8], r[8];
+      UnpackBf16x8(xv[c], v);
+      UnpackBf16x8(w[c], wf);
+      UnpackBf16x8(rv[c], r);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        float t = Bf16Round(Bf16Round(v[k] * inv_rms * wf[k]) + r[k]);
+        if (p.scaled) t = Bf16Round(t * p.scale);
+        v[k] = t;  // bf16-exact: packing below loses nothing
+        next_sq += t * t;
+      }
+      rv[c] = PackBf16x8(v);
+      *reinterpret_cast<Bf16x8*>(res + index(c)) = rv[c];
+    }
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {  // loaded while the block sums
+      if (in_row(c)) nw[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
+    }
+    const float next_inv_rms = rsqrtf(BlockSum(next_sq, scratch) / static_cast<float>(p.dim) + p.eps);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      if (!in_row(c)) continue;
+      float t[8], n[8];
+      UnpackBf16x8(rv[c], t);
+      UnpackBf16x8(nw[c], n);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) n[k] = t[k] * next_inv_rms * n[k];
+      StoreBf16x8(y + index(c), n);
+    }
   }
+}
+
+// Blocks of `kernel` that run on the current GPU at once (grid of the row loops above).
+template <typename Kernel>
+int ResidentBlocks(Kernel kernel, int threads) {
+  int device = 0, sms = 0, per_sm = 0;
+  AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
+  AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  AVSERVE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  return std::max(1, sms * per_sm);
+}
+
+template <int kChunks>
+void LaunchAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream) {
+  static const int resident = ResidentBlocks(RmsNormAddToNormKernel<kChunks>, kThreads);
+  const unsigned blocks = static_cast<unsigned>(std::min(p.rows, resident));
+  LaunchPdl(RmsNormAddToNormKernel<kChunks>, dim3(blocks), dim3(kThreads), 0, stream, p);
 }
 
 }  // namespace
@@ -255,30 +379,31 @@ void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream
   if (p.rows == 0) return;
   const int vectors_per_thread = (p.dim / 8 + kThreads - 1) / kThreads;
   if (vectors_per_thread <= 1) {
-    LaunchPdl(RmsNormAddToNormKernel<1>, dim3(p.rows), dim3(kThreads), 0, stream, p);
+    LaunchAddToNorm<1>(p, stream);
   } else if (vectors_per_thread <= 2) {
-    LaunchPdl(RmsNormAddToNormKernel<2>, dim3(p.rows), dim3(kThreads), 0, stream, p);
+    LaunchAddToNorm<2>(p, stream);
   } else if (vectors_per_thread <= 4) {
-    LaunchPdl(RmsNormAddToNormKernel<4>, dim3(p.rows), dim3(kThreads), 0, stream, p);
+    LaunchAddToNorm<4>(p, stream);
   } else {
-    LaunchPdl(RmsNormAddToNormKernel<8>, dim3(p.rows), dim3(kThreads), 0, stream, p);
+    LaunchAddToNorm<8>(p, stream);
   }
 }
 
 bool QkvNormApplies(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v) {
+  // One RoPE table per token serves q and k: same positions, theta and rotated pairs.
   return q.dim == k.dim && k.dim == v.dim && HeadsKernelApplies(q) && HeadsKernelApplies(k) && HeadsKernelApplies(v) &&
-         q.positions != nullptr && k.positions != nullptr && v.positions == nullptr && v.weight == nullptr;
+         q.tokens == k.tokens && k.tokens == v.tokens && q.positions != nullptr && k.positions == q.positions &&
+         k.rope_theta == q.rope_theta && k.rope_pairs == q.rope_pairs && q.rope_pairs <= q.dim / 2 &&
+         v.positions == nullptr && v.weight == nullptr;
 }
 
 void LaunchQkvNorm(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v, cudaStream_t stream) {
   AVSERVE_CHECK(QkvNormApplies(q, k, v), "QkvNorm: unsupported layout");
-  const int64_t rows = int64_t{q.tokens} * q.heads + int64_t{k.tokens} * k.heads + int64_t{v.tokens} * v.heads;
-  if (rows == 0) return;
-  const dim3 blocks(static_cast<unsigned>((rows + 7) / 8));
+  if (int64_t{q.tokens} * (q.heads + k.heads + v.heads) == 0) return;
   if (q.dim == 256) {
-    LaunchPdl(QkvNormKernel<256>, blocks, dim3(256), 0, stream, q, k, v);
+    LaunchHeadNorm<256>(q, k, v, stream);
   } else {
-    LaunchPdl(QkvNormKernel<512>, blocks, dim3(256), 0, stream, q, k, v);
+    LaunchHeadNorm<512>(q, k, v, stream);
   }
 }
 
@@ -287,11 +412,7 @@ void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.positions == nullptr || (p.dim % 2 == 0 && p.rope_pairs <= p.dim / 2), "RmsNorm: bad RoPE");
   if (p.tokens == 0) return;
   if (HeadsKernelApplies(p)) {
-    if (p.dim == 256) {
-      LaunchHeads<256>(p, stream);
-    } else {
-      LaunchHeads<512>(p, stream);
-    }
+    LaunchHeads(p, stream);
     return;
   }
   const size_t smem = p.positions != nullptr ? p.dim * sizeof(bf16) : 0;
