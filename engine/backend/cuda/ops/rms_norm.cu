@@ -81,14 +81,14 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(RmsNormParams p) {
 
 // Rows of 256 or 512 dims (the q, k and v norms of attention), one warp per (token, head) row: lane l holds dims
 // [8l, 8l + 8) of each 256-dim chunk in registers, so the rotate_half partner of a dim is in lane l ^ 16 (256
-// dims) or in the same lane's other chunk (512). A block owns the rows of one token, or (few tokens: decode) 8 of
-// them, so the RoPE cos/sin of its position are computed once per rotated pair, into shared memory, instead of
-// once per head and dim. Same formulas and rounding points as RopeElement.
+// dims) or in the same lane's other chunk (512). A block owns a range of consecutive rows (token-major): all rows
+// of one token (or of 8 / rows tokens when a token has fewer than 8), or 8 rows when there are few tokens (decode:
+// more blocks, less latency). RoPE's cos/sin depend on (position, pair) only, so the block computes them once per
+// token and rotated pair, into shared memory, instead of once per head and dim. Same formulas and rounding points
+// as RopeElement.
 constexpr int kHeadWarps = 8;
-// From this many tokens a block takes all rows of its token (4 per warp for the sliding layers): one table per
-// token. Below it, one row per warp and more blocks, for latency.
+// From this many tokens a block takes whole tokens (4 rows per warp for the sliding layers' 32 rows).
 constexpr int kWholeTokenBlocksFrom = 1024;
-
 template <int kDim>
 struct alignas(16) RopeTable {  // of one position: bf16(cos(pos * inv_freq_j)), bf16(sin(...)), j < kDim / 2
   bf16 cos[kDim / 2];
@@ -123,7 +123,7 @@ __device__ __forceinline__ HeadRow HeadRowAt(const RmsNormParams& a, const RmsNo
   return HeadRowOf(c, token, r - a.heads - b.heads);
 }
 
-// Whether rows [r0, r1) hold a rotated row.
+// Whether rows [r0, r1) of one token hold a rotated row.
 __device__ __forceinline__ bool RotatesAny(const RmsNormParams& a, const RmsNormParams& b, const RmsNormParams& c,
                                            int r0, int r1) {
   const int ab = a.heads + b.heads;
@@ -131,19 +131,22 @@ __device__ __forceinline__ bool RotatesAny(const RmsNormParams& a, const RmsNorm
          (c.positions != nullptr && r1 > ab);
 }
 
-// cos/sin of position `pos` for pairs j < pairs (cos 1, sin 0 above: never read, see NormHeadRow).
+// Entries j of tables[0, tokens) for positions[0, tokens): cos/sin for pairs j < pairs (cos 1, sin 0 above:
+// never read, see NormHeadRow).
 template <int kDim>
-__device__ __forceinline__ void FillRopeTable(int pos, float theta, int pairs, RopeTable<kDim>* table) {
-  for (int j = threadIdx.x; j < kDim / 2; j += blockDim.x) {
+__device__ __forceinline__ void FillRopeTables(const int32_t* positions, int tokens, float theta, int pairs,
+                                               RopeTable<kDim>* tables) {
+  for (int i = threadIdx.x; i < tokens * (kDim / 2); i += blockDim.x) {
+    const int t = i / (kDim / 2), j = i % (kDim / 2);
     float cs = 1.f, sn = 0.f;
     if (j < pairs) {
       const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(kDim));
-      const float angle = static_cast<float>(pos) * inv_freq;
+      const float angle = static_cast<float>(positions[t]) * inv_freq;
       cs = cosf(angle);
       sn = sinf(angle);
     }
-    table->cos[j] = __float2bfloat16(cs);
-    table->sin[j] = __float2bfloat16(sn);
+    tables[t].cos[j] = __float2bfloat16(cs);
+    tables[t].sin[j] = __float2bfloat16(sn);
   }
 }
 
@@ -203,58 +206,63 @@ __device__ __forceinline__ void NormHeadRow(const HeadRow& h, const Bf16x8 (&x)[
 }
 
 // Up to three groups of heads normed in one launch (q and k with RoPE, v without: QkvNorm; or one group alone).
-// Block b owns rows [r0, r1) of token b / groups, where a token's rows are a's heads, then b's, then c's; warp w
-// takes rows r0 + w, r0 + w + 8, ..., loading the next before norming the current. The groups may run in any
-// order (the caller checked that no output overlaps another group's input); rotated groups share positions,
-// theta and rotated pairs (checked by the launchers).
+// A token's rows are a's heads, then b's, then c's; block b owns rows [g0, g1) of all tokens' rows, g0 =
+// b * rows_per_block, spanning at most kHeadWarps tokens; warp w takes rows g0 + w, g0 + w + 8, ..., loading the
+// next before norming the current. The groups may run in any order (the caller checked that no output overlaps
+// another group's input); rotated groups share positions, theta and rotated pairs (checked by the launchers).
 template <int kDim>
 __global__ void __launch_bounds__(kHeadWarps * 32, kDim == 256 ? 4 : 3)
-    HeadNormKernel(RmsNormParams a, RmsNormParams b, RmsNormParams c, int groups) {
+    HeadNormKernel(RmsNormParams a, RmsNormParams b, RmsNormParams c, int rows_per_block) {
   constexpr int kChunks = kDim / 256;
-  __shared__ RopeTable<kDim> table;
-  const int token = static_cast<int>(blockIdx.x / groups);
-  const int rows = a.heads + b.heads + c.heads;
-  const int per_group = (rows + groups - 1) / groups;
-  const int r0 = static_cast<int>(blockIdx.x % groups) * per_group;
-  const int r1 = min(rows, r0 + per_group);
-  int r = r0 + static_cast<int>(threadIdx.x / 32);
+  __shared__ RopeTable<kDim> tables[kHeadWarps];  // of tokens t0, t0 + 1, ...
+  const int rows = a.heads + b.heads + c.heads;   // per token
+  const int g0 = static_cast<int>(blockIdx.x) * rows_per_block;
+  const int g1 = min(a.tokens * rows, g0 + rows_per_block);
+  const int t0 = g0 / rows, tokens = (g1 - 1) / rows - t0 + 1;
+  int g = g0 + static_cast<int>(threadIdx.x / 32);
   PdlWait();  // weights are read per row below, after the wait (Note [Dependent launch])
   PdlLaunchDependents();
   HeadRow row;
   Bf16x8 x[kChunks];
-  if (r < r1) {
-    row = HeadRowAt(a, b, c, token, r);
+  if (g < g1) {
+    row = HeadRowAt(a, b, c, g / rows, g % rows);
     LoadHeadRow<kDim>(row, x);
   }
-  // The RoPE of the first rotated group (the others share it).
+  // The RoPE of the first rotated group (the others share it); none for a block of v rows only.
   const bool a_rotates = a.positions != nullptr, b_rotates = b.positions != nullptr;
   const int pairs = a_rotates ? a.rope_pairs : b_rotates ? b.rope_pairs : c.rope_pairs;
-  if (RotatesAny(a, b, c, r0, r1)) {  // block-uniform
+  const bool rotates = tokens > 1 ? a_rotates || b_rotates || c.positions != nullptr
+                                  : RotatesAny(a, b, c, g0 - t0 * rows, g1 - t0 * rows);
+  if (rotates) {  // block-uniform
     const int32_t* positions = a_rotates ? a.positions : b_rotates ? b.positions : c.positions;
-    FillRopeTable<kDim>(positions[token], a_rotates ? a.rope_theta : b_rotates ? b.rope_theta : c.rope_theta, pairs,
-                        &table);
+    const float theta = a_rotates ? a.rope_theta : b_rotates ? b.rope_theta : c.rope_theta;
+    FillRopeTables<kDim>(positions + t0, tokens, theta, pairs, tables);
     __syncthreads();
   }
-  for (; r < r1; r += kHeadWarps) {
+  for (; g < g1; g += kHeadWarps) {
     HeadRow next = row;
     Bf16x8 next_x[kChunks];
-    if (r + kHeadWarps < r1) {
-      next = HeadRowAt(a, b, c, token, r + kHeadWarps);
+    if (g + kHeadWarps < g1) {
+      next = HeadRowAt(a, b, c, (g + kHeadWarps) / rows, (g + kHeadWarps) % rows);
       LoadHeadRow<kDim>(next, next_x);
     }
-    NormHeadRow<kDim>(row, x, pairs, table);
+    NormHeadRow<kDim>(row, x, pairs, tables[g / rows - t0]);
     row = next;
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) x[k] = next_x[k];
   }
 }
 
+// A block spans at most kHeadWarps tokens: 8 rows at a time span at most 8 tokens, whole tokens at most 8 / rows.
 template <int kDim>
 void LaunchHeadNorm(const RmsNormParams& a, const RmsNormParams& b, const RmsNormParams& c, cudaStream_t stream) {
   const int rows = a.heads + b.heads + c.heads;
-  const int groups = a.tokens >= kWholeTokenBlocksFrom ? 1 : (rows + kHeadWarps - 1) / kHeadWarps;
-  const dim3 blocks(static_cast<unsigned>(int64_t{a.tokens} * groups));
-  LaunchPdl(HeadNormKernel<kDim>, blocks, dim3(kHeadWarps * 32), 0, stream, a, b, c, groups);
+  AVSERVE_CHECK(int64_t{a.tokens} * rows < (int64_t{1} << 31), "RmsNorm: too many rows");
+  const int rows_per_block =
+      a.tokens >= kWholeTokenBlocksFrom ? rows * std::max(1, kHeadWarps / rows) : kHeadWarps;
+  const int blocks = (a.tokens * rows + rows_per_block - 1) / rows_per_block;
+  LaunchPdl(HeadNormKernel<kDim>, dim3(static_cast<unsigned>(blocks)), dim3(kHeadWarps * 32), 0, stream, a, b, c,
+            rows_per_block);
 }
 
 // One group alone: the other two have no heads.
