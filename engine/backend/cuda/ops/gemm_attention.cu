@@ -27,7 +27,7 @@ __device__ __forceinline__ void OnlineUpdate(float v, float scale_log2, float* m
 }
 
 // Causal rows without vision blocks see a prefix of the keys: [0, visible). Vectorised (16-byte loads of S,
-// 8-byte stores of P), no per-key predicate.
+// 8-byte stores of P), no per-key predicate. Reads S twice: only for rows longer than PrefixSoftmaxKernel takes.
 __device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int keys, float scale_log2, float* scratch) {
   float mx = -FLT_MAX, sum = 0.f;
   const float4* s4 = reinterpret_cast<const float4*>(s);
