@@ -36,12 +36,13 @@ struct RmsNormParams {
 void LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
 
 // q and k normed with RoPE and v without weight or RoPE, in one launch (head dims 256 or 512, 16-byte aligned
-// rows); the caller makes sure that no output overlaps another group's input.
+// rows, the same tokens, q and k with the same positions, theta and rotated pairs: RoPE's cos/sin are computed
+// once per token); the caller makes sure that no output overlaps another group's input.
 bool QkvNormApplies(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v);
 void LaunchQkvNorm(const RmsNormParams& q, const RmsNormParams& k, const RmsNormParams& v, cudaStream_t stream);
 
-// A post norm with its residual add, then the next norm of the updated rows, one block per row (the residual row is
-// read once and written once):
+// A post norm with its residual add, then the next norm of the updated rows, a block per row at a time (blocks
+// loop over rows; the residual row is read once and written once):
 //   residual = bf16(residual + bf16(x * (mean(x^2) + eps)^-1/2 * weight)); if scaled: residual = bf16(residual * scale)
 //   y = bf16(residual * (mean(residual^2) + eps)^-1/2 * next_weight)
 // Same rounding points and sums as LaunchRmsNorm's residual form followed by its plain form.
