@@ -7,9 +7,8 @@
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
 //   * K and V tiles of 32 keys stream through a 3-stage ring, so two tiles are in flight while one is
 //     multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by one thread; the
-//     bytes complete the stage's mbarrier): with 16-byte cp.async, 4,096 requests per 64 KB tile and the
-//     address math of each kept 4 warps from streaming more than ~1.5 TB/s (session 5). AVSERVE_DECODE_CPASYNC=1
-//     selects the cp.async loader (for comparison).
+//     bytes complete the stage's mbarrier). With 16-byte cp.async (4,096 requests per 64 KB tile, each with its
+//     address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us instead of 220.
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
 //     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
 //     attention.cu's combine kernel merges, a single slice writes bf16 output.
@@ -19,7 +18,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
@@ -59,11 +57,11 @@ __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSe
   return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
-template <int kD, bool kBulk>
+template <int kD>
 __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
   using Tr = DecodeMmaTraits<kD>;
-  static_assert(!kBulk || Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
+  static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
   bf16* kv_s = reinterpret_cast<bf16*>(smem_raw);                                   // [stage][K|V][kKeys][kStride]
@@ -85,54 +83,35 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     const int key0 = tile0 + tile * Tr::kKeys;
     bf16* ks = kv_s + stage * 2 * Tr::kTileElems;
     bf16* vs = ks + Tr::kTileElems;
-    if constexpr (kBulk) {
-      // Thread r < kKeys copies K row r, thread kKeys + r V row r; rows outside the cache are zeroed (their
-      // scores are masked, and P = 0 must not meet garbage in V). Thread 0 announces the valid rows' bytes.
-      if (threadIdx.x == 0) {
-        const int valid = max(0, min(key0 + Tr::kKeys, sq.kv_end) - max(key0, sq.kv_begin));
-        MbarArriveExpectTx(&full_bar[stage], static_cast<uint32_t>(valid) * 2 * kD * sizeof(bf16));
-      }
-      if (threadIdx.x < 2 * Tr::kKeys) {
-        const bool is_v = threadIdx.x >= Tr::kKeys;
-        const int r = threadIdx.x % Tr::kKeys, pos = key0 + r;
-        bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
-        if (pos >= sq.kv_begin && pos < sq.kv_end) {
-          const int64_t slot = pos % sq.kv_capacity;
-          const bf16* src = is_v ? sq.v + slot * p.v_slot_stride + kv_head * p.v_head_stride
-                                 : sq.k + slot * p.k_slot_stride + kv_head * p.k_head_stride;
-          FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
-          BulkCopyG2S(dst, src, kD * sizeof(bf16), &full_bar[stage]);
-        } else {
-          for (int c = 0; c < kD / 8; ++c) reinterpret_cast<int4*>(dst)[c] = make_int4(0, 0, 0, 0);
-        }
-      }
-      return;
+    // Thread r < kKeys copies K row r, thread kKeys + r V row r; rows outside the cache are zeroed (their
+    // scores are masked, and P = 0 must not meet garbage in V). Thread 0 announces the valid rows' bytes.
+    if (threadIdx.x == 0) {
+      const int valid = max(0, min(key0 + Tr::kKeys, sq.kv_end) - max(key0, sq.kv_begin));
+      MbarArriveExpectTx(&full_bar[stage], static_cast<uint32_t>(valid) * 2 * kD * sizeof(bf16));
     }
-    constexpr int kChunks = kD / 8;
-    for (int c = threadIdx.x; c < Tr::kKeys * kChunks; c += Tr::kThreads) {
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const int pos = key0 + r;
+    if (threadIdx.x < 2 * Tr::kKeys) {
+      const bool is_v = threadIdx.x >= Tr::kKeys;
+      const int r = threadIdx.x % Tr::kKeys, pos = key0 + r;
+      bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
       if (pos >= sq.kv_begin && pos < sq.kv_end) {
         const int64_t slot = pos % sq.kv_capacity;
-        CpAsync16(ks + r * Tr::kStride + col, sq.k + slot * p.k_slot_stride + kv_head * p.k_head_stride + col);
-        CpAsync16(vs + r * Tr::kStride + col, sq.v + slot * p.v_slot_stride + kv_head * p.v_head_stride + col);
+        const bf16* src = is_v ? sq.v + slot * p.v_slot_stride + kv_head * p.v_head_stride
+                               : sq.k + slot * p.k_slot_stride + kv_head * p.k_head_stride;
+        FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
+        BulkCopyG2S(dst, src, kD * sizeof(bf16), &full_bar[stage]);
       } else {
-        *reinterpret_cast<int4*>(ks + r * Tr::kStride + col) = make_int4(0, 0, 0, 0);
-        *reinterpret_cast<int4*>(vs + r * Tr::kStride + col) = make_int4(0, 0, 0, 0);
+        for (int c = 0; c < kD / 8; ++c) reinterpret_cast<int4*>(dst)[c] = make_int4(0, 0, 0, 0);
       }
     }
   };
-  if constexpr (kBulk) {
-    if (threadIdx.x == 0) {
-      for (int s = 0; s < Tr::kStages; ++s) MbarInit(&full_bar[s], 1);
-      FenceMbarInit();
-    }
-    __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Tr::kStages; ++s) MbarInit(&full_bar[s], 1);
+    FenceMbarInit();
   }
+  __syncthreads();
 #pragma unroll
   for (int s = 0; s < Tr::kStages - 1; ++s) {
     if (t_begin + s < t_end) load_tile(t_begin + s, s);
-    if constexpr (!kBulk) CpAsyncCommit();
   }
 
   // Q as A fragments of this warp's 128 dims (rows g and g + 8); rows past `rows` are zero.
@@ -161,14 +140,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
 
   for (int tile = t_begin; tile < t_end; ++tile) {
     const int it = tile - t_begin;
-    if constexpr (kBulk) {
-      MbarWait(&full_bar[it % Tr::kStages], (it / Tr::kStages) & 1);  // this tile has landed
-    } else {
-      CpAsyncWait<Tr::kStages - 2>();
-    }
+    MbarWait(&full_bar[it % Tr::kStages], (it / Tr::kStages) & 1);  // this tile has landed
     __syncthreads();  // ... for every thread; and every warp is done with the stage reused next
     if (tile + Tr::kStages - 1 < t_end) load_tile(tile + Tr::kStages - 1, (it + Tr::kStages - 1) % Tr::kStages);
-    if constexpr (!kBulk) CpAsyncCommit();
     const bf16* ks = kv_s + (it % Tr::kStages) * 2 * Tr::kTileElems;
     const bf16* vs = ks + Tr::kTileElems;
 
@@ -232,8 +206,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
       }
     }
   }
-  if constexpr (!kBulk) CpAsyncWait<0>();
-
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
@@ -270,27 +242,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   }
 }
 
-template <int kD, bool kBulk>
+template <int kD>
 void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<kD>;
   static const bool attribute_set = [] {
-    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD, kBulk>,
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(Tr::kSmemBytes)));
     return true;
   }();
   (void)attribute_set;
   const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  LaunchPdl(DecodeMmaKernel<kD, kBulk>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
-}
-
-// AVSERVE_DECODE_CPASYNC=1: the 16-byte cp.async loader instead of bulk copies (read once).
-bool UseBulkLoads() {
-  static const bool bulk = [] {
-    const char* v = std::getenv("AVSERVE_DECODE_CPASYNC");
-    return v == nullptr || v[0] == '\0' || v[0] == '0';
-  }();
-  return bulk;
+  LaunchPdl(DecodeMmaKernel<kD>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -355,11 +318,10 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
     AVSERVE_CHECK(reinterpret_cast<uintptr_t>(s.k) % 16 == 0 && reinterpret_cast<uintptr_t>(s.v) % 16 == 0,
                   "DecodeMma: K/V must be 16-byte aligned");
   }
-  const bool bulk = UseBulkLoads();
   if (p.head_dim == 256) {
-    bulk ? Launch<256, true>(p, seqs, stream) : Launch<256, false>(p, seqs, stream);
+    Launch<256>(p, seqs, stream);
   } else {
-    bulk ? Launch<512, true>(p, seqs, stream) : Launch<512, false>(p, seqs, stream);
+    Launch<512>(p, seqs, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }
