@@ -17,7 +17,8 @@ class Sampler {
       : options_(options), suppress_(std::move(suppress_ids)), rng_(options.seed) {}
 
   // The next token for `logits` [vocab]. Greedy (temperature <= 0) takes the lowest index among
-  // equal maxima. Returns -1 only when every id is suppressed.
+  // equal maxima (GreedyArgmax in engine/backend/argmax.h, which Backend::ArgmaxRows matches). Returns -1
+  // only when every id is suppressed or NaN.
   int32_t Sample(std::span<const float> logits);
 
  private:
