@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include <cooperative_groups.h>
 
@@ -169,13 +170,22 @@ __global__ void __launch_bounds__(kThreads, 4)
   if (ctas > 1) cooperative_groups::this_cluster().sync();  // no block leaves while another may read its slots
 }
 
+// On unless AVSERVE_ONE_READ_SOFTMAX=0, which keeps the two-read rows (to measure one against the other).
+bool OneReadSoftmaxEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("AVSERVE_ONE_READ_SOFTMAX");
+    return v == nullptr || v[0] != '0';
+  }();
+  return enabled;
+}
+
 // The softmax of `rows` score rows over `keys` keys starting at p.kv_begin (Note [Single-read softmax]).
 void LaunchSoftmax(const AttentionParams& p, const float* scores, bf16* probs, int q0, int keys, int ld,
                    int64_t rows, cudaStream_t stream) {
   const bool prefix = p.block_ids == nullptr && p.window <= 0;
   int ctas = 1;
   while (ctas * kCtaKeys < keys) ctas *= 2;
-  if (!prefix || ctas > kMaxClusterCtas) {
+  if (!prefix || ctas > kMaxClusterCtas || !OneReadSoftmaxEnabled()) {
     MaskedSoftmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(p, scores, probs, q0, p.kv_begin, keys,
                                                                               ld);
     AVSERVE_CUDA_CHECK_LAUNCH();
