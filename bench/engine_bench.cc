@@ -3,7 +3,9 @@
 // contexts, and `batch` questions forked from one prefix decoding together (ms per lockstep step).
 //   engine_bench [--checkpoint DIR] [--backend cpu|cuda] [--threads N] [--chunk N]
 //                [--prefill 128,512,2048] [--decode_ctx 128,2048] [--decode_tokens 64] [--batch 0]
-//                [--reps 3]
+//                [--reps 3] [--warmup 0]
+// --warmup N: one untimed N-token prefill first (loads every kernel, caches the GEMM heuristics of the chunk
+// shapes, fills the allocator), as bench/engine_gpu/peer_transformers.py warms transformers up before timing.
 // bench/engine_cpu.sh runs it on the tiny test checkpoints (CPU); bench/engine_gpu.sh (device_run.sh) on
 // the random 12B checkpoint (CUDA). The last line is machine-readable:
 //   engine_bench backend=<name> prefill_<n>_s=<s>... decode_<ctx>_ms=<ms>... batch<b>_<ctx>_step_ms=<ms>
@@ -33,7 +35,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 struct Args {
   std::string checkpoint = std::string(AVSERVE_SOURCE_DIR) + "/tests/data/engine/tiny";
   std::string backend = "cpu";
-  int threads = 0, chunk = 512, decode_tokens = 64, batch = 0, reps = 3;
+  int threads = 0, chunk = 512, decode_tokens = 64, batch = 0, reps = 3, warmup = 0;
   std::vector<int> prefill = {128, 512, 2048}, decode_ctx = {128, 2048};
 };
 
@@ -58,6 +60,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--decode_tokens") a->decode_tokens = std::atoi(v.c_str());
     else if (k == "--batch") a->batch = std::atoi(v.c_str());
     else if (k == "--reps") a->reps = std::atoi(v.c_str());
+    else if (k == "--warmup") a->warmup = std::atoi(v.c_str());
     else return false;
   }
   return argc % 2 == 1 && (a->backend == "cpu" || a->backend == "cuda") && a->chunk > 0 && a->reps > 0 &&
@@ -139,6 +142,10 @@ int main(int argc, char** argv) {
   }
   std::printf("checkpoint %s backend %s threads %d chunk %d: loaded in %.1f s\n", o.checkpoint_dir.c_str(),
               (*engine)->backend_name().c_str(), a.threads, a.chunk, Seconds(t_load, Clock::now()));
+  if (a.warmup > 0 && PrefillSeconds(**engine, a.warmup, 1) < 0) {
+    std::fprintf(stderr, "warm-up prefill of %d tokens failed\n", a.warmup);
+    return 1;
+  }
   std::string summary = "engine_bench backend=" + (*engine)->backend_name();
   char buf[128];
   for (int n : a.prefill) {

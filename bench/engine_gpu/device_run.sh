@@ -54,7 +54,7 @@ if has bench; then
   for chunk in ${BENCH_CHUNKS:-8192}; do
     timeout "${BENCH_TIMEOUT:-150}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda \
       --chunk "$chunk" --prefill "${BENCH_PREFILL:-32768,65536}" --decode_ctx "$([ $batch = 8 ] && echo 32768)" \
-      --decode_tokens 32 --batch $batch --reps 1 2>&1 | tee -a "$log"
+      --decode_tokens 32 --batch $batch --reps 1 --warmup "$chunk" 2>&1 | tee -a "$log"
     batch=0
   done
 fi

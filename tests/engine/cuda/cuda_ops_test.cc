@@ -480,9 +480,8 @@ TEST(CudaRmsNormAddToNormTest, RowLoopMatchesLoopAndOneRowPerBlock) {
 
 // ---- Full-layer prefill attention through cuBLASLt (gemm_attention.cu) ----
 
-// Against the flash kernel (one KV head of 512, GQA 16): rows whose keys fit one block of the single-read
-// softmax, a cluster of 2 and of 4 (odd lengths), a key range that starts past 0, and query blocks that cross
-// 65536 keys (clusters of 8, then the two-read fallback).
+// Against the flash kernel (one KV head of 512, GQA 16): short and long rows (odd lengths), a key range that
+// starts past 0, and query blocks that cross 65536 keys.
 TEST(CudaGemmAttentionTest, MatchesFlashKernel) {
   SKIP_WITHOUT_GPU();
   struct Case {

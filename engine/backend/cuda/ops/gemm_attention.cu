@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstdlib>
-
-#include <cooperative_groups.h>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention_mask.cuh"
@@ -28,7 +25,7 @@ __device__ __forceinline__ void OnlineUpdate(float v, float scale_log2, float* m
 }
 
 // Causal rows without vision blocks see a prefix of the keys: [0, visible). Vectorised (16-byte loads of S,
-// 8-byte stores of P), no per-key predicate. Reads S twice: only for rows longer than PrefixSoftmaxKernel takes.
+// 8-byte stores of P), no per-key predicate.
 __device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int keys, float scale_log2, float* scratch) {
   float mx = -FLT_MAX, sum = 0.f;
   const float4* s4 = reinterpret_cast<const float4*>(s);
@@ -88,124 +85,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Note [Single-read softmax]
-// S is written by the GEMM and read by the softmax; reading it twice (max and sum, then P) costs a quarter of the
-// path's memory traffic. For causal rows without vision blocks, a row of up to kMaxClusterCtas * kCtaKeys keys is
-// split over a cluster of `ctas` blocks, each holding its slice of the scores in registers (kCtaVecs float4 per
-// thread); the blocks exchange their maxima, then their sums, through distributed shared memory, and write P from
-// the registers. Same max, same exp2f((s - max) * scale·log2e), P = bf16(e / sum) with zeros past `visible`; only
-// the order of the fp32 sum differs (the exponentials are summed after the maximum is known, instead of online).
-constexpr int kCtaVecs = 8;                        // float4 of S per thread
-constexpr int kCtaKeys = kThreads * kCtaVecs * 4;  // 8192 keys per block
-constexpr int kMaxClusterCtas = 8;                 // portable cluster size: rows up to 65536 keys
-
-// Cluster-wide reduction of one float per block, in rank order (every block gets the same bits).
-template <bool kMax>
-__device__ __forceinline__ float ClusterReduce(float v, float* slot, int ctas) {
-  namespace cg = cooperative_groups;
-  if (threadIdx.x == 0) *slot = v;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every block's slot is written
-  float r = *cluster.map_shared_rank(slot, 0);
-  for (int c = 1; c < ctas; ++c) {
-    const float o = *cluster.map_shared_rank(slot, c);
-    r = kMax ? fmaxf(r, o) : r + o;
-  }
-  return r;
-}
-
-// Score row r = blockIdx.x / ctas (query position q0 + r / num_heads), keys [c0, c0 + span) of it in this block
-// (c0 = rank * span, span a multiple of 4 and at most kCtaKeys). Causal prefix only: keys [0, visible) are seen.
-// 64 registers (4 blocks per SM): the 32 floats of scores and the rest.
-__global__ void __launch_bounds__(kThreads, 4)
-    PrefixSoftmaxKernel(AttentionParams p, const float* scores, bf16* probs, int q0, int keys, int ld, int ctas,
-                        int span) {
-  __shared__ float scratch[kThreads / 32];
-  __shared__ float slots[2];  // this block's maximum and sum, read by the other blocks of the cluster
-  const int64_t row = blockIdx.x / ctas;
-  const int c0 = static_cast<int>(blockIdx.x % ctas) * span;
-  const int qpos = q0 + static_cast<int>(row / p.num_heads);
-  const int visible = max(0, min(min(qpos + 1, p.kv_end) - p.kv_begin, keys));
-  const float4* s4 = reinterpret_cast<const float4*>(scores + row * ld + c0);
-  const float scale_log2 = p.scale * kLog2e;
-  // e[i] holds keys c0 + 4 * (threadIdx.x + i * kThreads) + [0, 4): the scores, then their exponentials.
-  float e[kCtaVecs][4];
-  float mx = -FLT_MAX;
-#pragma unroll
-  for (int i = 0; i < kCtaVecs; ++i) {
-    const int k = 4 * (static_cast<int>(threadIdx.x) + i * kThreads);  // key offset in the slice
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (k < span && c0 + k < visible) v = s4[k / 4];  // lanes past `visible` are masked below
-    e[i][0] = v.x, e[i][1] = v.y, e[i][2] = v.z, e[i][3] = v.w;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (k < span && c0 + k + j < visible) mx = fmaxf(mx, e[i][j]);
-    }
-  }
-  mx = BlockMax(mx, scratch);
-  if (ctas > 1) mx = ClusterReduce<true>(mx, &slots[0], ctas);
-  float sum = 0.f;
-#pragma unroll
-  for (int i = 0; i < kCtaVecs; ++i) {
-    const int k = 4 * (static_cast<int>(threadIdx.x) + i * kThreads);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      e[i][j] = k < span && c0 + k + j < visible ? exp2f((e[i][j] - mx) * scale_log2) : 0.f;
-      sum += e[i][j];
-    }
-  }
-  sum = BlockSum(sum, scratch);
-  if (ctas > 1) sum = ClusterReduce<false>(sum, &slots[1], ctas);
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  bf16* out = probs + row * ld + c0;
-#pragma unroll
-  for (int i = 0; i < kCtaVecs; ++i) {
-    const int k = 4 * (static_cast<int>(threadIdx.x) + i * kThreads);
-    if (k >= span || c0 + k >= keys) continue;  // P is written up to keys rounded up to 4, like PrefixSoftmaxRow
-    __nv_bfloat162 pk[2];
-    pk[0] = __floats2bfloat162_rn(e[i][0] * inv, e[i][1] * inv);
-    pk[1] = __floats2bfloat162_rn(e[i][2] * inv, e[i][3] * inv);
-    *reinterpret_cast<uint2*>(out + k) = *reinterpret_cast<const uint2*>(pk);
-  }
-  if (ctas > 1) cooperative_groups::this_cluster().sync();  // no block leaves while another may read its slots
-}
-
-// On unless AVSERVE_ONE_READ_SOFTMAX=0, which keeps the two-read rows (to measure one against the other).
-bool OneReadSoftmaxEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("AVSERVE_ONE_READ_SOFTMAX");
-    return v == nullptr || v[0] != '0';
-  }();
-  return enabled;
-}
-
-// The softmax of `rows` score rows over `keys` keys starting at p.kv_begin (Note [Single-read softmax]).
-void LaunchSoftmax(const AttentionParams& p, const float* scores, bf16* probs, int q0, int keys, int ld,
-                   int64_t rows, cudaStream_t stream) {
-  const bool prefix = p.block_ids == nullptr && p.window <= 0;
-  int ctas = 1;
-  while (ctas * kCtaKeys < keys) ctas *= 2;
-  if (!prefix || ctas > kMaxClusterCtas || !OneReadSoftmaxEnabled()) {
-    MaskedSoftmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(p, scores, probs, q0, p.kv_begin, keys,
-                                                                              ld);
-    AVSERVE_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  const int span = ((keys + ctas - 1) / ctas + 3) / 4 * 4;  // <= kCtaKeys: ctas * kCtaKeys >= keys
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(rows * ctas));
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(ctas);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = ctas > 1 ? 1 : 0;
-  AVSERVE_CUDA_CHECK(cudaLaunchKernelEx(&config, PrefixSoftmaxKernel, p, scores, probs, q0, keys, ld, ctas, span));
-}
-
 // Last key position that any query in [q_first, q_last] can see (block extension included).
 int LastVisibleKey(const AttentionParams& p, int q_last) {
   return p.block_ids != nullptr ? p.kv_end - 1 : std::min(p.kv_end - 1, q_last);
@@ -243,7 +122,9 @@ absl::Status LaunchGemmAttention(const CublasHandle& cublas, const AttentionPara
     qk.c_fp32 = true;
     qk.m = rows, qk.n = keys, qk.k = p.head_dim, qk.ldc = kv_span;
     if (absl::Status st = LaunchGemm(cublas, qk, stream); !st.ok()) return st;
-    LaunchSoftmax(p, scores, probs, q0, keys, kv_span, rows, stream);
+    MaskedSoftmaxKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(p, scores, probs, q0, p.kv_begin, keys,
+                                                                              kv_span);
+    AVSERVE_CUDA_CHECK_LAUNCH();
     GemmParams pv;  // O[rows, d] = P[rows, keys] · V[keys, d]
     pv.a = probs;
     pv.lda = kv_span;
