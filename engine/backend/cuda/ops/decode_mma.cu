@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string_view>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
@@ -28,14 +30,13 @@
 namespace avserve::engine::cuda {
 namespace {
 
-constexpr int kDecodeMmaKeys = 32;  // keys per K/V tile
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int kD>
+template <int kD, int kK>
 struct DecodeMmaTraits {
   static constexpr int kWarps = kD / 128;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kKeys = kDecodeMmaKeys;
+  static constexpr int kKeys = kK;  // keys per K/V tile: 32, or 16 (AVSERVE_DECODE_KEYS=16)
   static constexpr int kStages = 3;
   static constexpr int kStride = kD + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr size_t kTileElems = size_t{kKeys} * kStride;
@@ -43,13 +44,27 @@ struct DecodeMmaTraits {
       sizeof(bf16) * kStages * 2 * kTileElems + sizeof(float) * kWarps * 16 * kKeys;
 };
 
-// Tiles of kKeys keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding kv_begin.
-__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s) {
-  return (s.kv_begin / kDecodeMmaKeys) * kDecodeMmaKeys;
+// Tiles of `keys` keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding kv_begin.
+__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s, int keys) {
+  return (s.kv_begin / keys) * keys;
 }
-__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s) {
-  const int tile0 = FirstTileKey(s);
-  return s.kv_end > tile0 ? (s.kv_end - tile0 + kDecodeMmaKeys - 1) / kDecodeMmaKeys : 0;
+__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s, int keys) {
+  const int tile0 = FirstTileKey(s, keys);
+  return s.kv_end > tile0 ? (s.kv_end - tile0 + keys - 1) / keys : 0;
+}
+
+// Keys per tile, read once: 32 unless AVSERVE_DECODE_KEYS=16 (half the shared memory per CTA: two CTAs of the
+// full layers, four of the sliding ones, per SM).
+int DecodeKeys() {
+  static const int keys = [] {
+    const char* v = std::getenv("AVSERVE_DECODE_KEYS");
+    return v != nullptr && std::string_view(v) == "16" ? 16 : 32;
+  }();
+  return keys;
+}
+size_t DecodeSmemBytes(int head_dim, int keys) {
+  const int warps = head_dim / 128;
+  return sizeof(bf16) * 3 * 2 * static_cast<size_t>(keys) * (head_dim + 8) + sizeof(float) * warps * 16 * keys;
 }
 
 // Visible: in the cache range, causal, inside the window.
@@ -57,10 +72,10 @@ __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSe
   return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
-template <int kD>
-__global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
+template <int kD, int kK>
+__global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
     DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
-  using Tr = DecodeMmaTraits<kD>;
+  using Tr = DecodeMmaTraits<kD, kK>;
   static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
@@ -75,7 +90,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int d0 = warp * 128;
 
-  const int tile0 = FirstTileKey(sq), num_tiles = NumTiles(sq);
+  const int tile0 = FirstTileKey(sq, kK), num_tiles = NumTiles(sq, kK);
   const int per = (num_tiles + p.num_splits - 1) / p.num_splits;
   const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
 
@@ -147,13 +162,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     const bf16* vs = ks + Tr::kTileElems;
 
     // Partial scores over this warp's dims: [16 rows, 32 keys] as four n8 tiles.
-    float s[4][4];
+    float s[kK / 8][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int j = 0; j < kK / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) {
 #pragma unroll
-      for (int np = 0; np < 2; ++np) {
+      for (int np = 0; np < kK / 16; ++np) {
         uint32_t bfr[4];
         Ldmatrix4(bfr, ks + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kStride + d0 + kk * 16 + (mi % 2) * 8);
         Mma16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
@@ -163,13 +178,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     if constexpr (Tr::kWarps > 1) {
       float* mine = s_part + warp * 16 * Tr::kKeys;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < kK / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) mine[(g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2] = s[j][e];
       }
       __syncthreads();
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < kK / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int idx = (g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2;
@@ -184,7 +199,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     // Mask and online softmax.
     const int key0 = tile0 + tile * Tr::kKeys;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < kK / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = g + 8 * (e / 2);
@@ -192,11 +207,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
       }
     }
     float corr[2];
-    uint32_t pfrag[2][4];
-    OnlineSoftmaxTile<4>(s, row_max, row_sum, scale_log2, corr, pfrag);
+    uint32_t pfrag[kK / 16][4];
+    OnlineSoftmaxTile<kK / 8>(s, row_max, row_sum, scale_log2, corr, pfrag);
     RescaleRows<16>(o, corr);
 #pragma unroll
-    for (int kc = 0; kc < 2; ++kc) {
+    for (int kc = 0; kc < kK / 16; ++kc) {
 #pragma unroll
       for (int dp = 0; dp < 8; ++dp) {
         uint32_t bfr[4];
@@ -242,18 +257,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   }
 }
 
-template <int kD>
+template <int kD, int kK>
 void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
-  using Tr = DecodeMmaTraits<kD>;
+  using Tr = DecodeMmaTraits<kD, kK>;
   static const bool attribute_set = [] {
-    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD>,
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD, kK>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(Tr::kSmemBytes)));
     return true;
   }();
   (void)attribute_set;
   const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  LaunchPdl(DecodeMmaKernel<kD>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
+  LaunchPdl(DecodeMmaKernel<kD, kK>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -295,8 +310,10 @@ bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
 
 int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms) {
   int max_tiles = 1;
-  for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
-  const int per_sm = p.head_dim == 512 ? 1 : 2;  // shared memory: 208 KB or 105 KB per CTA
+  const int keys = DecodeKeys();
+  for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i], keys));
+  // CTAs per SM by shared memory (32 keys: 208 KB or 105 KB per CTA).
+  const int per_sm = std::max<int>(1, (size_t{227} << 10) / DecodeSmemBytes(p.head_dim, keys));
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
   // Full layers: at least two tiles per slice. Sliding layers (a 1024-key window, 105 KB of shared memory per
@@ -318,10 +335,11 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
     AVSERVE_CHECK(reinterpret_cast<uintptr_t>(s.k) % 16 == 0 && reinterpret_cast<uintptr_t>(s.v) % 16 == 0,
                   "DecodeMma: K/V must be 16-byte aligned");
   }
+  const bool narrow = DecodeKeys() == 16;
   if (p.head_dim == 256) {
-    Launch<256>(p, seqs, stream);
+    narrow ? Launch<256, 16>(p, seqs, stream) : Launch<256, 32>(p, seqs, stream);
   } else {
-    Launch<512>(p, seqs, stream);
+    narrow ? Launch<512, 16>(p, seqs, stream) : Launch<512, 32>(p, seqs, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }
