@@ -36,7 +36,8 @@ struct AttentionTraits {
   static constexpr int kQkStride = kHeadDim + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr int kVStride = kDv + 8;
   static constexpr size_t kSmemBytes =
-      sizeof(bf16) * (size_t{kBlockM} * kQkStride + kStages * (size_t{kBlockN} * kQkStride + size_t{kBlockN} * kVStride));
+      sizeof(bf16) * (size_t{kBlockM} * kQkStride +
+                      kStages * (size_t{kBlockN} * kQkStride + size_t{kBlockN} * kVStride));
 };
 
 constexpr float kLog2e = 1.4426950408889634f;
