@@ -10,14 +10,12 @@
 // (g, t) loads 16 bytes of w rows g and g+8 and of x token g at k = 8t..8t+7, and feeds elements 8t..8t+3 to
 // one mma (as its k slots 2t, 2t+1, 2t+8, 2t+9) and 8t+4..8t+7 to the next. A and B use the same permutation,
 // so the sum is the same dot product, with 16-byte coalesced loads straight from global memory into registers
-// (no shared-memory staging). Each thread keeps eight chunks (256 k, 256 bytes of w) in flight: once chunk u of
-// a round has gone into its mma, chunk u of the next round is requested in its registers; the first eight are
-// loaded before the kernel waits for its input (Note [Dependent launch] in pdl.cuh). fp32 throughout, one
-// rounding of the output (plus bias) at the end.
+// (no shared-memory staging). Eight chunks (256 k) are loaded before any is used, so each thread has 256 bytes
+// of w in flight; the first eight are loaded before the kernel waits for its input (Note [Dependent launch] in
+// pdl.cuh). fp32 throughout, one rounding of the output (plus bias) at the end.
 #include "engine/backend/cuda/ops/gemv.cuh"
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
@@ -66,7 +64,7 @@ __device__ __forceinline__ void ChunkMma(const U32x4& lo, const U32x4& hi, const
 
 // Warp w of a CTA works on row tile w / kSplit of the CTA's 8 / kSplit tiles and on k part w % kSplit; the
 // kSplit parts of a tile meet in shared memory (kSplit 1: each warp owns its tile and writes it directly).
-template <int kN8, int kSplit, bool kRolling>
+template <int kN8, int kSplit>
 __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p, int64_t lda, int64_t ldb,
                                                                    int64_t ldc) {
   constexpr int kTilesPerCta = kWarps / kSplit;
@@ -101,23 +99,15 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
   }
   float acc[kN8][4] = {};
   while (k0 + kStep <= p.k) {  // lo/hi hold the round at k0
-    const int64_t next = k0 + int64_t{kSplit} * kStep;
-    const bool more = next + kStep <= p.k;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       U32x4 xs[kN8];
 #pragma unroll
       for (int i = 0; i < kN8; ++i) xs[i] = x_ok[i] ? LoadAct(x_row[i] + k0 + u * kChunk) : zero;
       ChunkMma<kN8>(lo[u], hi[u], xs, acc);
-      // Rolling: chunk u of the next round is requested as soon as chunk u of this one is used, so eight chunks
-      // stay in flight instead of draining at the end of every round.
-      if (kRolling && more) {
-        lo[u] = lo_ok ? LoadWeight(w_lo + next + u * kChunk) : zero;
-        hi[u] = hi_ok ? LoadWeight(w_hi + next + u * kChunk) : zero;
-      }
     }
-    k0 = next;
-    if (!kRolling && more) load_round(k0);
+    k0 += int64_t{kSplit} * kStep;
+    if (k0 + kStep <= p.k) load_round(k0);
   }
   // Tail: the chunks of the last partial 256-wide step, one per k part in turn.
   const int64_t tail0 = (p.k / kStep) * kStep;
@@ -175,26 +165,13 @@ int NumSms() {
   return sms;
 }
 
-// AVSERVE_GEMV_ROUNDS=1: load whole rounds after using the last one (the session-5 loop), for measurement.
-bool Rolling() {
-  static const bool rolling = [] {
-    const char* v = std::getenv("AVSERVE_GEMV_ROUNDS");
-    return v == nullptr || v[0] != '1';
-  }();
-  return rolling;
-}
-
 template <int kN8, int kSplit>
 void Launch(const GemmParams& p, cudaStream_t stream) {
   const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k, ldc = p.ldc != 0 ? p.ldc : p.n;
   const int64_t tiles = (p.n + kRowsPerCta - 1) / kRowsPerCta;
   constexpr int kTilesPerCta = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((tiles + kTilesPerCta - 1) / kTilesPerCta);
-  if (Rolling()) {
-    LaunchPdl(SkinnyGemmKernel<kN8, kSplit, true>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
-  } else {
-    LaunchPdl(SkinnyGemmKernel<kN8, kSplit, false>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
-  }
+  LaunchPdl(SkinnyGemmKernel<kN8, kSplit>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
 }
 
 // k parts per row tile: enough warps for about one wave (two CTAs of 8 warps per SM), so that every warp has one
