@@ -19,6 +19,7 @@
 #include "engine/model/sampler.h"
 #include "engine/model/weights.h"
 #include "tests/engine/golden.h"
+#include "tests/engine/greedy_cases.h"
 
 namespace avserve::engine {
 namespace {
@@ -176,46 +177,15 @@ TEST(CpuBackendTest, RopeIsIdentityAtZeroAndRotatesOnlyTheFirstPairs) {
   EXPECT_NEAR(x[16], orig[16] * std::cos(5.0f) - orig[24] * std::sin(5.0f), 1e-5);
 }
 
-// Rows that exercise every rule of the greedy choice over `vocab` (>= 64) ids with `suppressed` = {5, 17, vocab - 3}:
-// planted ties, suppressed maxima (alone and tied with an allowed id), NaNs, -inf and all-NaN rows, -0 against +0,
-// +inf, a maximum in the last id, then random rows of few distinct values (many ties) with NaNs sprinkled in.
-std::vector<float> GreedyCases(int64_t vocab, const std::vector<int32_t>& suppressed, int64_t* rows) {
-  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
-  constexpr int64_t kPlanted = 13, kRandom = 24;
-  *rows = kPlanted + kRandom;
-  std::vector<float> v = Random(static_cast<size_t>(*rows * vocab), 11);
-  const auto row = [&](int64_t r) { return v.data() + r * vocab; };
-  row(1)[10] = row(1)[40] = 50.f;             // tie: 10
-  row(2)[5] = 90.f, row(2)[30] = 60.f;        // suppressed maximum: 30
-  row(3)[17] = row(3)[50] = 80.f;             // suppressed id ties an allowed one: 50
-  row(4)[0] = row(4)[1] = row(4)[20] = nan;   // NaNs: 33
-  row(4)[33] = 40.f;
-  std::fill(row(5), row(5) + vocab, -inf);    // all -inf, id 0 NaN: 1
-  row(5)[0] = nan;
-  std::fill(row(6), row(6) + vocab, nan);     // nothing to choose: -1
-  std::fill(row(7), row(7) + vocab, -1.f);    // -0 equals +0: 8
-  row(7)[12] = 0.f, row(7)[8] = -0.f;
-  std::fill(row(8), row(8) + vocab, nan);     // only suppressed ids hold numbers: -1
-  for (int32_t id : suppressed) row(8)[id] = 1.f;
-  row(9)[5] = row(9)[60] = row(9)[61] = inf;  // +inf, the first one suppressed: 60
-  row(10)[vocab - 1] = 30.f;                  // the last id
-  std::fill(row(11), row(11) + vocab, -inf);  // the only finite value suppressed: the first id that is no NaN
-  row(11)[vocab - 3] = 3.f, row(11)[0] = nan;
-  row(12)[vocab - 3] = 7.f;                   // the last suppressed id is the maximum
-  std::mt19937 rng(5);
-  for (int64_t r = kPlanted; r < *rows; ++r) {
-    for (int64_t i = 0; i < vocab; ++i) row(r)[i] = static_cast<float>(rng() % 6);
-    for (int k = 0; k < 8; ++k) row(r)[rng() % vocab] = nan;
-  }
-  return v;
-}
-
 TEST(CpuBackendTest, ArgmaxRowsIsTheSamplersGreedyChoice) {
   auto be = CreateCpuBackend(2);
   for (const int64_t vocab : {int64_t{1003}, int64_t{4096}}) {
     std::vector<int32_t> suppressed = {5, 17, static_cast<int32_t>(vocab - 3)};
-    int64_t rows = 0;
-    std::vector<float> logits = GreedyCases(vocab, suppressed, &rows);
+    constexpr int64_t rows = 36;
+    std::vector<float> logits(static_cast<size_t>(rows * vocab));
+    std::mt19937 rng(11);
+    const std::vector<int32_t> planted =
+        avserve::engine::testing::PlantGreedyCases(logits.data(), rows, vocab, vocab, suppressed, rng);
     // Rows strided inside a wider buffer, as a view of a step's logits may be.
     std::vector<float> wide(static_cast<size_t>(rows * (vocab + 5)), 99.f);
     for (int64_t r = 0; r < rows; ++r) std::copy_n(logits.data() + r * vocab, vocab, wide.data() + r * (vocab + 5));
@@ -237,10 +207,9 @@ TEST(CpuBackendTest, ArgmaxRowsIsTheSamplersGreedyChoice) {
       EXPECT_EQ(got_free[r], greedy_free.Sample(row)) << "vocab " << vocab << " row " << r;
     }
     EXPECT_EQ(got_strided, got);
-    const std::vector<int32_t> planted = {10, 30, 50, 33, 1, -1, 8, -1, 60, static_cast<int32_t>(vocab - 1), 1};
     EXPECT_EQ(std::vector<int32_t>(got.begin() + 1, got.begin() + 12), planted) << "vocab " << vocab;
-    EXPECT_EQ(got_free[2], 5);  // nothing suppressed: the planted maximum itself
-    EXPECT_EQ(got_free[12], vocab - 3);
+    EXPECT_EQ(got_free[2], 17);  // nothing suppressed: the planted maximum itself
+    EXPECT_EQ(got_free[9], 5);
   }
 }
 

@@ -9,6 +9,7 @@
 #include "engine/backend/backend.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/test_util.h"
+#include "tests/engine/greedy_cases.h"
 
 namespace avserve::engine::cuda {
 namespace {
@@ -400,7 +401,6 @@ TEST_F(CudaBackendTest, AttendDecodeRowsMatchesCpuPerSequence) {
 // NaN, -inf, -0 against +0 and +inf: at the real vocabulary (16-byte loads), at an odd width and at a stride that
 // leaves rows unaligned (plain loads), with 40 suppressed ids (more than LaunchSample's fixed list holds).
 TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
-  const float nan = std::nanf(""), inf = INFINITY;
   struct Case {
     int64_t vocab, stride;
   };
@@ -409,29 +409,8 @@ TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
     std::vector<int32_t> sup;  // ascending, none below 3 or near the last ids
     for (int64_t i = 0; i < 40; ++i) sup.push_back(static_cast<int32_t>(3 + i * (vocab - 10) / 40));
     std::vector<float> host(static_cast<size_t>(rows * c.stride));
-    std::uniform_real_distribution<float> dist(-30.f, 30.f);
-    for (float& v : host) v = dist(rng_);
-    const auto row = [&](int64_t r) { return host.data() + r * c.stride; };
-    row(1)[10] = row(1)[vocab - 2] = 99.f;                  // tie: 10
-    row(2)[sup[7]] = 99.f, row(2)[12] = 60.f;               // suppressed maximum: 12
-    row(3)[sup[39]] = row(3)[vocab - 1] = 99.f;             // suppressed id ties an allowed one: vocab - 1
-    for (int64_t i = 0; i < vocab; i += 7) row(4)[i] = nan;  // NaNs: 200
-    row(4)[200] = 50.f;
-    std::fill(row(5), row(5) + vocab, -inf);                // all -inf, id 0 NaN: 1
-    row(5)[0] = nan;
-    std::fill(row(6), row(6) + vocab, nan);                 // nothing to choose: -1
-    std::fill(row(7), row(7) + vocab, -1.f);                // -0 equals +0: 8
-    row(7)[12] = 0.f, row(7)[8] = -0.f;
-    std::fill(row(8), row(8) + vocab, nan);                 // only suppressed ids hold numbers: -1
-    for (int32_t id : sup) row(8)[id] = 1.f;
-    row(9)[sup[0]] = row(9)[60] = row(9)[61] = inf;         // +inf, the first one suppressed: 60
-    row(10)[vocab - 1] = 90.f;                              // the last id
-    std::fill(row(11), row(11) + vocab, -inf);              // the only finite value suppressed: 1
-    row(11)[sup[5]] = 3.f, row(11)[0] = nan;
-    for (int64_t r = 12; r < rows; ++r) {                   // few distinct values: ties everywhere
-      for (int64_t i = 0; i < vocab; ++i) row(r)[i] = static_cast<float>(rng_() % 6);
-      for (int k = 0; k < 8; ++k) row(r)[rng_() % vocab] = nan;
-    }
+    const std::vector<int32_t> planted =
+        avserve::engine::testing::PlantGreedyCases(host.data(), rows, vocab, c.stride, sup, rng_);
     Tensor layout = Tensor::Contiguous(nullptr, DType::kF32, Device::kCpu, {rows, c.stride});
     layout.shape[1] = vocab;
     Mirrored logits = Mirror(*cpu_, *gpu_, layout, host.data(), host.size() * 4);
@@ -446,8 +425,6 @@ TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
       const auto* want = static_cast<const int32_t*>(ids.cpu_buf->data());
       EXPECT_EQ(got, std::vector<int32_t>(want, want + rows)) << "vocab " << vocab << " suppressed " << with_suppressed;
       if (with_suppressed) {
-        const std::vector<int32_t> planted = {10, 12, static_cast<int32_t>(vocab - 1), 200, 1, -1, 8, -1, 60,
-                                              static_cast<int32_t>(vocab - 1), 1};
         EXPECT_EQ(std::vector<int32_t>(got.begin() + 1, got.begin() + 12), planted) << "vocab " << vocab;
       }
     }
