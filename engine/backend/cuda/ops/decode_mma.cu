@@ -5,8 +5,8 @@
 //   * Warps split the head dimension: warp w owns dims [128w, 128w + 128). For Q·Kᵀ each warp multiplies its
 //     dims only and the partial scores meet in shared memory (summed in warp order, so every warp holds the
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
-//   * K and V tiles of 16 keys (DecodeKeys) stream through a 3-stage ring, so two tiles are in flight while one is
-//     multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by one thread; the
+//   * K and V tiles of kDecodeKeys keys stream through a 3-stage ring, so two tiles are in flight while one
+//     is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by one thread; the
 //     bytes complete the stage's mbarrier). With 16-byte cp.async (4,096 requests per 64 KB tile, each with its
 //     address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us instead of 220.
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
@@ -18,8 +18,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstdlib>
-#include <string_view>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
@@ -32,11 +30,16 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int kD, int kK>
+// Keys per K/V tile. 16 rather than 32 halves the shared memory per CTA (104 KB for a full layer, so two CTAs
+// share an SM; four of the sliding ones): on the H200 the full layer at 32K took 26.6 us against 32.9, the
+// 8-question step's full layer 157 against 218 us, its sliding layer 24.3 against 28.8 us.
+constexpr int kDecodeKeys = 16;
+
+template <int kD>
 struct DecodeMmaTraits {
   static constexpr int kWarps = kD / 128;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kKeys = kK;  // keys per K/V tile: 16, or 32 (AVSERVE_DECODE_KEYS=32)
+  static constexpr int kKeys = kDecodeKeys;
   static constexpr int kStages = 3;
   static constexpr int kStride = kD + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr size_t kTileElems = size_t{kKeys} * kStride;
@@ -44,28 +47,14 @@ struct DecodeMmaTraits {
       sizeof(bf16) * kStages * 2 * kTileElems + sizeof(float) * kWarps * 16 * kKeys;
 };
 
-// Tiles of `keys` keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding kv_begin.
-__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s, int keys) {
-  return (s.kv_begin / keys) * keys;
+// Tiles of kDecodeKeys keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding
+// kv_begin.
+__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s) {
+  return (s.kv_begin / kDecodeKeys) * kDecodeKeys;
 }
-__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s, int keys) {
-  const int tile0 = FirstTileKey(s, keys);
-  return s.kv_end > tile0 ? (s.kv_end - tile0 + keys - 1) / keys : 0;
-}
-
-// Keys per tile, read once: 16 (104 KB of shared memory per full-layer CTA, so two CTAs per SM, four of the
-// sliding ones), or 32 with AVSERVE_DECODE_KEYS=32. 16 measured faster on the H200: full layer at 32K 26.6 vs
-// 32.9 us, 8 questions 157 vs 218 us (sliding 24.3 vs 28.8 us).
-int DecodeKeys() {
-  static const int keys = [] {
-    const char* v = std::getenv("AVSERVE_DECODE_KEYS");
-    return v != nullptr && std::string_view(v) == "32" ? 32 : 16;
-  }();
-  return keys;
-}
-size_t DecodeSmemBytes(int head_dim, int keys) {
-  const int warps = head_dim / 128;
-  return sizeof(bf16) * 3 * 2 * static_cast<size_t>(keys) * (head_dim + 8) + sizeof(float) * warps * 16 * keys;
+__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s) {
+  const int tile0 = FirstTileKey(s);
+  return s.kv_end > tile0 ? (s.kv_end - tile0 + kDecodeKeys - 1) / kDecodeKeys : 0;
 }
 
 // Visible: in the cache range, causal, inside the window.
@@ -73,10 +62,10 @@ __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSe
   return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
-template <int kD, int kK>
-__global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
+template <int kD>
+__global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
     DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
-  using Tr = DecodeMmaTraits<kD, kK>;
+  using Tr = DecodeMmaTraits<kD>;
   static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
@@ -91,7 +80,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int d0 = warp * 128;
 
-  const int tile0 = FirstTileKey(sq, kK), num_tiles = NumTiles(sq, kK);
+  const int tile0 = FirstTileKey(sq), num_tiles = NumTiles(sq);
   const int per = (num_tiles + p.num_splits - 1) / p.num_splits;
   const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
 
@@ -162,14 +151,14 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
     const bf16* ks = kv_s + (it % Tr::kStages) * 2 * Tr::kTileElems;
     const bf16* vs = ks + Tr::kTileElems;
 
-    // Partial scores over this warp's dims: [16 rows, kK keys] as kK / 8 n8 tiles.
-    float s[kK / 8][4];
+    // Partial scores over this warp's dims: [16 rows, kKeys keys] as kKeys / 8 n8 tiles.
+    float s[Tr::kKeys / 8][4];
 #pragma unroll
-    for (int j = 0; j < kK / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int j = 0; j < Tr::kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) {
 #pragma unroll
-      for (int np = 0; np < kK / 16; ++np) {
+      for (int np = 0; np < Tr::kKeys / 16; ++np) {
         uint32_t bfr[4];
         Ldmatrix4(bfr, ks + (np * 16 + (mi / 2) * 8 + lane % 8) * Tr::kStride + d0 + kk * 16 + (mi % 2) * 8);
         Mma16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
@@ -179,13 +168,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
     if constexpr (Tr::kWarps > 1) {
       float* mine = s_part + warp * 16 * Tr::kKeys;
 #pragma unroll
-      for (int j = 0; j < kK / 8; ++j) {
+      for (int j = 0; j < Tr::kKeys / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) mine[(g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2] = s[j][e];
       }
       __syncthreads();
 #pragma unroll
-      for (int j = 0; j < kK / 8; ++j) {
+      for (int j = 0; j < Tr::kKeys / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int idx = (g + 8 * (e / 2)) * Tr::kKeys + j * 8 + 2 * t + e % 2;
@@ -200,7 +189,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
     // Mask and online softmax.
     const int key0 = tile0 + tile * Tr::kKeys;
 #pragma unroll
-    for (int j = 0; j < kK / 8; ++j) {
+    for (int j = 0; j < Tr::kKeys / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = g + 8 * (e / 2);
@@ -208,11 +197,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
       }
     }
     float corr[2];
-    uint32_t pfrag[kK / 16][4];
-    OnlineSoftmaxTile<kK / 8>(s, row_max, row_sum, scale_log2, corr, pfrag);
+    uint32_t pfrag[Tr::kKeys / 16][4];
+    OnlineSoftmaxTile<Tr::kKeys / 8>(s, row_max, row_sum, scale_log2, corr, pfrag);
     RescaleRows<16>(o, corr);
 #pragma unroll
-    for (int kc = 0; kc < kK / 16; ++kc) {
+    for (int kc = 0; kc < Tr::kKeys / 16; ++kc) {
 #pragma unroll
       for (int dp = 0; dp < 8; ++dp) {
         uint32_t bfr[4];
@@ -258,18 +247,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kK>::kThreads)
   }
 }
 
-template <int kD, int kK>
+template <int kD>
 void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
-  using Tr = DecodeMmaTraits<kD, kK>;
+  using Tr = DecodeMmaTraits<kD>;
   static const bool attribute_set = [] {
-    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD, kK>,
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(Tr::kSmemBytes)));
     return true;
   }();
   (void)attribute_set;
   const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  LaunchPdl(DecodeMmaKernel<kD, kK>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
+  LaunchPdl(DecodeMmaKernel<kD>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -311,13 +300,13 @@ bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
 
 int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms) {
   int max_tiles = 1;
-  const int keys = DecodeKeys();
-  for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i], keys));
-  // CTAs per SM by shared memory (16 keys: 104 KB or 53 KB per CTA).
-  const int per_sm = std::max<int>(1, (size_t{227} << 10) / DecodeSmemBytes(p.head_dim, keys));
+  for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
+  // CTAs per SM by shared memory (104 KB or 53 KB per CTA).
+  const size_t smem = p.head_dim == 512 ? DecodeMmaTraits<512>::kSmemBytes : DecodeMmaTraits<256>::kSmemBytes;
+  const int per_sm = std::max<int>(1, (size_t{227} << 10) / smem);
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
-  // Full layers: at least two tiles per slice. Sliding layers (a 1024-key window, 105 KB of shared memory per
+  // Full layers: at least two tiles per slice. Sliding layers (a 1024-key window, 53 KB of shared memory per
   // CTA): one tile per slice, which doubles the warps at work (the kernel is bound by instruction latency there).
   const int min_tiles = p.head_dim == 512 ? 2 : 1;
   return std::max(1, std::min(fill, std::max(1, max_tiles / min_tiles)));
@@ -336,11 +325,10 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
     AVSERVE_CHECK(reinterpret_cast<uintptr_t>(s.k) % 16 == 0 && reinterpret_cast<uintptr_t>(s.v) % 16 == 0,
                   "DecodeMma: K/V must be 16-byte aligned");
   }
-  const bool narrow = DecodeKeys() == 16;  // 16-key tiles
   if (p.head_dim == 256) {
-    narrow ? Launch<256, 16>(p, seqs, stream) : Launch<256, 32>(p, seqs, stream);
+    Launch<256>(p, seqs, stream);
   } else {
-    narrow ? Launch<512, 16>(p, seqs, stream) : Launch<512, 32>(p, seqs, stream);
+    Launch<512>(p, seqs, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }

@@ -56,24 +56,7 @@ struct alignas(16) Bf16x8 {
   __nv_bfloat162 v[4];
 };
 
-__device__ __forceinline__ void LoadBf16x8(const bf16* p, float out[8]) {
-  const Bf16x8 pack = *reinterpret_cast<const Bf16x8*>(p);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(pack.v[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
-
-__device__ __forceinline__ void StoreBf16x8(bf16* p, const float in[8]) {
-  Bf16x8 pack;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) pack.v[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
-  *reinterpret_cast<Bf16x8*>(p) = pack;
-}
-
-// The same 8 values kept packed in registers (4 registers instead of 8 floats) and unpacked where used.
+// 8 values kept packed in registers (4 registers instead of 8 floats), unpacked where used.
 __device__ __forceinline__ void UnpackBf16x8(const Bf16x8& pack, float out[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -88,6 +71,14 @@ __device__ __forceinline__ Bf16x8 PackBf16x8(const float in[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) pack.v[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
   return pack;
+}
+
+__device__ __forceinline__ void LoadBf16x8(const bf16* p, float out[8]) {
+  UnpackBf16x8(*reinterpret_cast<const Bf16x8*>(p), out);
+}
+
+__device__ __forceinline__ void StoreBf16x8(bf16* p, const float in[8]) {
+  *reinterpret_cast<Bf16x8*>(p) = PackBf16x8(in);
 }
 
 }  // namespace avserve::engine::cuda

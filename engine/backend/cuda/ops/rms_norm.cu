@@ -12,16 +12,23 @@ namespace {
 
 constexpr int kThreads = 128;
 
-// RoPE of one element of a normalized row `n` (bf16 values), position `pos` (spec §5.4 / §5.7.4).
+// RoPE's cos and sin of rotated pair j (< the rotated pairs) at position pos, rounded to bf16 (spec §5.4 / §5.7.4).
+// The one place of the formula: RopeElement and FillRopeTables both take it.
+__device__ __forceinline__ void RopeCosSin(int pos, int j, int dim, float theta, float* c, float* s) {
+  const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(dim));
+  const float angle = static_cast<float>(pos) * inv_freq;
+  *c = Bf16Round(cosf(angle));
+  *s = Bf16Round(sinf(angle));
+}
+
+// RoPE of one element of a normalized row `n` (bf16 values), position `pos`.
 __device__ float RopeElement(const bf16* n, int j, int dim, int pos, float theta, int pairs) {
   const int half = dim / 2;
   const int jj = j < half ? j : j - half;
   const float xj = __bfloat162float(n[j]);
   if (jj >= pairs) return xj;  // inv_freq == 0: cos 1, sin 0, exact identity
-  const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * jj) / static_cast<float>(dim));
-  const float angle = static_cast<float>(pos) * inv_freq;
-  const float c = Bf16Round(cosf(angle));
-  const float s = Bf16Round(sinf(angle));
+  float c, s;
+  RopeCosSin(pos, jj, dim, theta, &c, &s);
   const float partner = __bfloat162float(n[j < half ? j + half : j - half]);
   const float rotated = j < half ? -partner : partner;  // rotate_half
   return Bf16Round(xj * c) + Bf16Round(rotated * s);
@@ -139,12 +146,7 @@ __device__ __forceinline__ void FillRopeTables(const int32_t* positions, int tok
   for (int i = threadIdx.x; i < tokens * (kDim / 2); i += blockDim.x) {
     const int t = i / (kDim / 2), j = i % (kDim / 2);
     float cs = 1.f, sn = 0.f;
-    if (j < pairs) {
-      const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(kDim));
-      const float angle = static_cast<float>(positions[t]) * inv_freq;
-      cs = cosf(angle);
-      sn = sinf(angle);
-    }
+    if (j < pairs) RopeCosSin(positions[t], j, kDim, theta, &cs, &sn);
     tables[t].cos[j] = __float2bfloat16(cs);
     tables[t].sin[j] = __float2bfloat16(sn);
   }
