@@ -3,7 +3,7 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench pdl profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench pdl mma profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +61,10 @@ fi
 if has pdl; then  # the same decode timings with programmatic dependent launch (engine/backend/cuda/ops/pdl.cuh)
   AVSERVE_PDL=1 timeout 100 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
     --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | sed 's/^/[PDL] /' | tee -a "$log"
+fi
+if has mma; then  # the decode timings with every skinny product on the mma kernel (engine/backend/cuda/ops/gemv.cu)
+  AVSERVE_GEMV=mma timeout 100 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
+    --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | sed 's/^/[mma] /' | tee -a "$log"
 fi
 if has profile; then
   say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"

@@ -11,6 +11,7 @@ import io
 import sys
 
 TIME = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
+LOGITS_KERNELS = ("SkinnyGemmKernel", "RowStreamKernel")  # the products that can read the 2 GB head
 BYTES = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
@@ -57,12 +58,12 @@ def table(rows, steps):
 
 def main():
     step = launches(sys.argv[1])
-    steps = sum(1 for name, grid, _, by in step.values() if name == "SkinnyGemmKernel" and by > 1.5e9)
+    steps = sum(1 for name, grid, _, by in step.values() if name in LOGITS_KERNELS and by > 1.5e9)
     print("== every kernel of %d decode steps at a 4K context (per step) ==" % steps)
     if steps:
         # Only whole steps: from the first logits product's successor to the last one.
         ids = sorted(step, key=int)
-        logit_ids = [i for i in ids if step[i][0] == "SkinnyGemmKernel" and step[i][3] > 1.5e9]
+        logit_ids = [i for i in ids if step[i][0] in LOGITS_KERNELS and step[i][3] > 1.5e9]
         inside = {i: step[i] for i in ids if int(logit_ids[0]) < int(i) <= int(logit_ids[-1])}
         if len(logit_ids) > 1:
             table(inside, len(logit_ids) - 1)

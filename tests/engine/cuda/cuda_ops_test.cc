@@ -193,9 +193,12 @@ TEST(CudaAttentionSplitTest, SplitKvDecodeEqualsSingleSplit) {
   EXPECT_LE(RelErr(b, a), 5e-3);
 }
 
-// The skinny GEMM (decode and batched questions) against a double-precision loop: row counts on both sides of
-// its 8-token tile, k with and without a partial 256-wide step, n not a multiple of its 16-row tile, bias, fp32
-// output, and enough rows of w for each of its k splits (8 down to 1 warp per tile on an H200's 132 SMs).
+// The skinny GEMM (decode and batched questions) against a double-precision loop. Mma kernel (more than 4 tokens,
+// or k not a multiple of 256): row counts on both sides of its 8-token tile, k with and without a partial
+// 256-wide step, n not a multiple of its 16-row tile, and enough rows of w for each of its k splits (8 down to 1
+// warp per tile on an H200's 132 SMs). Row-streaming kernel (1-4 tokens): tiles shared by several warps (few
+// rows, long k), one warp holding many tiles (30720 rows), an odd n, bias and fp32 output. Every shape runs twice
+// and must give the same bits (the row-streaming kernel's tile counters are reset by the launch that used them).
 TEST(CudaSkinnyGemmTest, MatchesLoop) {
   SKIP_WITHOUT_GPU();
   struct Shape {
@@ -206,13 +209,16 @@ TEST(CudaSkinnyGemmTest, MatchesLoop) {
   for (const Shape& sh : {Shape{1, 100, 3840, false, false}, Shape{8, 2048, 640, true, false},
                           Shape{9, 96, 384, false, true}, Shape{16, 40, 8192, true, true},
                           Shape{3, 4096, 256, false, false}, Shape{1, 30720, 3840, false, false},
-                          Shape{3, 12800, 512, true, false}, Shape{8, 8192, 1024, false, false}}) {
+                          Shape{3, 12800, 512, true, false}, Shape{8, 8192, 1024, false, false},
+                          Shape{2, 3841, 4096, true, true}, Shape{4, 257, 15360, false, false},
+                          Shape{1, 3840, 4096, true, false}, Shape{2, 10, 512, false, true}}) {
     SCOPED_TRACE(::testing::Message() << "m=" << sh.m << " n=" << sh.n << " k=" << sh.k);
     const auto a = RandomBf16(size_t{1} * sh.m * sh.k, rng), b = RandomBf16(size_t{1} * sh.n * sh.k, rng);
     const auto bias = RandomBf16(sh.n, rng);
     auto a_d = ToDevice(a), b_d = ToDevice(b), bias_d = ToDevice(bias);
     auto c_d = DeviceBuffer<float>::Create(size_t{1} * sh.m * sh.n);
     ASSERT_TRUE(c_d.ok());
+    ASSERT_EQ(cudaMemset(c_d->get(), 0, c_d->bytes()), cudaSuccess);
     GemmParams p;
     p.a = reinterpret_cast<const __nv_bfloat16*>(a_d.get());
     p.b = reinterpret_cast<const __nv_bfloat16*>(b_d.get());
@@ -222,6 +228,13 @@ TEST(CudaSkinnyGemmTest, MatchesLoop) {
     p.m = sh.m, p.n = sh.n, p.k = sh.k;
     ASSERT_TRUE(GemvApplies(p));
     LaunchGemv(p, nullptr);
+    auto again_d = DeviceBuffer<float>::Create(size_t{1} * sh.m * sh.n);
+    ASSERT_TRUE(again_d.ok());
+    ASSERT_EQ(cudaMemset(again_d->get(), 0, again_d->bytes()), cudaSuccess);  // bf16 output fills half
+    GemmParams again = p;
+    again.c = again_d->get();
+    LaunchGemv(again, nullptr);
+    EXPECT_EQ(ToHost(*again_d), ToHost(*c_d)) << "two launches differ";
     std::vector<float> got(size_t{1} * sh.m * sh.n);
     if (sh.f32) {
       got = ToHost(*c_d);

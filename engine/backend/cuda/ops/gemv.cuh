@@ -1,6 +1,7 @@
 // Skinny matrix products for decode and batched questions: c[m, n] = a[m, k] · b[n, k]ᵀ (+ bias) with
-// m <= kGemvMaxRows, bf16 or fp32 output. Memory-bound (every weight byte is read once): tensor-core mmas fed
-// straight from 16-byte global loads, see Note [Skinny GEMM] in gemv.cu.
+// m <= kGemvMaxRows, bf16 or fp32 output. Memory-bound (every weight byte is read once): for 1-4 tokens, fp32
+// FMAs over rows streamed by a persistent grid (Note [Row-streaming products] in gemv.cu); for more, tensor-core
+// mmas fed straight from 16-byte global loads (Note [Skinny GEMM]).
 #pragma once
 
 #include <cuda_runtime.h>
