@@ -211,6 +211,7 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 constexpr int kRowsPerUnit = 2;
 constexpr int kUnitK = 256;  // 32 lanes x 8 elements
 constexpr int kRowWarps = 8;
+constexpr int64_t kMinRowStreamUnitsPerWarp = 20;  // below it, the mma kernel (LaunchGemv)
 // CTAs per SM: 4 (64 registers) for one token; more tokens hold more sums and take 3 (85 registers).
 template <int kM>
 constexpr int kRowCtasPerSm = kM == 1 ? 4 : 3;
@@ -367,18 +368,27 @@ bool GemvApplies(const GemmParams& p) {
          aligned(p.a) && aligned(p.b);
 }
 
-// AVSERVE_GEMV=mma keeps every skinny product on the mma kernel (to measure one against the other).
-bool RowStreamEnabled() {
-  static const bool enabled = [] {
+// AVSERVE_GEMV=mma or =rows picks that kernel wherever it applies instead of choosing by size (to measure).
+GemvKernel KernelFromEnv() {
+  static const GemvKernel kernel = [] {
     const char* v = std::getenv("AVSERVE_GEMV");
-    return v == nullptr || std::string(v) != "mma";
+    const std::string s = v != nullptr ? v : "";
+    return s == "mma" ? GemvKernel::kMma : s == "rows" ? GemvKernel::kRows : GemvKernel::kAuto;
   }();
-  return enabled;
+  return kernel;
 }
 
-void LaunchGemv(const GemmParams& p, cudaStream_t stream) {
+void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
   AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
-  if (RowStreamEnabled() && RowStreamApplies(p)) {
+  if (kernel == GemvKernel::kAuto) kernel = KernelFromEnv();
+  if (kernel == GemvKernel::kAuto) {
+    // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units
+    // a warp); on the 31-67 MB ones (7-15 units) the mma kernel's whole tiles per warp were faster.
+    const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
+    const int64_t units = (p.n + kRowsPerUnit - 1) / kRowsPerUnit * (p.k / kUnitK);
+    kernel = units >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
+  }
+  if (kernel == GemvKernel::kRows && RowStreamApplies(p)) {
     switch (p.m) {
       case 1: return LaunchRowStream<1, 4>(p, stream);
       case 2: return LaunchRowStream<2, 3>(p, stream);

@@ -15,6 +15,8 @@ inline constexpr int kGemvMaxRows = 16;  // two n8 tiles of the skinny kernel (N
 // Whether LaunchGemv handles `p` (b as [n, k], m <= kGemvMaxRows, k a multiple of 32,
 // 16-byte aligned rows).
 bool GemvApplies(const GemmParams& p);
-void LaunchGemv(const GemmParams& p, cudaStream_t stream);
+// Which kernel runs a product: by size (kAuto), or one of the two where it applies (tests, measurements).
+enum class GemvKernel { kAuto, kMma, kRows };
+void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto);
 
 }  // namespace avserve::engine::cuda
