@@ -3,7 +3,7 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench pdl ab profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench gemv pdl ab profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +26,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 # shellcheck disable=SC1091
 source "$prefix/env.sh"
-cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench \
+cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench gemv_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
 if { has parity || has bench || has ab || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
@@ -61,6 +61,10 @@ fi
 if has pdl; then  # the same decode timings with programmatic dependent launch (engine/backend/cuda/ops/pdl.cuh)
   AVSERVE_PDL=1 timeout 100 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
     --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | sed 's/^/[PDL] /' | tee -a "$log"
+fi
+if has gemv; then  # a decode step's products alone, each skinny kernel against the read ceiling (gemv_bench.cu)
+  say "gemv_bench"
+  timeout 100 "$build/bench/engine_gpu/gemv_bench" --reps 5 2>&1 | tee -a "$log"
 fi
 if has ab; then  # decode timings of the switchable paths, alternated twice in one run (engine/backend/cuda/ops/gemv.cu)
   for round in 1 2; do
