@@ -34,7 +34,7 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerCta = 16;
 constexpr int kChunk = 32;    // k per 16-byte load of the four lanes of a row
 constexpr int kUnroll = 8;    // chunks loaded before use: 256 k per warp iteration
-constexpr int kRowStreamMaxRows = 4;  // tokens up to which the row-streaming kernel runs (Note [Row-streaming products])
+constexpr int kRowStreamMaxRows = 4;  // tokens up to which rows stream (Note [Row-streaming products])
 
 struct alignas(16) U32x4 {
   uint32_t w[4];
@@ -197,7 +197,6 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
   }
 }
 
-
 // Note [Row-streaming products]
 // For one to four tokens the tensor cores buy nothing (the product is bound by reading w) and the mma tile's
 // layout costs bandwidth: each load of the skinny kernel touches 8 rows of w at once. Here a lane loads 16 bytes
@@ -207,7 +206,8 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 // warp whose run starts or ends inside a tile writes its partial sums to `parts`; the last warp to finish that
 // tile (a counter per tile, reset by that warp) adds the parts in warp order, so the result does not depend on
 // timing. Measured on the H200 (bench/RESULTS.md, session 7): a decode step's 193 products and the head back to
-// back, m = 1, 6.15 ms against 7.24 ms on the mma kernel; in the engine's decode step 8.66 ms against 8.85 ms.
+// back, m = 1, 6.15 ms against 7.24 ms on the mma kernel; the engine's decode step at 32K, with the size rule of
+// LaunchGemv, 8.48 / 8.55 ms against 9.00 / 9.04 ms (two alternating rounds in one run).
 constexpr int kRowsPerUnit = 2;
 constexpr int kUnitK = 256;  // 32 lanes x 8 elements
 constexpr int kRowWarps = 8;
@@ -252,7 +252,9 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
     const int64_t row0 = int64_t{tile} * kRowsPerUnit;
     const bf16* w_row[kRowsPerUnit];
 #pragma unroll
-    for (int j = 0; j < kRowsPerUnit; ++j) w_row[j] = p.b + min(row0 + j, p.n - 1) * r.ldb + 8 * lane;  // past n: unused
+    for (int j = 0; j < kRowsPerUnit; ++j) {
+      w_row[j] = p.b + min(row0 + j, p.n - 1) * r.ldb + 8 * lane;  // a row past n reads the last one, unused
+    }
     float acc[kM][kRowsPerUnit] = {};
     // Batches of kU units; the last batch of a run loads only the units that are in it.
     const int k_end = (seg_end - tile * ut) * kUnitK;
@@ -319,7 +321,9 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   }
 }
 
-// Per-stream tile counters and parts (a kernel of one stream must not see another's counters).
+// Per-stream tile counters and parts (a kernel of one stream must not see another's counters): 2 MB and a few
+// hundred KB per stream, allocated at its first row-streaming product and kept for the process (never freed, like
+// the map, so no destructor runs after the CUDA runtime has shut down).
 struct RowStreamScratch {
   int* counters = nullptr;
   float* parts = nullptr;
@@ -328,7 +332,7 @@ constexpr int64_t kRowStreamMaxTiles = int64_t{1} << 19;
 
 RowStreamScratch ScratchFor(cudaStream_t stream) {
   static std::mutex mu;
-  static std::unordered_map<cudaStream_t, RowStreamScratch>* all = new std::unordered_map<cudaStream_t, RowStreamScratch>();
+  static auto* all = new std::unordered_map<cudaStream_t, RowStreamScratch>();
   std::lock_guard<std::mutex> lock(mu);
   RowStreamScratch& s = (*all)[stream];
   if (s.counters == nullptr) {
@@ -359,15 +363,6 @@ bool RowStreamApplies(const GemmParams& p) {
          units < (int64_t{1} << 31);
 }
 
-}  // namespace
-
-bool GemvApplies(const GemmParams& p) {
-  const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k;
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  return p.m >= 1 && p.m <= kGemvMaxRows && !p.b_kn && p.k % kChunk == 0 && lda % 8 == 0 && ldb % 8 == 0 &&
-         aligned(p.a) && aligned(p.b);
-}
-
 // AVSERVE_GEMV=mma or =rows picks that kernel wherever it applies instead of choosing by size (to measure).
 GemvKernel KernelFromEnv() {
   static const GemvKernel kernel = [] {
@@ -376,6 +371,15 @@ GemvKernel KernelFromEnv() {
     return s == "mma" ? GemvKernel::kMma : s == "rows" ? GemvKernel::kRows : GemvKernel::kAuto;
   }();
   return kernel;
+}
+
+}  // namespace
+
+bool GemvApplies(const GemmParams& p) {
+  const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k;
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return p.m >= 1 && p.m <= kGemvMaxRows && !p.b_kn && p.k % kChunk == 0 && lda % 8 == 0 && ldb % 8 == 0 &&
+         aligned(p.a) && aligned(p.b);
 }
 
 void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
