@@ -64,7 +64,11 @@ if has pdl; then  # the same decode timings with programmatic dependent launch (
 fi
 if has gemv; then  # a decode step's products alone, each skinny kernel against the read ceiling (gemv_bench.cu)
   say "gemv_bench"
-  timeout 100 "$build/bench/engine_gpu/gemv_bench" --reps 5 2>&1 | tee -a "$log"
+  for m in 1 8; do
+    timeout 60 "$build/bench/engine_gpu/gemv_bench" --reps 5 --m $m 2>&1 | tee -a "$log"
+    AVSERVE_GEMV_ACCS=1 timeout 60 "$build/bench/engine_gpu/gemv_bench" --reps 5 --m $m 2>&1 |
+      grep "step's products, mma" | sed 's/^/[one accumulator set] /' | tee -a "$log"
+  done
 fi
 if has ab; then  # decode timings of the switchable paths, alternated twice in one run (engine/backend/cuda/ops/gemv.cu)
   for round in 1 2; do

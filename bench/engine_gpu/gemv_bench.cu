@@ -1,7 +1,8 @@
 // The decode step's weight stream alone: every skinny product of the 12B shape (48 layers' q|k|v, o, gate|up,
 // down and the tied head, m = 1) through LaunchGemv's two kernels and its size rule, against the card's read
 // ceiling (a plain 16-byte streaming read of the same bytes) in the same run. Session 7 (bench/RESULTS.md).
-//   gemv_bench [--reps N]
+//   gemv_bench [--reps N] [--m TOKENS]     (--m 8: the 8-question step's products; rows apply up to 4)
+// AVSERVE_GEMV_ACCS=1 runs the mma kernel with one accumulator set instead of two.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -75,9 +76,14 @@ float Elapsed(cudaEvent_t a, cudaEvent_t b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int reps = 5;
+  int reps = 5, m = 1;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--reps") == 0) reps = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--m") == 0) m = std::atoi(argv[i + 1]);
+  }
+  if (reps < 1 || m < 1 || m > 16) {
+    std::fprintf(stderr, "--reps must be positive and --m in 1..16\n");
+    return 2;
   }
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -100,14 +106,14 @@ int main(int argc, char** argv) {
   bf16 *w = nullptr, *x = nullptr, *y = nullptr;
   unsigned* sink = nullptr;
   CHECK_CUDA(cudaMalloc(&w, elems * sizeof(bf16)));
-  CHECK_CUDA(cudaMalloc(&x, 16384 * sizeof(bf16)));
-  CHECK_CUDA(cudaMalloc(&y, size_t{262144} * sizeof(bf16)));
+  CHECK_CUDA(cudaMalloc(&x, size_t{16384} * m * sizeof(bf16)));
+  CHECK_CUDA(cudaMalloc(&y, size_t{262144} * m * sizeof(bf16)));
   CHECK_CUDA(cudaMalloc(&sink, sizeof(unsigned)));
   FillRandom<<<4096, 256>>>(w, elems, 1);
-  FillRandom<<<64, 256>>>(x, 16384, 7);
+  FillRandom<<<64, 256>>>(x, size_t{16384} * m, 7);
   CHECK_CUDA(cudaDeviceSynchronize());
-  std::printf("card %s, %d SMs; one decode step's products: %.2f GB, reps %d\n", prop.name,
-              prop.multiProcessorCount, bytes / 1e9, reps);
+  std::printf("card %s, %d SMs; one decode step's products: %.2f GB, %d token(s), reps %d\n", prop.name,
+              prop.multiProcessorCount, bytes / 1e9, m, reps);
   cudaEvent_t e0, e1;
   CHECK_CUDA(cudaEventCreate(&e0));
   CHECK_CUDA(cudaEventCreate(&e1));
@@ -125,7 +131,7 @@ int main(int argc, char** argv) {
     g.a = x;
     g.b = w + offset;
     g.c = y;
-    g.m = 1, g.n = p.n, g.k = p.k;
+    g.m = m, g.n = p.n, g.k = p.k;
     LaunchGemv(g, nullptr, kernel);
   };
   const std::pair<const char*, GemvKernel> kernels[] = {

@@ -70,7 +70,9 @@ __device__ __forceinline__ void ChunkMma(const U32x4& lo, const U32x4& hi, const
 
 // Warp w of a CTA works on row tile w / kSplit of the CTA's 8 / kSplit tiles and on k part w % kSplit; the
 // kSplit parts of a tile meet in shared memory (kSplit 1: each warp owns its tile and writes it directly).
-template <int kN8, int kSplit>
+// kAccs sets of accumulators take the round's chunks in turn, so kAccs chains of dependent mmas overlap (one
+// chain of 16 mmas a round held the next round's loads back); they are added in order at the end.
+template <int kN8, int kSplit, int kAccs>
 __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p, int64_t lda, int64_t ldb,
                                                                    int64_t ldc) {
   constexpr int kTilesPerCta = kWarps / kSplit;
@@ -103,14 +105,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
     x_ok[i] = 8 * i + g < p.m;
     x_row[i] = p.a + (x_ok[i] ? 8 * i + g : 0) * lda + 8 * t;
   }
-  float acc[kN8][4] = {};
+  float accs[kAccs][kN8][4] = {};
   while (k0 + kStep <= p.k) {  // lo/hi hold the round at k0
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       U32x4 xs[kN8];
 #pragma unroll
       for (int i = 0; i < kN8; ++i) xs[i] = x_ok[i] ? LoadAct(x_row[i] + k0 + u * kChunk) : zero;
-      ChunkMma<kN8>(lo[u], hi[u], xs, acc);
+      ChunkMma<kN8>(lo[u], hi[u], xs, accs[u % kAccs]);
     }
     k0 += int64_t{kSplit} * kStep;
     if (k0 + kStep <= p.k) load_round(k0);
@@ -123,7 +125,16 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
     U32x4 xs[kN8];
 #pragma unroll
     for (int i = 0; i < kN8; ++i) xs[i] = x_ok[i] ? LoadAct(x_row[i] + k) : zero;
-    ChunkMma<kN8>(l1, h1, xs, acc);
+    ChunkMma<kN8>(l1, h1, xs, accs[0]);
+  }
+  float (&acc)[kN8][4] = accs[0];
+#pragma unroll
+  for (int a = 1; a < kAccs; ++a) {
+#pragma unroll
+    for (int i = 0; i < kN8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][e] += accs[a][i][e];
+    }
   }
   // acc element e of lane (g, t) is w row g + 8 * (e / 2), token 8i + 2t + e % 2.
   auto store = [&](int64_t tile_row0, int i, int l, int e, float sum) {
@@ -171,29 +182,29 @@ int NumSms() {
   return sms;
 }
 
-template <int kN8, int kSplit>
+template <int kN8, int kSplit, int kAccs>
 void Launch(const GemmParams& p, cudaStream_t stream) {
   const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k, ldc = p.ldc != 0 ? p.ldc : p.n;
   const int64_t tiles = (p.n + kRowsPerCta - 1) / kRowsPerCta;
   constexpr int kTilesPerCta = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((tiles + kTilesPerCta - 1) / kTilesPerCta);
-  LaunchPdl(SkinnyGemmKernel<kN8, kSplit>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
+  LaunchPdl(SkinnyGemmKernel<kN8, kSplit, kAccs>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
 }
 
 // k parts per row tile: enough warps for about one wave (two CTAs of 8 warps per SM), so that every warp has one
 // equal share and no second, part-filled wave trails (Note [Skinny GEMM]).
-template <int kN8>
+template <int kN8, int kAccs>
 void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.n + kRowsPerCta - 1) / kRowsPerCta;
   const int64_t want = int64_t{NumSms()} * 12;
   if (tiles >= want) {
-    Launch<kN8, 1>(p, stream);
+    Launch<kN8, 1, kAccs>(p, stream);
   } else if (2 * tiles >= want) {
-    Launch<kN8, 2>(p, stream);
+    Launch<kN8, 2, kAccs>(p, stream);
   } else if (4 * tiles >= want) {
-    Launch<kN8, 4>(p, stream);
+    Launch<kN8, 4, kAccs>(p, stream);
   } else {
-    Launch<kN8, 8>(p, stream);
+    Launch<kN8, 8, kAccs>(p, stream);
   }
 }
 
@@ -373,6 +384,14 @@ GemvKernel KernelFromEnv() {
   return kernel;
 }
 
+int MmaAccsFromEnv() {
+  static const int accs = [] {
+    const char* v = std::getenv("AVSERVE_GEMV_ACCS");
+    return v != nullptr && std::string(v) == "1" ? 1 : 2;
+  }();
+  return accs;
+}
+
 }  // namespace
 
 bool GemvApplies(const GemmParams& p) {
@@ -400,11 +419,12 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
       default: return LaunchRowStream<4, 2>(p, stream);
     }
   }
+  // Two accumulator sets up to 8 tokens (AVSERVE_GEMV_ACCS=1 for one, to measure); one beyond (two spill).
   if (p.m <= 8) {
-    LaunchSplit<1>(p, stream);
-  } else {
-    LaunchSplit<2>(p, stream);
+    if (MmaAccsFromEnv() == 1) return LaunchSplit<1, 1>(p, stream);
+    return LaunchSplit<1, 2>(p, stream);
   }
+  LaunchSplit<2, 1>(p, stream);
 }
 
 }  // namespace avserve::engine::cuda
