@@ -70,8 +70,8 @@ __device__ __forceinline__ void ChunkMma(const U32x4& lo, const U32x4& hi, const
 
 // Warp w of a CTA works on row tile w / kSplit of the CTA's 8 / kSplit tiles and on k part w % kSplit; the
 // kSplit parts of a tile meet in shared memory (kSplit 1: each warp owns its tile and writes it directly).
-// kAccs sets of accumulators take the round's chunks in turn, so kAccs chains of dependent mmas overlap (one
-// chain of 16 mmas a round held the next round's loads back); they are added in order at the end.
+// kAccs sets of accumulators take the round's chunks in turn, so the round's mmas form kAccs shorter chains of
+// dependent instructions instead of one; the sets are added in order at the end (LaunchGemv says which pays).
 template <int kN8, int kSplit, int kAccs>
 __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p, int64_t lda, int64_t ldb,
                                                                    int64_t ldc) {
