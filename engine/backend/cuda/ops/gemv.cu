@@ -35,6 +35,7 @@ constexpr int kRowsPerCta = 16;
 constexpr int kChunk = 32;    // k per 16-byte load of the four lanes of a row
 constexpr int kUnroll = 8;    // chunks loaded before use: 256 k per warp iteration
 constexpr int kRowStreamMaxRows = 4;  // tokens up to which rows stream (Note [Row-streaming products])
+constexpr int kTwoAccsMaxRows = 4;    // tokens up to which the mma kernel keeps two accumulator sets (LaunchGemv)
 
 struct alignas(16) U32x4 {
   uint32_t w[4];
@@ -238,6 +239,10 @@ __device__ __forceinline__ float Dot8(const U32x4& w, const U32x4& x, float acc)
   return acc;
 }
 
+// Row tiles (kRowsPerUnit rows) of a product, and its (tile, 256 k) units.
+int64_t RowTiles(const GemmParams& p) { return (p.n + kRowsPerUnit - 1) / kRowsPerUnit; }
+int64_t RowUnits(const GemmParams& p) { return RowTiles(p) * (p.k / kUnitK); }
+
 struct RowStreamArgs {
   int64_t lda, ldb, ldc;
   int units_per_tile, total_units;  // RowStreamApplies keeps the count of units below 2^31
@@ -360,7 +365,7 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
   RowStreamArgs r;
   r.lda = p.lda != 0 ? p.lda : p.k, r.ldb = p.ldb != 0 ? p.ldb : p.k, r.ldc = p.ldc != 0 ? p.ldc : p.n;
   r.units_per_tile = static_cast<int>(p.k / kUnitK);
-  r.total_units = static_cast<int>((p.n + kRowsPerUnit - 1) / kRowsPerUnit * r.units_per_tile);
+  r.total_units = static_cast<int>(RowUnits(p));
   const RowStreamScratch s = ScratchFor(stream);
   r.counters = s.counters, r.parts = s.parts;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
@@ -369,8 +374,8 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
 }
 
 bool RowStreamApplies(const GemmParams& p) {
-  const int64_t tiles = (p.n + kRowsPerUnit - 1) / kRowsPerUnit, units = tiles * (p.k / kUnitK);
-  return p.m <= kRowStreamMaxRows && p.k % kUnitK == 0 && tiles <= kRowStreamMaxTiles && units >= kRowWarps &&
+  const int64_t units = RowUnits(p);
+  return p.m <= kRowStreamMaxRows && p.k % kUnitK == 0 && RowTiles(p) <= kRowStreamMaxTiles && units >= kRowWarps &&
          units < (int64_t{1} << 31);
 }
 
@@ -408,8 +413,7 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
     // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units
     // a warp); on the 31-67 MB ones (7-15 units) the mma kernel's whole tiles per warp were faster.
     const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
-    const int64_t units = (p.n + kRowsPerUnit - 1) / kRowsPerUnit * (p.k / kUnitK);
-    kernel = units >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
+    kernel = RowUnits(p) >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
   }
   if (kernel == GemvKernel::kRows && RowStreamApplies(p)) {
     switch (p.m) {
@@ -422,7 +426,7 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
   // Two accumulator sets for 1-4 tokens (H200, gemv_bench: a step's products on this kernel 7.17 against
   // 7.23 ms at one token) and one beyond (6.87 against 7.10 ms at 8 tokens; two spill at 9-16).
   // AVSERVE_GEMV_ACCS=1 takes one set everywhere (to measure).
-  if (p.m <= kRowStreamMaxRows && MmaAccsFromEnv() == 2) return LaunchSplit<1, 2>(p, stream);
+  if (p.m <= kTwoAccsMaxRows && MmaAccsFromEnv() == 2) return LaunchSplit<1, 2>(p, stream);
   if (p.m <= 8) return LaunchSplit<1, 1>(p, stream);
   LaunchSplit<2, 1>(p, stream);
 }
