@@ -205,12 +205,25 @@ class Backend {
     RmsNorm(residual, &next_weight, eps, next_out);
   }
 
+  // out = MatMul(GeluTanhMul(gate, up), w) (the MLP's down projection over its GeGLU): gate, up [n, F] (strided
+  // rows allowed), w [H, F], out [n, H]. h [n, F] is scratch (it may alias gate); the default writes the GeGLU
+  // product there. A fused version must round the product exactly as GeluTanhMul does.
+  virtual void GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
+                                 const Tensor& out) {
+    GeluTanhMul(gate, up, h);
+    MatMul(h, w, nullptr, out);
+  }
+
   // One decode step of several sequences (batched questions): row b of q [B, Hq, D], k_new and v_new [B, Hkv, D]
   // belongs to seqs[b], whose new position is seqs[b].params.q_pos_start (one query each, no vision blocks).
   // Appends each K/V row to its sequence's cache, then attends every row over its own cache.
   struct DecodeKv {
     Tensor k, v;  // the sequence's cache of this layer, [kv_capacity, Hkv, D]
     AttentionParams params;
+    // Positions [0, shared_prefix) of this cache hold the same K/V as those of seqs[0]'s cache (forks of one
+    // snapshot), which has the same capacity. A backend may read them from seqs[0]'s cache, once for the whole
+    // batch; 0 shares nothing. The plain path ignores it.
+    int64_t shared_prefix = 0;
   };
   virtual void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new,
                                 const std::vector<DecodeKv>& seqs, const Tensor& out) {

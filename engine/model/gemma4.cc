@@ -373,8 +373,7 @@ absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor&
   if (!h.is_contiguous()) {
     ASSIGN_OR_RETURN(h, s.New(act, {n, f}));
   }
-  backend_.GeluTanhMul(gate, up, h);
-  backend_.MatMul(h, w.down_proj, nullptr, out);
+  backend_.GeluTanhMulMatMul(gate, up, w.down_proj, h, out);
   return absl::OkStatus();
 }
 

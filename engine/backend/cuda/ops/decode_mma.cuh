@@ -18,6 +18,12 @@ struct DecodeSeq {
   int q_pos0 = 0;
   int kv_begin = 0, kv_end = 0;
   int kv_capacity = 0;
+  // Positions [kv_begin, shared_end) may instead be read from k_shared / v_shared: a cache with the same
+  // capacity and strides that holds the same values there (forks of one snapshot share their prefix, so every
+  // sequence of a batch reads one copy). shared_end <= kv_begin (the default) reads everything from k / v.
+  const __nv_bfloat16* k_shared = nullptr;
+  const __nv_bfloat16* v_shared = nullptr;
+  int shared_end = 0;
 };
 
 struct DecodeSeqs {
