@@ -3,7 +3,7 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench gemv pdl ab profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench gemv pdl ab abprefill profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +29,7 @@ source "$prefix/env.sh"
 cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench gemv_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
-if { has parity || has bench || has ab || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+if { has parity || has bench || has ab || has abprefill || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
     --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"
@@ -70,14 +70,25 @@ if has gemv; then  # a decode step's products alone, each skinny kernel against 
       grep "step's products, mma" | sed 's/^/[one accumulator set] /' | tee -a "$log"
   done
 fi
-if has ab; then  # decode timings of the switchable paths, alternated twice in one run (engine/backend/cuda/ops/gemv.cu)
+# Alternates the env settings of $1 (space-separated; "+" joins two in one setting) twice in one run, timing the
+# engine_bench arguments that follow.
+ab_rounds() {
+  local cfgs=$1 round cfg
+  shift
   for round in 1 2; do
-    for cfg in AVSERVE_GEMV=auto AVSERVE_GEMV=rows AVSERVE_GEMV=mma; do
-      env "$cfg" timeout 100 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
-        --prefill "" --decode_ctx 32768 --decode_tokens 32 --batch 8 --reps 1 2>&1 | grep "^engine_bench" |
-        sed "s/^/[$cfg, round $round] /" | tee -a "$log"
+    for cfg in $cfgs; do
+      env ${cfg//+/ } timeout 120 "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 \
+        --reps 1 "$@" 2>&1 | grep "^engine_bench" | sed "s/^/[$cfg, round $round] /" | tee -a "$log"
     done
   done
+}
+if has ab; then  # decode timings of switchable paths (AB_CFGS)
+  ab_rounds "${AB_CFGS:-AVSERVE_GEMV=auto AVSERVE_GEMV=rows AVSERVE_GEMV=mma}" --prefill "" --decode_ctx 32768 \
+    --decode_tokens 32 --batch 8
+fi
+if has abprefill; then  # prefill timings of switchable paths (AB_PREFILL_CFGS)
+  ab_rounds "${AB_PREFILL_CFGS:-AVSERVE_SOFTMAX_SMEM=1 AVSERVE_SOFTMAX_SMEM=0}" --prefill 32768,65536 --decode_ctx "" \
+    --warmup 8192
 fi
 if has profile; then
   say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"

@@ -3,7 +3,8 @@
 // are two large tensor-core GEMMs (about 850 TFLOP/s on an H200) with a masked softmax between them
 // (fp32 scores, P rounded to bf16 like the flash kernel). The causal upper triangle of each block of
 // queries is computed and discarded; for head_dim 512 that still beats the mma.sync flash kernel severalfold.
-// Causal rows of up to 65536 keys read S once (gemm_attention.cu, Note [Single-read softmax]).
+// The softmax reads each row of S twice (statistics, then P); keeping a row in shared memory to read it once
+// measured no faster (bench/RESULTS.md, session 8).
 #pragma once
 
 #include <cuda_runtime.h>
