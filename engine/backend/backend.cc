@@ -69,4 +69,16 @@ Tensor Buffer::View(DType dtype, std::initializer_list<int64_t> shape) const {
   return t;
 }
 
+absl::StatusOr<std::unique_ptr<Buffer>> Backend::ForkBuffer(const Buffer& src, size_t prefix_bytes) {
+  AVSERVE_CHECK(prefix_bytes <= src.bytes() && prefix_bytes % 2 == 0, "ForkBuffer: bad prefix");
+  absl::StatusOr<std::unique_ptr<Buffer>> fork = Allocate(src.bytes());
+  if (!fork.ok() || prefix_bytes == 0) return fork;
+  // The prefix as rows of up to 512 16-bit values, copied by Convert (same dtype).
+  const int64_t elems = static_cast<int64_t>(prefix_bytes / 2);
+  int64_t cols = 512;
+  while (elems % cols != 0) cols /= 2;
+  Convert(src.View(DType::kBF16, {elems / cols, cols}), (*fork)->View(DType::kBF16, {elems / cols, cols}));
+  return fork;
+}
+
 }  // namespace avserve::engine

@@ -120,6 +120,13 @@ class Backend {
 
   // Memory. Allocation failure is RESOURCE_EXHAUSTED. Contents are uninitialised.
   virtual absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) = 0;
+  // Memory for KV storage that forks may share (ForkBuffer); the same contract as Allocate otherwise.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> AllocateShareable(size_t bytes) { return Allocate(bytes); }
+  // A fork's KV storage: a buffer of src's size whose first prefix_bytes (even) hold src's values, the rest
+  // uninitialised. Neither buffer may write below prefix_bytes afterwards, so a backend may map one copy of those
+  // bytes into both instead of copying them (the CUDA backend does: Note [Forked KV pages] in
+  // engine/backend/cuda/page_buffer.h). src comes from this backend. The default allocates and copies.
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> ForkBuffer(const Buffer& src, size_t prefix_bytes);
   // Copies `bytes` of host memory into dst (contiguous), and back.
   virtual absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) = 0;
   virtual absl::Status Download(const Tensor& src, void* host, size_t bytes) = 0;

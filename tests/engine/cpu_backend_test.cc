@@ -149,6 +149,22 @@ TEST(CpuBackendTest, MatMulAddsBiasAndRoundsOnceToBf16) {
   }
 }
 
+// The default ForkBuffer: new memory of the source's size holding the source's prefix (odd row lengths included).
+TEST(CpuBackendTest, ForkBufferCopiesThePrefixIntoNewMemory) {
+  auto be = CreateCpuBackend(1);
+  for (size_t prefix : {size_t{0}, size_t{2}, size_t{6150}, size_t{8192}}) {
+    auto src = be->AllocateShareable(8192);
+    ASSERT_TRUE(src.ok()) << src.status();
+    auto* bytes = static_cast<unsigned char*>((*src)->data());
+    for (size_t i = 0; i < 8192; ++i) bytes[i] = static_cast<unsigned char>(i * 7 + 3);
+    auto fork = be->ForkBuffer(**src, prefix);
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    ASSERT_EQ((*fork)->bytes(), 8192u);
+    EXPECT_NE((*fork)->data(), (*src)->data());
+    EXPECT_EQ(std::memcmp((*fork)->data(), bytes, prefix), 0) << prefix;
+  }
+}
+
 TEST(CpuBackendTest, SoftcapAndConversionsRoundLikeTorch) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
   EXPECT_EQ(Bf16ToF32(F32ToBf16(61.9677f)), 62.0f);  // sqrt(3840) in bf16 (spec §5.1)

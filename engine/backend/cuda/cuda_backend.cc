@@ -1,10 +1,12 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
 #include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/page_buffer.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 #include "engine/backend/cuda/ops/elementwise.cuh"
@@ -97,6 +99,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   b->name_ = absl::StrCat("cuda:", prop.name);
   b->blocks_ = std::make_shared<BlockCache>();
   b->num_sms_ = prop.multiProcessorCount;
+  b->device_ = device_index;
+  const char* pages_env = std::getenv("AVSERVE_KV_PAGES");
+  b->pages_ = PageBuffer::Supported(device_index) && (pages_env == nullptr || pages_env[0] != '0');
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
   for (int i = 0; i < 2; ++i) {
@@ -109,6 +114,32 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
   ASSIGN_OR_RETURN(void* ptr, blocks_->Take(bytes));
   return std::unique_ptr<Buffer>(new CudaBuffer(blocks_, ptr, bytes));
+}
+
+namespace {
+// A page allocation; when the device is full, the block cache's idle blocks are freed and it is tried once more.
+template <typename Make>
+absl::StatusOr<std::unique_ptr<Buffer>> WithTrimRetry(BlockCache& blocks, Make make) {
+  absl::StatusOr<std::unique_ptr<PageBuffer>> b = make();
+  if (!b.ok() && absl::IsResourceExhausted(b.status())) {
+    blocks.Trim();
+    b = make();
+  }
+  if (!b.ok()) return b.status();
+  return std::unique_ptr<Buffer>(*std::move(b));
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateShareable(size_t bytes) {
+  if (!pages_) return Allocate(bytes);
+  return WithTrimRetry(*blocks_, [&] { return PageBuffer::Create(bytes, device_, stream()); });
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::ForkBuffer(const Buffer& src, size_t prefix_bytes) {
+  const auto* pages = dynamic_cast<const PageBuffer*>(&src);
+  if (pages == nullptr) return Backend::ForkBuffer(src, prefix_bytes);
+  AVSERVE_CHECK(prefix_bytes <= src.bytes() && prefix_bytes % 2 == 0, "ForkBuffer: bad prefix");
+  return WithTrimRetry(*blocks_, [&] { return PageBuffer::Fork(*pages, prefix_bytes); });
 }
 
 // Pageable host memory (e.g. an mmapped checkpoint) goes through two pinned staging buffers, so the copy into

@@ -22,6 +22,8 @@ class CudaBackend final : public Backend {
   bool SharesHostMemory() const override { return false; }
 
   absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override;
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateShareable(size_t bytes) override;
+  absl::StatusOr<std::unique_ptr<Buffer>> ForkBuffer(const Buffer& src, size_t prefix_bytes) override;
   absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override;
   absl::Status Download(const Tensor& src, void* host, size_t bytes) override;
   void Synchronize() override;
@@ -67,6 +69,8 @@ class CudaBackend final : public Backend {
   std::string name_;
   std::shared_ptr<BlockCache> blocks_;  // every Allocate (weights, KV caches, step temporaries)
   int num_sms_ = 0;
+  int device_ = 0;
+  bool pages_ = false;  // KV storage in shareable pages (page_buffer.h; AVSERVE_KV_PAGES=0 turns them off)
   CudaStream stream_;
   CublasHandle cublas_;
   PinnedBuffer<unsigned char> staging_[2];  // double-buffered host staging for Upload
