@@ -11,6 +11,7 @@
 //   engine_bench backend=<name> prefill_<n>_s=<s>... decode_<ctx>_ms=<ms>... batch<b>_<ctx>_step_ms=<ms>
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -95,7 +96,8 @@ double PrefillSeconds(Engine& engine, int n, int reps) {
 // A `context`-token prefix, then `batch` forks (batch 0: the prefix itself) that each get one more
 // token and decode `tokens` greedy tokens together. Returns seconds per lockstep forward step
 // (every sequence one token); stop ids are ignored (on_token counts).
-double DecodeStepSeconds(Engine& engine, int context, int tokens, int batch) {
+// token_hash: FNV-style hash of every emitted (sequence, token), to compare the tokens of two runs.
+double DecodeStepSeconds(Engine& engine, int context, int tokens, int batch, uint32_t* token_hash) {
   auto prefix = engine.NewSequence(context + tokens + 2);
   if (!prefix.ok() || !(*prefix)->Prefill(TextPrompt(context, engine.info().vocab_size), nullptr).ok()) return -1;
   std::vector<std::unique_ptr<Sequence>> forks;
@@ -114,7 +116,10 @@ double DecodeStepSeconds(Engine& engine, int context, int tokens, int batch) {
   s.max_new_tokens = tokens;
   std::vector<int> emitted(seqs.size(), 0);
   const auto t0 = Clock::now();
-  const auto st = engine.GenerateBatch(seqs, s, [&](size_t i, int32_t) { return ++emitted[i] < tokens; }, nullptr);
+  const auto st = engine.GenerateBatch(seqs, s, [&](size_t i, int32_t t) {
+    *token_hash = (*token_hash ^ static_cast<uint32_t>(t + 7919 * static_cast<int>(i))) * 16777619u;
+    return ++emitted[i] < tokens;
+  }, nullptr);
   const double elapsed = Seconds(t0, Clock::now());
   // The first token comes from the prefill's logits; each later one costs a forward step.
   const int steps = *std::max_element(emitted.begin(), emitted.end()) - 1;
@@ -155,15 +160,18 @@ int main(int argc, char** argv) {
     summary += buf;
   }
   for (int ctx : a.decode_ctx) {
-    const double s = DecodeStepSeconds(**engine, ctx, a.decode_tokens, 0);
+    uint32_t hash = 2166136261u;
+    const double s = DecodeStepSeconds(**engine, ctx, a.decode_tokens, 0, &hash);
     std::printf("decode at context %7d: %8.3f ms/token  %8.1f tok/s\n", ctx, 1e3 * s, 1.0 / s);
     std::snprintf(buf, sizeof(buf), " decode_%d_ms=%.3f", ctx, 1e3 * s);
     summary += buf;
     if (a.batch > 0) {
-      const double b = DecodeStepSeconds(**engine, ctx, a.decode_tokens, a.batch);
+      uint32_t batch_hash = 2166136261u;
+      const double b = DecodeStepSeconds(**engine, ctx, a.decode_tokens, a.batch, &batch_hash);
       std::printf("%d questions on one %d-token prefix: %8.3f ms per step (every question one token)\n", a.batch,
                   ctx, 1e3 * b);
-      std::snprintf(buf, sizeof(buf), " batch%d_%d_step_ms=%.3f", a.batch, ctx, 1e3 * b);
+      std::snprintf(buf, sizeof(buf), " batch%d_%d_step_ms=%.3f tokens_%d=%08x/%08x", a.batch, ctx, 1e3 * b, ctx,
+                    hash, batch_hash);
       summary += buf;
     }
   }

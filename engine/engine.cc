@@ -350,7 +350,9 @@ absl::StatusOr<int32_t> SequenceImpl::SampleNext(Sampler& sampler, bool greedy) 
 }
 
 absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
-  ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend()));
+  // The provisional tail's positions are computed again by the next Prefill: only those before it are final.
+  ASSIGN_OR_RETURN(KvCache copy,
+                   cache_.Copy(model_.backend(), length_ - static_cast<int64_t>(tail_.size()), length_));
   auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_);
   fork->length_ = length_;
   fork->pending_ = pending_;

@@ -337,7 +337,13 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
   const bool one_row_each = std::all_of(spans.begin(), spans.end(), [](const RowSpan& r) { return r.n == 1; });
   if (spans.size() > 1 && !kv.in_cache && layer_blocks == nullptr && one_row_each) {
     std::vector<Backend::DecodeKv> seqs;  // a decode step of several sequences: one append and attention for all
-    for (const RowSpan& span : spans) seqs.push_back({span.cache->k(l), span.cache->v(l), AttendParams(l, span)});
+    for (const RowSpan& span : spans) {
+      seqs.push_back({span.cache->k(l), span.cache->v(l), AttendParams(l, span)});
+      // Forks of one video hold its positions once (full layers only: a sliding layer's ring is rewritten).
+      if (!lc.sliding && span.cache != spans.front().cache) {
+        seqs.back().shared_prefix = span.cache->SharedWith(*spans.front().cache);
+      }
+    }
     backend_.AttendDecodeRows(q, kv.k, kv.v, seqs, att);
     return absl::OkStatus();
   }

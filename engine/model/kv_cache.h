@@ -3,6 +3,7 @@
 // Position p of a layer lives in row p % capacity(layer).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -16,8 +17,14 @@ class KvCache {
  public:
   static absl::StatusOr<KvCache> Create(Backend& backend, const ModelConfig& config, DType dtype,
                                         int64_t max_tokens, int64_t max_chunk);
-  // A deep copy (Sequence::Fork).
-  absl::StatusOr<KvCache> Copy(Backend& backend) const;
+  // The cache of a fork (Sequence::Fork) holding positions [0, length), of which [0, stable) will never be
+  // written again by either cache. The full layers' rows of those positions may share memory with this cache
+  // (Backend::ForkBuffer: one copy of a video's K/V for all the questions forked from it); rows [stable, length)
+  // are copied, and the sliding layers' rings are copied whole.
+  absl::StatusOr<KvCache> Copy(Backend& backend, int64_t stable, int64_t length) const;
+  // Positions [0, n) of the full layers that hold the same K/V in both caches because they were copied from one
+  // original (0 for unrelated caches). Undercounts between forks of forks; never overcounts.
+  int64_t SharedWith(const KvCache& other) const;
 
   const Tensor& k(int layer) const { return layers_[layer].k; }  // [capacity, kv_heads, D]
   const Tensor& v(int layer) const { return layers_[layer].v; }  // [capacity, kv_heads, D]
@@ -29,10 +36,15 @@ class KvCache {
   struct Layer {
     std::unique_ptr<Buffer> k_buf, v_buf;
     Tensor k, v;
+    bool full = false;  // a full-attention layer (row p holds position p), else a sliding layer's ring
   };
   std::vector<Layer> layers_;
   int64_t max_tokens_ = 0;
   size_t bytes_ = 0;
+  // Shared by an original cache and every copy made from it or from its copies; positions [0, lineage_len_) of
+  // this cache hold the original's values (the original: all of them).
+  std::shared_ptr<const int> lineage_;
+  int64_t lineage_len_ = 0;
 };
 
 }  // namespace avserve::engine

@@ -397,6 +397,47 @@ TEST_F(CudaBackendTest, AttendDecodeRowsMatchesCpuPerSequence) {
   }
 }
 
+// Forks of one video (Backend::DecodeKv::shared_prefix): sequences 1 and 2 read positions [0, kShared) from
+// sequence 0's cache. Their own GPU caches hold garbage there, so the output matches the CPU backend (which reads
+// each sequence's own, true copy) only if the shared rows come from sequence 0; past kShared each reads its own.
+TEST_F(CudaBackendTest, AttendDecodeRowsReadsASharedPrefixFromTheFirstSequence) {
+  constexpr int kHeads = 16, kDim = 512;
+  constexpr int64_t kCap = 4096, kShared = 2050;
+  const int64_t pos[3] = {3000, 3500, 2051};
+  const size_t row = size_t{1} * kDim, elems = kCap * row;
+  const auto first = RandomBf16(elems, rng_, -0.25f, 0.25f), first_v = RandomBf16(elems, rng_);
+  std::vector<Mirrored> ks, vs;
+  for (int b = 0; b < 3; ++b) {
+    auto k = RandomBf16(elems, rng_, -0.25f, 0.25f), v = RandomBf16(elems, rng_);
+    std::copy(first.begin(), first.begin() + kShared * row, k.begin());  // the same prefix as sequence 0
+    std::copy(first_v.begin(), first_v.begin() + kShared * row, v.begin());
+    const Tensor layout = Tensor::Contiguous(nullptr, DType::kBF16, Device::kCpu, {kCap, 1, kDim});
+    ks.push_back(Mirror(*cpu_, *gpu_, layout, k.data(), elems * 2));
+    vs.push_back(Mirror(*cpu_, *gpu_, layout, v.data(), elems * 2));
+    if (b > 0) {  // on the GPU only, sequence b's own prefix is garbage
+      const std::vector<uint16_t> junk(kShared * row, 0x4700);  // bf16 32768
+      ASSERT_TRUE(gpu_->Upload(junk.data(), junk.size() * 2, ks[b].gpu.Slice(0, kShared)).ok());
+      ASSERT_TRUE(gpu_->Upload(junk.data(), junk.size() * 2, vs[b].gpu.Slice(0, kShared)).ok());
+    }
+  }
+  Mirrored q = Bf16({3, kHeads, kDim}, -0.25f, 0.25f);
+  Mirrored k_new = Bf16({3, 1, kDim}, -0.25f, 0.25f), v_new = Bf16({3, 1, kDim});
+  Mirrored out = Bf16({3, kHeads, kDim});
+  std::vector<Backend::DecodeKv> on_cpu, on_gpu;
+  for (int b = 0; b < 3; ++b) {
+    AttentionParams p;
+    p.q_pos_start = pos[b];
+    p.kv_pos_end = pos[b] + 1;
+    p.kv_capacity = kCap;
+    on_cpu.push_back({ks[b].cpu, vs[b].cpu, p});
+    on_gpu.push_back({ks[b].gpu, vs[b].gpu, p, b > 0 ? kShared : 0});
+  }
+  cpu_->AttendDecodeRows(q.cpu, k_new.cpu, v_new.cpu, on_cpu, out.cpu);
+  gpu_->AttendDecodeRows(q.gpu, k_new.gpu, v_new.gpu, on_gpu, out.gpu);
+  Sync();
+  ExpectClose(out, DType::kBF16, size_t{3} * kHeads * kDim);
+}
+
 // ArgmaxRows gives the CPU backend's ids (Sampler's greedy choice) on rows with planted ties, suppressed maxima,
 // NaN, -inf, -0 against +0 and +inf: at the real vocabulary (16-byte loads), at an odd width and at a stride that
 // leaves rows unaligned (plain loads), with 40 suppressed ids (more than LaunchSample's fixed list holds).

@@ -492,11 +492,23 @@ TEST(CudaRmsNormAddToNormTest, RowLoopMatchesLoopAndOneRowPerBlock) {
       }
       EXPECT_LE(RelErr(testing::Bf16ToFloat(all_res), want_res), 5e-3);
       EXPECT_LE(RelErr(testing::Bf16ToFloat(all_y), want_y), 5e-3);
-      for (const int r0 : {0, 1500, kRows - 16}) {
-        const auto [res16, y16] = run(r0, 16, scaled);
-        EXPECT_EQ(Mismatches(res16, all_res, size_t{1} * r0 * dim), 0u) << "residual of rows from " << r0;
-        EXPECT_EQ(Mismatches(y16, all_y, size_t{1} * r0 * dim), 0u) << "next norm of rows from " << r0;
+      // 17 rows: one row per block, the row loop's sums.
+      for (const int r0 : {0, 1500, kRows - 17}) {
+        const auto [res17, y17] = run(r0, 17, scaled);
+        EXPECT_EQ(Mismatches(res17, all_res, size_t{1} * r0 * dim), 0u) << "residual of rows from " << r0;
+        EXPECT_EQ(Mismatches(y17, all_y, size_t{1} * r0 * dim), 0u) << "next norm of rows from " << r0;
       }
+      // Up to 16 rows (decode): one vector a thread, its own order of sums; each row as it comes out alone.
+      const int r0 = 1500;
+      const auto [res16, y16] = run(r0, 16, scaled);
+      const auto [res1, y1] = run(r0 + 5, 1, scaled);
+      const auto slice = [&](const std::vector<float>& v) {
+        return std::vector<float>(v.begin() + size_t{1} * r0 * dim, v.begin() + size_t{1} * (r0 + 16) * dim);
+      };
+      EXPECT_LE(RelErr(testing::Bf16ToFloat(res16), slice(want_res)), 5e-3);
+      EXPECT_LE(RelErr(testing::Bf16ToFloat(y16), slice(want_y)), 5e-3);
+      EXPECT_EQ(Mismatches(res1, res16, size_t{5} * dim), 0u) << "residual of one row against 16";
+      EXPECT_EQ(Mismatches(y1, y16, size_t{5} * dim), 0u) << "next norm of one row against 16";
     }
   }
 }

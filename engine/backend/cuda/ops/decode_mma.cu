@@ -13,7 +13,9 @@
 //     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
 //     attention.cu's combine kernel merges, a single slice writes bf16 output.
 // Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.z picks the
-// sequence, whose cache pointers and positions come from DecodeSeqs.
+// sequence, whose cache pointers and positions come from DecodeSeqs. Forks of one video read the positions they
+// share from one cache (DecodeSeq::k_shared): the batch's CTAs of one key slice run in the same wave, so the
+// first to ask brings the rows into L2 for the others.
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 
 #include <algorithm>
@@ -100,8 +102,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
       bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
       if (pos >= sq.kv_begin && pos < sq.kv_end) {
         const int64_t slot = pos % sq.kv_capacity;
-        const bf16* src = is_v ? sq.v + slot * p.v_slot_stride + kv_head * p.v_head_stride
-                               : sq.k + slot * p.k_slot_stride + kv_head * p.k_head_stride;
+        // A shared prefix is read from the one copy every sequence of the batch reads (hits in L2).
+        const bool shared = pos < sq.shared_end;
+        const bf16* src = is_v ? (shared ? sq.v_shared : sq.v) + slot * p.v_slot_stride + kv_head * p.v_head_stride
+                               : (shared ? sq.k_shared : sq.k) + slot * p.k_slot_stride + kv_head * p.k_head_stride;
         FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
         BulkCopyG2S(dst, src, kD * sizeof(bf16), &full_bar[stage]);
       } else {
@@ -324,6 +328,11 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
                   "DecodeMma: bad sequence cache");
     AVSERVE_CHECK(reinterpret_cast<uintptr_t>(s.k) % 16 == 0 && reinterpret_cast<uintptr_t>(s.v) % 16 == 0,
                   "DecodeMma: K/V must be 16-byte aligned");
+    AVSERVE_CHECK(s.shared_end <= s.kv_begin ||
+                      (s.k_shared != nullptr && s.v_shared != nullptr &&
+                       reinterpret_cast<uintptr_t>(s.k_shared) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(s.v_shared) % 16 == 0),
+                  "DecodeMma: a shared prefix needs 16-byte aligned shared K/V");
   }
   if (p.head_dim == 256) {
     Launch<256>(p, seqs, stream);

@@ -1,6 +1,7 @@
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 
 #include "engine/backend/cuda/check.h"
@@ -291,10 +292,15 @@ bool HeadsKernelApplies(const RmsNormParams& p) {
 // bf16 (4 registers per 8 values, not 8 floats): at 3840 dims 80 registers instead of 153, so 6 blocks share an
 // SM instead of 3 and keep twice the bytes in flight. A block loops over rows (grid of at most the blocks that fit
 // the GPU at once); a decode row (grid = rows) costs one round trip to memory, x, residual and weight together.
-template <int kChunks>
-__global__ void __launch_bounds__(kThreads, kChunks == 4 ? 6 : 1) RmsNormAddToNormKernel(RmsNormAddToNormParams p) {
-  __shared__ float scratch[kThreads / 32];
-  const auto index = [](int c) { return (c * kThreads + static_cast<int>(threadIdx.x)) * 8; };
+//
+// A few rows (decode) take blocks of kDecodeThreads with one vector a thread instead: then the next norm's weights
+// are loaded with the rest at the start, so the row costs one trip to memory instead of two (the weights are not
+// in L2: a decode step streams every weight through it).
+template <int kChunks, int kT = kThreads>
+__global__ void __launch_bounds__(kT, kChunks == 4 ? 6 : 1) RmsNormAddToNormKernel(RmsNormAddToNormParams p) {
+  constexpr bool kEarlyNext = kChunks == 1;
+  __shared__ float scratch[kT / 32];
+  const auto index = [](int c) { return (c * kT + static_cast<int>(threadIdx.x)) * 8; };
   const auto in_row = [&p, &index](int c) { return index(c) < p.dim; };
   PdlWait();
   PdlLaunchDependents();
@@ -311,6 +317,7 @@ __global__ void __launch_bounds__(kThreads, kChunks == 4 ? 6 : 1) RmsNormAddToNo
       xv[c] = *reinterpret_cast<const Bf16x8*>(x + index(c));
       rv[c] = *reinterpret_cast<const Bf16x8*>(res + index(c));
       w[c] = *reinterpret_cast<const Bf16x8*>(p.weight + index(c));
+      if constexpr (kEarlyNext) nw[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
     }
     float sum_sq = 0.f;
 #pragma unroll
@@ -340,9 +347,11 @@ __global__ void __launch_bounds__(kThreads, kChunks == 4 ? 6 : 1) RmsNormAddToNo
       rv[c] = PackBf16x8(v);
       *reinterpret_cast<Bf16x8*>(res + index(c)) = rv[c];
     }
+    if constexpr (!kEarlyNext) {
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c) {  // loaded while the block sums
-      if (in_row(c)) nw[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
+      for (int c = 0; c < kChunks; ++c) {  // loaded while the block sums
+        if (in_row(c)) nw[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
+      }
     }
     const float next_inv_rms = rsqrtf(BlockSum(next_sq, scratch) / static_cast<float>(p.dim) + p.eps);
 #pragma unroll
@@ -375,6 +384,9 @@ void LaunchAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream) {
   LaunchPdl(RmsNormAddToNormKernel<kChunks>, dim3(blocks), dim3(kThreads), 0, stream, p);
 }
 
+constexpr int kDecodeThreads = 1024;
+constexpr int kDecodeRowsMax = 16;  // up to the 16 questions of a batched decode step
+
 }  // namespace
 
 bool RmsNormAddToNormApplies(const RmsNormAddToNormParams& p) {
@@ -387,6 +399,16 @@ bool RmsNormAddToNormApplies(const RmsNormAddToNormParams& p) {
 void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(RmsNormAddToNormApplies(p), "RmsNormAddToNorm: dim or alignment not supported");
   if (p.rows == 0) return;
+  static const bool decode_blocks = [] {
+    const char* env = std::getenv("AVSERVE_NORM_DECODE");
+    return env == nullptr || env[0] != '0';
+  }();
+  if (decode_blocks && p.rows <= kDecodeRowsMax && p.dim / 8 <= kDecodeThreads) {
+    const int threads = (p.dim / 8 + 31) / 32 * 32;  // one vector a thread
+    LaunchPdl(RmsNormAddToNormKernel<1, kDecodeThreads>, dim3(static_cast<unsigned>(p.rows)), dim3(threads), 0,
+              stream, p);
+    return;
+  }
   const int vectors_per_thread = (p.dim / 8 + kThreads - 1) / kThreads;
   if (vectors_per_thread <= 1) {
     LaunchAddToNorm<1>(p, stream);
