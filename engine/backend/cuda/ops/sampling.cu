@@ -1,8 +1,11 @@
 #include "engine/backend/cuda/ops/sampling.cuh"
 
+#include <algorithm>
 #include <cfloat>
 #include <climits>
 #include <cstdint>
+#include <mutex>
+#include <unordered_map>
 
 #include "engine/backend/cuda/check.h"
 
@@ -52,8 +55,9 @@ __device__ __forceinline__ void Take(Best& b, float x, int i) {
 }
 
 // The best candidate of the block, handed to every thread.
+template <int kBlock = kThreads>
 __device__ Best BlockBest(Best b) {
-  __shared__ Best warp_best[kThreads / 32];
+  __shared__ Best warp_best[kBlock / 32];
   __shared__ Best result;
   for (int off = 16; off > 0; off >>= 1) {
     const Best o{__shfl_xor_sync(0xffffffffu, b.v, off), __shfl_xor_sync(0xffffffffu, b.i, off)};
@@ -63,7 +67,7 @@ __device__ Best BlockBest(Best b) {
   __syncthreads();
   if (threadIdx.x == 0) {
     Best r = warp_best[0];
-    for (int w = 1; w < kThreads / 32; ++w) r = Better(r, warp_best[w]);
+    for (int w = 1; w < kBlock / 32; ++w) r = Better(r, warp_best[w]);
     result = r;
   }
   __syncthreads();
@@ -122,24 +126,153 @@ __device__ void Argmax(const SampleParams& p, const float* row, int32_t* out) {
   GreedyRow(row, p.vocab, [&p](int id) { return IsSuppressed(p, id); }, out);
 }
 
-// Binary search in the ascending list ids[n].
-__device__ __forceinline__ bool Contains(const int32_t* ids, int n, int id) {
+// The first position in the ascending list ids[n] whose id is >= id (n when none is).
+__device__ __forceinline__ int LowerBound(const int32_t* ids, int n, int id) {
   int lo = 0, hi = n;
   while (lo < hi) {
-    const int mid = (lo + hi) / 2;
+    const int mid = lo + (hi - lo) / 2;
     if (ids[mid] < id) {
       lo = mid + 1;
     } else {
       hi = mid;
     }
   }
-  return lo < n && ids[lo] == id;
+  return lo;
+}
+
+// Binary search in the ascending list ids[n].
+__device__ __forceinline__ bool Contains(const int32_t* ids, int n, int id) {
+  const int at = LowerBound(ids, n, id);
+  return at < n && ids[at] == id;
 }
 
 __global__ void __launch_bounds__(kThreads) ArgmaxKernel(ArgmaxParams p) {
   const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.row_stride;
   GreedyRow(row, p.vocab, [&p](int id) { return Contains(p.suppressed, p.num_suppressed, id); },
             p.out_ids + blockIdx.x);
+}
+
+// ---- Greedy over many blocks per row: block (part, row) takes ids [part * slice, min(vocab, (part + 1) *
+// slice)), writes its best (value, id) to the scratch, and the block that arrives last at the row's counter
+// merges the row's partials (Better is a total order, so the merge order cannot change the answer) and resets
+// the counter for the next launch. ----
+
+constexpr int kSplitThreads = 256;
+static_assert(kMaxArgmaxBlocksPerRow <= kSplitThreads, "the merge loads one partial per thread");
+
+struct SplitArgs {
+  int slice = 0;              // ids per block, a multiple of 4
+  int2* parts = nullptr;      // [kMaxArgmaxSplitRows, kMaxArgmaxBlocksPerRow] (value bits, id)
+  unsigned* counters = nullptr;  // [kMaxArgmaxSplitRows] blocks of the row done; 0 between launches
+};
+
+// The best candidate among ids [begin, end) of the row for which allowed(id), handed to every thread. Each
+// thread visits its ids in ascending order (what Take needs): one id of the unaligned head (up to 3 ids), then
+// 16-byte loads (four in flight), then one id of the tail (up to 3 ids).
+template <typename Allowed>
+__device__ Best SliceBest(const float* row, int begin, int end, Allowed allowed) {
+  Best b{-INFINITY, kNoId};
+  const auto take = [&](float x, int id) {
+    if (allowed(id)) Take(b, x, id);
+  };
+  const int misaligned = static_cast<int>((reinterpret_cast<uintptr_t>(row + begin) >> 2) & 3u);
+  const int head = min((4 - misaligned) & 3, end - begin);
+  if (static_cast<int>(threadIdx.x) < head) take(row[begin + threadIdx.x], begin + threadIdx.x);
+  const int body = begin + head;
+  const int n4 = (end - body) / 4;
+  const float4* row4 = reinterpret_cast<const float4*>(row + body);  // 16-byte aligned
+  for (int j = threadIdx.x; j < n4; j += 4 * kSplitThreads) {
+    float4 x[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      x[u] = j + u * kSplitThreads < n4 ? __ldg(row4 + j + u * kSplitThreads) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (j + u * kSplitThreads < n4) {
+        const int id = body + 4 * (j + u * kSplitThreads);
+        take(x[u].x, id);
+        take(x[u].y, id + 1);
+        take(x[u].z, id + 2);
+        take(x[u].w, id + 3);
+      }
+    }
+  }
+  const int tail = body + 4 * n4 + static_cast<int>(threadIdx.x);
+  if (static_cast<int>(threadIdx.x) < 3 && tail < end) take(row[tail], tail);
+  return BlockBest<kSplitThreads>(b);
+}
+
+// The best allowed candidate of ids [begin, end): the plain best, and only when that one is suppressed a second
+// pass that skips the slice's suppressed ids (a binary search in just their part of the list).
+__device__ Best SliceBestAllowed(const ArgmaxParams& p, const float* row, int begin, int end) {
+  Best b = SliceBest(row, begin, end, [](int) { return true; });
+  if (b.i != kNoId && Contains(p.suppressed, p.num_suppressed, b.i)) {  // b is the same in every thread
+    const int lo = LowerBound(p.suppressed, p.num_suppressed, begin);
+    const int n = LowerBound(p.suppressed, p.num_suppressed, end) - lo;
+    const int32_t* sup = p.suppressed + lo;
+    b = SliceBest(row, begin, end, [sup, n](int id) { return !Contains(sup, n, id); });
+  }
+  return b;
+}
+
+// grid (blocks per row, rows).
+__global__ void __launch_bounds__(kSplitThreads) ArgmaxSplitKernel(ArgmaxParams p, SplitArgs s) {
+  const int r = blockIdx.y, part = blockIdx.x;
+  const float* row = p.logits + static_cast<int64_t>(r) * p.row_stride;
+  const int begin = part * s.slice;  // < vocab
+  const int end = static_cast<int>(min(static_cast<int64_t>(p.vocab), static_cast<int64_t>(begin) + s.slice));
+  const Best b = SliceBestAllowed(p, row, begin, end);
+  int2* parts = s.parts + r * kMaxArgmaxBlocksPerRow;
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    parts[part] = make_int2(__float_as_int(b.v), b.i);
+    __threadfence();  // the partial is visible before the count says so
+    last = atomicAdd(s.counters + r, 1u) == gridDim.x - 1;
+    if (last) {
+      s.counters[r] = 0;  // every block of the row has counted: ready for the next launch
+      __threadfence();    // and the other blocks' partials are read after their counts
+    }
+  }
+  __syncthreads();
+  if (!last) return;
+  Best m{-INFINITY, kNoId};
+  if (threadIdx.x < gridDim.x) {
+    const int2 q = __ldcg(parts + threadIdx.x);  // from L2, where the other blocks wrote
+    m = {__int_as_float(q.x), q.y};
+  }
+  m = BlockBest<kSplitThreads>(m);
+  if (threadIdx.x == 0) p.out_ids[r] = m.i == kNoId ? -1 : m.i;
+}
+
+struct SplitScratch {
+  int2* parts = nullptr;
+  unsigned* counters = nullptr;
+};
+
+// One scratch per stream, allocated on first use and kept (launches on one stream never overlap).
+SplitScratch ScratchFor(cudaStream_t stream) {
+  static std::mutex mu;
+  static auto* all = new std::unordered_map<cudaStream_t, SplitScratch>();
+  std::lock_guard<std::mutex> lock(mu);
+  SplitScratch& s = (*all)[stream];
+  if (s.counters == nullptr) {
+    constexpr size_t kParts = size_t{kMaxArgmaxSplitRows} * kMaxArgmaxBlocksPerRow;
+    AVSERVE_CUDA_CHECK(cudaMalloc(&s.parts, kParts * sizeof(int2)));
+    AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, kMaxArgmaxSplitRows * sizeof(unsigned)));
+    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kMaxArgmaxSplitRows * sizeof(unsigned), stream));
+  }
+  return s;
+}
+
+int NumSms() {
+  static const int sms = [] {
+    int device = 0, count = 0;
+    AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
+    AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return count;
+  }();
+  return sms;
 }
 
 // Radix select: the key of the k-th largest element (4 passes of 8 bits).
@@ -244,11 +377,53 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
 
 }  // namespace
 
+ArgmaxSplit SplitArgmaxRow(int vocab, int want) {
+  AVSERVE_CHECK(vocab > 0, "SplitArgmaxRow: empty row");
+  const int64_t blocks = std::clamp(want, 1, kMaxArgmaxBlocksPerRow);
+  const int64_t slice = (vocab + blocks - 1) / blocks;
+  ArgmaxSplit s;
+  s.slice = static_cast<int>((slice + 3) / 4 * 4);
+  s.blocks_per_row = static_cast<int>((vocab + int64_t{s.slice} - 1) / s.slice);
+  return s;
+}
+
+ArgmaxSplit ChooseArgmaxSplit(int rows, int vocab, int num_sms) {
+  if (rows > kMaxArgmaxSplitRows) return {1, vocab};
+  const int per_row = (kArgmaxBlocksPerSm * std::max(num_sms, 1) + rows - 1) / rows;
+  const int want = std::min(per_row, vocab / kMinArgmaxSlice);
+  if (want <= 1) return {1, vocab};
+  return SplitArgmaxRow(vocab, want);
+}
+
+void LaunchArgmaxRowsSplit(const ArgmaxParams& p, const ArgmaxSplit& split, cudaStream_t stream) {
+  AVSERVE_CHECK(p.vocab > 0 && p.num_suppressed >= 0 && (p.num_suppressed == 0 || p.suppressed != nullptr),
+                "ArgmaxRows: bad params");
+  AVSERVE_CHECK(p.rows >= 0 && p.rows <= kMaxArgmaxSplitRows && split.blocks_per_row >= 1 &&
+                    split.blocks_per_row <= kMaxArgmaxBlocksPerRow && split.slice > 0 && split.slice % 4 == 0 &&
+                    int64_t{split.slice} * (split.blocks_per_row - 1) < p.vocab &&
+                    int64_t{split.slice} * split.blocks_per_row >= p.vocab,
+                "ArgmaxRows: the split does not tile the row");
+  if (p.rows == 0) return;
+  const SplitScratch scratch = ScratchFor(stream);
+  SplitArgs s;
+  s.slice = split.slice;
+  s.parts = scratch.parts;
+  s.counters = scratch.counters;
+  const dim3 grid(static_cast<unsigned>(split.blocks_per_row), static_cast<unsigned>(p.rows));
+  ArgmaxSplitKernel<<<grid, kSplitThreads, 0, stream>>>(p, s);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
 void LaunchArgmaxRows(const ArgmaxParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.vocab > 0 && p.num_suppressed >= 0 && (p.num_suppressed == 0 || p.suppressed != nullptr),
                 "ArgmaxRows: bad params");
   if (p.rows == 0) return;
-  ArgmaxKernel<<<p.rows, kThreads, 0, stream>>>(p);
+  const ArgmaxSplit split = ChooseArgmaxSplit(p.rows, p.vocab, NumSms());
+  if (split.blocks_per_row > 1) {
+    LaunchArgmaxRowsSplit(p, split, stream);
+    return;
+  }
+  ArgmaxKernel<<<p.rows, kThreads, 0, stream>>>(p);  // many rows or short ones: one block per row
   AVSERVE_CUDA_CHECK_LAUNCH();
 }
 

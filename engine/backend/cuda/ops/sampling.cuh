@@ -40,7 +40,34 @@ struct ArgmaxParams {
   int32_t* out_ids = nullptr;           // [rows]
 };
 
+// Up to kMaxArgmaxSplitRows rows of at least 2 * kMinArgmaxSlice ids run on many blocks per row (about
+// kArgmaxBlocksPerSm blocks per SM in all, each reducing a slice of its row to one candidate, the row's last block
+// merging them); more rows, or shorter ones, on one block per row. Same answer either way.
 void LaunchArgmaxRows(const ArgmaxParams& p, cudaStream_t stream);
+
+inline constexpr int kMaxArgmaxSplitRows = 64;
+inline constexpr int kMaxArgmaxBlocksPerRow = 128;
+inline constexpr int kMinArgmaxSlice = 2048;
+inline constexpr int kArgmaxBlocksPerSm = 4;
+
+// How a row is cut: blocks_per_row blocks of `slice` ids (a multiple of 4), the last one taking the rest.
+struct ArgmaxSplit {
+  int blocks_per_row = 1;
+  int slice = 0;
+};
+
+// About `want` (clamped to [1, kMaxArgmaxBlocksPerRow]) equal slices of `vocab` ids: slice = ceil(vocab / want)
+// rounded up to a multiple of 4, blocks_per_row = ceil(vocab / slice) <= want.
+ArgmaxSplit SplitArgmaxRow(int vocab, int want);
+
+// The split LaunchArgmaxRows uses for `rows` rows on a GPU with num_sms SMs; blocks_per_row == 1 means the
+// one-block-per-row kernel.
+ArgmaxSplit ChooseArgmaxSplit(int rows, int vocab, int num_sms);
+
+// The many-blocks kernel with a given split (LaunchArgmaxRows picks one; tests choose their own). rows <=
+// kMaxArgmaxSplitRows; the split must tile the row (SplitArgmaxRow's do). Launches on one stream share one
+// scratch, kept from the first launch.
+void LaunchArgmaxRowsSplit(const ArgmaxParams& p, const ArgmaxSplit& split, cudaStream_t stream);
 
 // The uniform number in [0, 1) that LaunchSample draws for (seed, step, row); host and device agree.
 __host__ __device__ inline float SampleUniform(uint64_t seed, uint64_t step, int row) {
