@@ -29,7 +29,7 @@ source "$prefix/env.sh"
 cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench gemv_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
-if { has parity || has bench || has ab || has abprefill || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+if { has parity || has bench || has ab || has abprefill || has profile || has host || has ncu || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
     --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"

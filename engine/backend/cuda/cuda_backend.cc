@@ -136,10 +136,14 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateShareable(size_t by
 }
 
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::ForkBuffer(const Buffer& src, size_t prefix_bytes) {
-  const auto* pages = dynamic_cast<const PageBuffer*>(&src);
-  if (pages == nullptr) return Backend::ForkBuffer(src, prefix_bytes);
   AVSERVE_CHECK(prefix_bytes <= src.bytes() && prefix_bytes % 2 == 0, "ForkBuffer: bad prefix");
-  return WithTrimRetry(*blocks_, [&] { return PageBuffer::Fork(*pages, prefix_bytes); });
+  if (const auto* pages = dynamic_cast<const PageBuffer*>(&src)) {
+    return WithTrimRetry(*blocks_, [&] { return PageBuffer::Fork(*pages, prefix_bytes); });
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> fork, Allocate(src.bytes()));
+  RETURN_IF_ERROR(CudaStatus(
+      cudaMemcpyAsync(fork->data(), src.data(), prefix_bytes, cudaMemcpyDeviceToDevice, stream()), "ForkBuffer copy"));
+  return fork;
 }
 
 // Pageable host memory (e.g. an mmapped checkpoint) goes through two pinned staging buffers, so the copy into
