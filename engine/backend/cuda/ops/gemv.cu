@@ -50,6 +50,9 @@ __device__ __forceinline__ U32x4 LoadWeight(const bf16* p) {
   return r;
 }
 
+// Asks L2 for the line holding p (no register, no wait).
+__device__ __forceinline__ void PrefetchL2(const bf16* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
 __device__ __forceinline__ U32x4 LoadAct(const bf16* p) {
   const int4 v = __ldg(reinterpret_cast<const int4*>(p));
   return U32x4{{static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y), static_cast<uint32_t>(v.z),
@@ -189,7 +192,8 @@ void Launch(const GemmParams& p, cudaStream_t stream) {
   const int64_t tiles = (p.n + kRowsPerCta - 1) / kRowsPerCta;
   constexpr int kTilesPerCta = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((tiles + kTilesPerCta - 1) / kTilesPerCta);
-  LaunchPdl(SkinnyGemmKernel<kN8, kSplit, kAccs>, dim3(blocks), dim3(kWarps * 32), 0, stream, p, lda, ldb, ldc);
+  LaunchPdlWhen(ProductPdlEnabled(), SkinnyGemmKernel<kN8, kSplit, kAccs>, dim3(blocks), dim3(kWarps * 32), 0, stream,
+                p, lda, ldb, ldc);
 }
 
 // k parts per row tile: enough warps for about one wave (two CTAs of 8 warps per SM), so that every warp has one
@@ -248,7 +252,9 @@ struct RowStreamArgs {
   int units_per_tile, total_units;  // RowStreamApplies keeps the count of units below 2^31
   int* counters;  // [tiles], zero between launches
   float* parts;   // [2 * warps, kM * kRowsPerUnit]
+  bool prefetch;  // launched early (dependent launch): the first units' weights go to L2 before the wait
 };
+constexpr int kPrefetchUnits = 4;
 
 template <int kM, int kU>
 __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKernel(GemmParams p, RowStreamArgs r) {
@@ -260,6 +266,15 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   // The warp whose run holds `unit`.
   auto owner = [&](int unit) { return static_cast<int>((int64_t{unit + 1} * warps - 1) / total); };
   const int u_begin = start(gw), u_end = start(gw + 1);
+  if (r.prefetch && u_begin < u_end) {  // weights only (Note [Dependent launch]): the kernel before may still run
+    const int tile = u_begin / ut, units = min(kPrefetchUnits, min(u_end, (tile + 1) * ut) - u_begin);
+    const int64_t k0 = int64_t{u_begin - tile * ut} * kUnitK + 8 * lane;
+#pragma unroll
+    for (int j = 0; j < kRowsPerUnit; ++j) {
+      const bf16* w = p.b + min(int64_t{tile} * kRowsPerUnit + j, p.n - 1) * r.ldb + k0;
+      for (int u = 0; u < units; ++u) PrefetchL2(w + u * kUnitK);
+    }
+  }
   PdlWait();
   PdlLaunchDependents();
   const bf16* x0 = p.a + 8 * lane;
@@ -368,9 +383,11 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
   r.total_units = static_cast<int>(RowUnits(p));
   const RowStreamScratch s = ScratchFor(stream);
   r.counters = s.counters, r.parts = s.parts;
+  r.prefetch = ProductPdlEnabled();
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
   const int64_t blocks = std::min<int64_t>(int64_t{NumSms()} * kRowCtasPerSm<kM>, r.total_units / kRowWarps);
-  LaunchPdl(RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0, stream, p, r);
+  LaunchPdlWhen(r.prefetch, RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
+                stream, p, r);
 }
 
 bool RowStreamApplies(const GemmParams& p) {

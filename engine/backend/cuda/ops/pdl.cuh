@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "engine/backend/cuda/check.h"
@@ -26,18 +27,21 @@ namespace avserve::engine::cuda {
 __device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
-// Off unless AVSERVE_PDL=1: measured slower on the H200 so far (see the note above).
-inline bool PdlEnabled() {
-  static const bool enabled = [] {
-    const char* on = std::getenv("AVSERVE_PDL");
-    return on != nullptr && on[0] == '1';
+// AVSERVE_PDL=1: every LaunchPdl kernel; AVSERVE_PDL=products: only the skinny products, which read their first
+// weights before they wait (ops/gemv.cu); otherwise plain launches (measured faster on the H200 so far).
+inline const char* PdlSetting() {
+  static const char* setting = [] {
+    const char* env = std::getenv("AVSERVE_PDL");
+    return env != nullptr ? env : "";
   }();
-  return enabled;
+  return setting;
 }
+inline bool PdlEnabled() { return PdlSetting()[0] == '1'; }
+inline bool ProductPdlEnabled() { return PdlEnabled() || std::string_view(PdlSetting()) == "products"; }
 
 template <typename... KernelArgs, typename... Args>
-void LaunchPdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-               Args&&... args) {
+void LaunchPdlWhen(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
@@ -47,8 +51,14 @@ void LaunchPdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
-  config.numAttrs = PdlEnabled() ? 1 : 0;
+  config.numAttrs = pdl ? 1 : 0;
   AVSERVE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+template <typename... KernelArgs, typename... Args>
+void LaunchPdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+               Args&&... args) {
+  LaunchPdlWhen(PdlEnabled(), kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace avserve::engine::cuda
