@@ -10,14 +10,13 @@
 // even across kernels that do not use PDL. Kernels call PdlLaunchDependents() right after PdlWait(), which lets
 // the next kernel start its prologue while this one works. Not before: then each waiting kernel would launch the
 // next one too, and a chain of waiting kernels would fill the SMs (measured on the H200: decode 13.0 ms against
-// 10.6 ms without PDL). Even so, 12B decode at 32K measured 11.0 ms with PDL and 10.3 ms without (session 5), so
-// launches are plain unless AVSERVE_PDL=1: the kernels stay ready for it, and the switch is there to measure again.
+// 10.6 ms without PDL). Even so, 12B decode at 32K measured 11.0 ms with every kernel launched early and 10.3 ms
+// without (session 5); what pays is launching early only the kernels that have weights to read before the wait.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdlib>
-#include <string_view>
 #include <utility>
 
 #include "engine/backend/cuda/check.h"
@@ -27,8 +26,11 @@ namespace avserve::engine::cuda {
 __device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
-// AVSERVE_PDL=1: every LaunchPdl kernel; AVSERVE_PDL=products: only the skinny products, which read their first
-// weights before they wait (ops/gemv.cu); otherwise plain launches (measured faster on the H200 so far).
+// By default only the skinny products launch early (ops/gemv.cu): they read or prefetch their first weights before
+// they wait, so the weight stream starts during the kernel before. On the H200 (session 8, two rounds alternated in
+// one run) decode at 32K took 8.19 / 8.26 ms against 8.40 / 8.41 with plain launches, the 8-question step
+// 10.06 / 10.18 against 10.41 / 10.43. Every kernel early (AVSERVE_PDL=1) was slower: 8.67 / 8.70 and 11.87 / 11.85.
+// AVSERVE_PDL=0 launches everything plainly.
 inline const char* PdlSetting() {
   static const char* setting = [] {
     const char* env = std::getenv("AVSERVE_PDL");
@@ -37,7 +39,7 @@ inline const char* PdlSetting() {
   return setting;
 }
 inline bool PdlEnabled() { return PdlSetting()[0] == '1'; }
-inline bool ProductPdlEnabled() { return PdlEnabled() || std::string_view(PdlSetting()) == "products"; }
+inline bool ProductPdlEnabled() { return PdlSetting()[0] != '0'; }
 
 template <typename... KernelArgs, typename... Args>
 void LaunchPdlWhen(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
