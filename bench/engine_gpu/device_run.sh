@@ -29,7 +29,7 @@ source "$prefix/env.sh"
 cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench gemv_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
-if { has parity || has bench || has ab || has abprefill || has profile || has host || has ncu || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+if { has parity || has bench || has ab || has abprefill || has profile || has host || has ncu || has ncudetail || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
     --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"
@@ -119,10 +119,11 @@ if has ncudetail; then
   # Where one decode attention launch of each head size spends its time (stalls, throughput).
   bench_args=(--checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill "" --decode_tokens 3 --reps 1)
   timeout 200 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section LaunchStats \
-    --section Occupancy -k regex:'DecodeMma' --launch-skip 40 --launch-count 10 "$build/engine/engine_bench" \
-    "${bench_args[@]}" --decode_ctx 32768 --batch 0 >"$out/ncu_detail.txt" 2>&1
-  grep -E "DecodeMma|Duration|Throughput|Stall|stall|Warp Cycles|Achieved Occupancy|Registers|Eligible|Issued" \
-    "$out/ncu_detail.txt" | head -80 | tee -a "$log"
+    --section MemoryWorkloadAnalysis --section Occupancy -k regex:'DecodeMma' \
+    --launch-skip "${NCU_DETAIL_SKIP:-40}" --launch-count "${NCU_DETAIL_COUNT:-10}" "$build/engine/engine_bench" \
+    "${bench_args[@]}" --decode_ctx 32768 --batch "${NCU_DETAIL_BATCH:-0}" >"$out/ncu_detail.txt" 2>&1
+  grep -E "DecodeMma|Duration|Throughput|Stall|stall|Warp Cycles|Achieved Occupancy|Registers|Eligible|Issued|Hit Rate|Busy" \
+    "$out/ncu_detail.txt" | head -"${NCU_DETAIL_LINES:-80}" | tee -a "$log"
 fi
 if has long; then
   say "262144-token context"

@@ -252,9 +252,17 @@ struct RowStreamArgs {
   int units_per_tile, total_units;  // RowStreamApplies keeps the count of units below 2^31
   int* counters;  // [tiles], zero between launches
   float* parts;   // [2 * warps, kM * kRowsPerUnit]
-  bool prefetch;  // launched early (dependent launch): the first units' weights go to L2 before the wait
+  int prefetch_units;  // launched early (dependent launch): units of weights sent to L2 before the wait
 };
-constexpr int kPrefetchUnits = 4;
+
+// Units each warp of an early row-streaming product sends to L2 before it waits (AVSERVE_PREFETCH_UNITS, to measure).
+int PrefetchUnits() {
+  static const int units = [] {
+    const char* env = std::getenv("AVSERVE_PREFETCH_UNITS");
+    return env != nullptr ? std::max(0, std::atoi(env)) : 4;
+  }();
+  return units;
+}
 
 template <int kM, int kU>
 __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKernel(GemmParams p, RowStreamArgs r) {
@@ -266,8 +274,8 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   // The warp whose run holds `unit`.
   auto owner = [&](int unit) { return static_cast<int>((int64_t{unit + 1} * warps - 1) / total); };
   const int u_begin = start(gw), u_end = start(gw + 1);
-  if (r.prefetch && u_begin < u_end) {  // weights only (Note [Dependent launch]): the kernel before may still run
-    const int tile = u_begin / ut, units = min(kPrefetchUnits, min(u_end, (tile + 1) * ut) - u_begin);
+  if (r.prefetch_units > 0 && u_begin < u_end) {  // weights only (Note [Dependent launch]): the kernel before runs
+    const int tile = u_begin / ut, units = min(r.prefetch_units, min(u_end, (tile + 1) * ut) - u_begin);
     const int64_t k0 = int64_t{u_begin - tile * ut} * kUnitK + 8 * lane;
 #pragma unroll
     for (int j = 0; j < kRowsPerUnit; ++j) {
@@ -383,10 +391,11 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
   r.total_units = static_cast<int>(RowUnits(p));
   const RowStreamScratch s = ScratchFor(stream);
   r.counters = s.counters, r.parts = s.parts;
-  r.prefetch = ProductPdlEnabled();
+  const bool early = ProductPdlEnabled();
+  r.prefetch_units = early ? PrefetchUnits() : 0;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
   const int64_t blocks = std::min<int64_t>(int64_t{NumSms()} * kRowCtasPerSm<kM>, r.total_units / kRowWarps);
-  LaunchPdlWhen(r.prefetch, RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
+  LaunchPdlWhen(early, RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
                 stream, p, r);
 }
 
