@@ -18,12 +18,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 
@@ -176,15 +175,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
   }
 }
 
-int NumSms() {
-  static const int sms = [] {
-    int device = 0, count = 0;
-    AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
-    AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    return count;
-  }();
-  return sms;
-}
 
 template <int kN8, int kSplit, int kAccs>
 void Launch(const GemmParams& p, cudaStream_t stream) {
@@ -361,8 +351,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
 }
 
 // Per-stream tile counters and parts (a kernel of one stream must not see another's counters): 2 MB and a few
-// hundred KB per stream, allocated at its first row-streaming product and kept for the process (never freed, like
-// the map, so no destructor runs after the CUDA runtime has shut down).
+// hundred KB per stream, allocated at its first row-streaming product and kept for the process.
 struct RowStreamScratch {
   int* counters = nullptr;
   float* parts = nullptr;
@@ -370,17 +359,14 @@ struct RowStreamScratch {
 constexpr int64_t kRowStreamMaxTiles = int64_t{1} << 19;
 
 RowStreamScratch ScratchFor(cudaStream_t stream) {
-  static std::mutex mu;
-  static auto* all = new std::unordered_map<cudaStream_t, RowStreamScratch>();
-  std::lock_guard<std::mutex> lock(mu);
-  RowStreamScratch& s = (*all)[stream];
-  if (s.counters == nullptr) {
+  return PerStreamScratch<RowStreamScratch>(stream, [](cudaStream_t st) {
+    RowStreamScratch s;
     const size_t parts = size_t{2} * NumSms() * kRowCtasPerSm<1> * kRowWarps * kRowStreamMaxRows * kRowsPerUnit;
     AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, kRowStreamMaxTiles * sizeof(int)));
     AVSERVE_CUDA_CHECK(cudaMalloc(&s.parts, parts * sizeof(float)));
-    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kRowStreamMaxTiles * sizeof(int), stream));
-  }
-  return s;
+    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kRowStreamMaxTiles * sizeof(int), st));
+    return s;
+  });
 }
 
 template <int kM, int kU>

@@ -4,10 +4,9 @@
 #include <cfloat>
 #include <climits>
 #include <cstdint>
-#include <mutex>
-#include <unordered_map>
 
 #include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/ops/host_utils.cuh"
 
 namespace avserve::engine::cuda {
 namespace {
@@ -252,28 +251,16 @@ struct SplitScratch {
 
 // One scratch per stream, allocated on first use and kept (launches on one stream never overlap).
 SplitScratch ScratchFor(cudaStream_t stream) {
-  static std::mutex mu;
-  static auto* all = new std::unordered_map<cudaStream_t, SplitScratch>();
-  std::lock_guard<std::mutex> lock(mu);
-  SplitScratch& s = (*all)[stream];
-  if (s.counters == nullptr) {
+  return PerStreamScratch<SplitScratch>(stream, [](cudaStream_t st) {
+    SplitScratch s;
     constexpr size_t kParts = size_t{kMaxArgmaxSplitRows} * kMaxArgmaxBlocksPerRow;
     AVSERVE_CUDA_CHECK(cudaMalloc(&s.parts, kParts * sizeof(int2)));
     AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, kMaxArgmaxSplitRows * sizeof(unsigned)));
-    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kMaxArgmaxSplitRows * sizeof(unsigned), stream));
-  }
-  return s;
+    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kMaxArgmaxSplitRows * sizeof(unsigned), st));
+    return s;
+  });
 }
 
-int NumSms() {
-  static const int sms = [] {
-    int device = 0, count = 0;
-    AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
-    AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    return count;
-  }();
-  return sms;
-}
 
 // Radix select: the key of the k-th largest element (4 passes of 8 bits).
 __device__ uint32_t KthLargestKey(const SampleParams& p, const float* row, int k, int* remaining_out) {
