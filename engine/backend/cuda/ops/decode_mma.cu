@@ -15,7 +15,9 @@
 // Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.z picks the
 // sequence, whose cache pointers and positions come from DecodeSeqs. Forks of one video read the positions they
 // share from one cache (DecodeSeq::k_shared): the batch's CTAs of one key slice run in the same wave, so the
-// first to ask brings the rows into L2 for the others.
+// first to ask brings the rows into L2 for the others. Measured with ncu (8 questions at 32K, full layer): 83% of
+// reads hit L2 and DRAM reads drop to 0.46 TB/s, but the kernel takes 151 us either way; it is bound by the
+// latency of its tiles (12% occupancy, barrier stalls first), not by memory.
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 
 #include <algorithm>

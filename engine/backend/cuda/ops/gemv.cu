@@ -175,7 +175,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
   }
 }
 
-
 template <int kN8, int kSplit, int kAccs>
 void Launch(const GemmParams& p, cudaStream_t stream) {
   const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k, ldc = p.ldc != 0 ? p.ldc : p.n;

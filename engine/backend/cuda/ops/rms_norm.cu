@@ -1,8 +1,8 @@
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
