@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
@@ -39,12 +40,12 @@ constexpr float kLog2e = 1.4426950408889634f;
 // 8-question step's full layer 157 against 218 us, its sliding layer 24.3 against 28.8 us.
 constexpr int kDecodeKeys = 16;
 
-template <int kD>
+template <int kD, int kStages_>
 struct DecodeMmaTraits {
   static constexpr int kWarps = kD / 128;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kKeys = kDecodeKeys;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = kStages_;
   static constexpr int kStride = kD + 8;  // +16 B per row: ldmatrix rows hit distinct banks
   static constexpr size_t kTileElems = size_t{kKeys} * kStride;
   static constexpr size_t kSmemBytes =
@@ -66,10 +67,10 @@ __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSe
   return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
-template <int kD>
-__global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
+template <int kD, int kS>
+__global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
     DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
-  using Tr = DecodeMmaTraits<kD>;
+  using Tr = DecodeMmaTraits<kD, kS>;
   static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
@@ -253,18 +254,28 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD>::kThreads)
   }
 }
 
-template <int kD>
+// Two K/V stages instead of three (AVSERVE_DECODE_STAGES=2, to measure): 70 KB instead of 104 KB of shared
+// memory per full-layer CTA, so three CTAs share an SM instead of two.
+bool TwoStages(const DecodeSeqs&) {
+  static const bool two = [] {
+    const char* env = std::getenv("AVSERVE_DECODE_STAGES");
+    return env != nullptr && env[0] == '2';
+  }();
+  return two;
+}
+
+template <int kD, int kS>
 void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
-  using Tr = DecodeMmaTraits<kD>;
+  using Tr = DecodeMmaTraits<kD, kS>;
   static const bool attribute_set = [] {
-    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD>,
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD, kS>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(Tr::kSmemBytes)));
     return true;
   }();
   (void)attribute_set;
   const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  LaunchPdl(DecodeMmaKernel<kD>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
+  LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -308,7 +319,9 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   int max_tiles = 1;
   for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
   // CTAs per SM by shared memory (104 KB or 53 KB per CTA).
-  const size_t smem = p.head_dim == 512 ? DecodeMmaTraits<512>::kSmemBytes : DecodeMmaTraits<256>::kSmemBytes;
+  const bool two = TwoStages(seqs);
+  const size_t smem = p.head_dim == 512 ? (two ? DecodeMmaTraits<512, 2>::kSmemBytes : DecodeMmaTraits<512, 3>::kSmemBytes)
+                                        : (two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes);
   const int per_sm = std::max<int>(1, (size_t{227} << 10) / smem);
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
@@ -336,10 +349,11 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
                        reinterpret_cast<uintptr_t>(s.v_shared) % 16 == 0),
                   "DecodeMma: a shared prefix needs 16-byte aligned shared K/V");
   }
+  const bool two = TwoStages(seqs);
   if (p.head_dim == 256) {
-    Launch<256>(p, seqs, stream);
+    two ? Launch<256, 2>(p, seqs, stream) : Launch<256, 3>(p, seqs, stream);
   } else {
-    Launch<512>(p, seqs, stream);
+    two ? Launch<512, 2>(p, seqs, stream) : Launch<512, 3>(p, seqs, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }
