@@ -5,10 +5,11 @@
 //   * Warps split the head dimension: warp w owns dims [128w, 128w + 128). For Q·Kᵀ each warp multiplies its
 //     dims only and the partial scores meet in shared memory (summed in warp order, so every warp holds the
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
-//   * K and V tiles of kDecodeKeys keys stream through a 3-stage ring, so two tiles are in flight while one
-//     is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by one thread; the
-//     bytes complete the stage's mbarrier). With 16-byte cp.async (4,096 requests per 64 KB tile, each with its
-//     address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us instead of 220.
+//   * K and V tiles of kDecodeKeys keys stream through a 2-stage ring (TwoStages), so the next tile is in
+//     flight while one is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by
+//     one thread; the bytes complete the stage's mbarrier). With 16-byte cp.async (4,096 requests per 64 KB
+//     tile, each with its address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us
+//     instead of 220.
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
 //     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
 //     attention.cu's combine kernel merges, a single slice writes bf16 output.
@@ -35,9 +36,9 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Keys per K/V tile. 16 rather than 32 halves the shared memory per CTA (104 KB for a full layer, so two CTAs
-// share an SM; four of the sliding ones): on the H200 the full layer at 32K took 26.6 us against 32.9, the
-// 8-question step's full layer 157 against 218 us, its sliding layer 24.3 against 28.8 us.
+// Keys per K/V tile. 16 rather than 32 halves the shared memory per CTA (then 104 KB for a full layer with three
+// stages, so two CTAs shared an SM; four of the sliding ones): on the H200 the full layer at 32K took 26.6 us
+// against 32.9, the 8-question step's full layer 157 against 218 us, its sliding layer 24.3 against 28.8 us.
 constexpr int kDecodeKeys = 16;
 
 template <int kD, int kStages_>
@@ -254,12 +255,15 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   }
 }
 
-// Two K/V stages instead of three (AVSERVE_DECODE_STAGES=2, to measure): 70 KB instead of 104 KB of shared
-// memory per full-layer CTA, so three CTAs share an SM instead of two.
+// Two K/V stages rather than three: 70 KB instead of 104 KB of shared memory per full-layer CTA, so three CTAs
+// share an SM instead of two (six of the sliding ones instead of four). The kernel is bound by the latency of its
+// tiles, not by memory (ncu: 12% occupancy, barrier stalls first), so more CTAs pay more than a deeper ring. On the
+// H200, alternated in one run: the 8-question step 9.875 / 9.787 ms against 10.097 / 10.017, decode at 32K 8.162 /
+// 8.124 against 8.190 / 8.151. AVSERVE_DECODE_STAGES=3 brings three back.
 bool TwoStages(const DecodeSeqs&) {
   static const bool two = [] {
     const char* env = std::getenv("AVSERVE_DECODE_STAGES");
-    return env != nullptr && env[0] == '2';
+    return env == nullptr || env[0] != '3';
   }();
   return two;
 }
@@ -318,10 +322,11 @@ bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq) {
 int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms) {
   int max_tiles = 1;
   for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
-  // CTAs per SM by shared memory (104 KB or 53 KB per CTA).
+  // CTAs per SM by shared memory (two stages: 70 KB or 36 KB per CTA; three: 104 KB or 53 KB).
   const bool two = TwoStages(seqs);
-  const size_t smem = p.head_dim == 512 ? (two ? DecodeMmaTraits<512, 2>::kSmemBytes : DecodeMmaTraits<512, 3>::kSmemBytes)
-                                        : (two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes);
+  const size_t smem_512 = two ? DecodeMmaTraits<512, 2>::kSmemBytes : DecodeMmaTraits<512, 3>::kSmemBytes;
+  const size_t smem_256 = two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes;
+  const size_t smem = p.head_dim == 512 ? smem_512 : smem_256;
   const int per_sm = std::max<int>(1, (size_t{227} << 10) / smem);
   const int ctas = std::max(1, p.num_kv_heads * seqs.count);
   const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
