@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "engine/backend/cuda/check.h"
@@ -40,6 +41,8 @@ inline const char* PdlSetting() {
 }
 inline bool PdlEnabled() { return PdlSetting()[0] == '1'; }
 inline bool ProductPdlEnabled() { return PdlSetting()[0] != '0'; }
+// AVSERVE_PDL=norms: the decode rows' post-norms launch early too, reading both weights before they wait.
+inline bool NormPdlEnabled() { return PdlEnabled() || std::strcmp(PdlSetting(), "norms") == 0; }
 
 template <typename... KernelArgs, typename... Args>
 void LaunchPdlWhen(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -302,6 +302,16 @@ __global__ void __launch_bounds__(kT, kChunks == 4 ? 6 : 1) RmsNormAddToNormKern
   __shared__ float scratch[kT / 32];
   const auto index = [](int c) { return (c * kT + static_cast<int>(threadIdx.x)) * 8; };
   const auto in_row = [&p, &index](int c) { return index(c) < p.dim; };
+  // One vector a thread: both weights are read before the wait, once (Note [Dependent launch]: weights only).
+  Bf16x8 w_first[kEarlyNext ? kChunks : 1], nw_first[kEarlyNext ? kChunks : 1];
+  if constexpr (kEarlyNext) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      if (!in_row(c)) continue;
+      w_first[c] = *reinterpret_cast<const Bf16x8*>(p.weight + index(c));
+      nw_first[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
+    }
+  }
   PdlWait();
   PdlLaunchDependents();
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
@@ -316,8 +326,12 @@ __global__ void __launch_bounds__(kT, kChunks == 4 ? 6 : 1) RmsNormAddToNormKern
       if (!in_row(c)) continue;
       xv[c] = *reinterpret_cast<const Bf16x8*>(x + index(c));
       rv[c] = *reinterpret_cast<const Bf16x8*>(res + index(c));
-      w[c] = *reinterpret_cast<const Bf16x8*>(p.weight + index(c));
-      if constexpr (kEarlyNext) nw[c] = *reinterpret_cast<const Bf16x8*>(p.next_weight + index(c));
+      if constexpr (kEarlyNext) {
+        w[c] = w_first[c];
+        nw[c] = nw_first[c];
+      } else {
+        w[c] = *reinterpret_cast<const Bf16x8*>(p.weight + index(c));
+      }
     }
     float sum_sq = 0.f;
 #pragma unroll
@@ -405,8 +419,8 @@ void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream
   }();
   if (decode_blocks && p.rows <= kDecodeRowsMax && p.dim / 8 <= kDecodeThreads) {
     const int threads = (p.dim / 8 + 31) / 32 * 32;  // one vector a thread
-    LaunchPdl(RmsNormAddToNormKernel<1, kDecodeThreads>, dim3(static_cast<unsigned>(p.rows)), dim3(threads), 0,
-              stream, p);
+    LaunchPdlWhen(NormPdlEnabled(), RmsNormAddToNormKernel<1, kDecodeThreads>, dim3(static_cast<unsigned>(p.rows)),
+                  dim3(threads), 0, stream, p);
     return;
   }
   const int vectors_per_thread = (p.dim / 8 + kThreads - 1) / kThreads;
