@@ -27,11 +27,13 @@ namespace avserve::engine::cuda {
 __device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
 
-// By default only the skinny products launch early (ops/gemv.cu): they read or prefetch their first weights before
-// they wait, so the weight stream starts during the kernel before. On the H200 (session 8, two rounds alternated in
-// one run) decode at 32K took 8.19 / 8.26 ms against 8.40 / 8.41 with plain launches, the 8-question step
-// 10.06 / 10.18 against 10.41 / 10.43. Every kernel early (AVSERVE_PDL=1) was slower: 8.67 / 8.70 and 11.87 / 11.85.
-// AVSERVE_PDL=0 launches everything plainly.
+// By default the kernels that read weights launch early: the skinny products (ops/gemv.cu), which read or prefetch
+// their first weights before they wait, so the weight stream starts during the kernel before, and the decode rows'
+// post-norms (ops/rms_norm.cu), which read both of their weight vectors first. On the H200 (session 8, two rounds
+// alternated in one run): products early, decode at 32K 8.19 / 8.26 ms against 8.40 / 8.41 with plain launches and
+// the 8-question step 10.06 / 10.18 against 10.41 / 10.43; the norms early as well, 8.05 / 8.03 against 8.12 / 8.20
+// and 9.77 / 9.76 against 9.91 / 9.84. Every kernel early (AVSERVE_PDL=1) was slower: 8.67 / 8.70 and
+// 11.87 / 11.85. AVSERVE_PDL=0 launches everything plainly, AVSERVE_PDL=products only the products early.
 inline const char* PdlSetting() {
   static const char* setting = [] {
     const char* env = std::getenv("AVSERVE_PDL");
@@ -41,8 +43,7 @@ inline const char* PdlSetting() {
 }
 inline bool PdlEnabled() { return PdlSetting()[0] == '1'; }
 inline bool ProductPdlEnabled() { return PdlSetting()[0] != '0'; }
-// AVSERVE_PDL=norms: the decode rows' post-norms launch early too, reading both weights before they wait.
-inline bool NormPdlEnabled() { return PdlEnabled() || std::strcmp(PdlSetting(), "norms") == 0; }
+inline bool NormPdlEnabled() { return PdlSetting()[0] != '0' && std::strcmp(PdlSetting(), "products") != 0; }
 
 template <typename... KernelArgs, typename... Args>
 void LaunchPdlWhen(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
