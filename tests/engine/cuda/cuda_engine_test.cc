@@ -144,5 +144,71 @@ TEST(CudaEngineTest, GreedyTokensAreTheSamplersChoiceOverTheLogits) {
   EXPECT_FALSE(alone.empty());
 }
 
+// Forks of one snapshot decoding together (Backend::DecodeKv::shared_prefix: the full layers read the snapshot's
+// rows from the first sequence's cache) emit the greedy tokens each emits alone, and those of the same batch whose
+// first sequence is unrelated (nothing shared). Forks at different lengths and a fork of a fork are among them.
+TEST(CudaEngineTest, ForksDecodingTogetherMatchEachAlone) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  auto engine = Load(BackendKind::kCuda);
+  ASSERT_NE(engine, nullptr);
+  std::vector<int32_t> snapshot(300);
+  for (size_t i = 0; i < snapshot.size(); ++i) snapshot[i] = 3 + static_cast<int32_t>((i * 37) % 400);
+  const auto prefilled = [&](const std::vector<int32_t>& extra) -> std::unique_ptr<Sequence> {
+    auto seq = engine->NewSequence(512);
+    EXPECT_TRUE(seq.ok());
+    if (!seq.ok() || !(*seq)->Prefill(Text(snapshot), nullptr).ok()) return nullptr;
+    if (!extra.empty() && !(*seq)->Prefill(Text(extra), nullptr).ok()) return nullptr;
+    return *std::move(seq);
+  };
+  auto root = prefilled({});
+  ASSERT_NE(root, nullptr);
+  std::vector<std::unique_ptr<Sequence>> forks;
+  for (int32_t q : {130, 140, 150, 160}) {
+    auto f = root->Fork();
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->Prefill(Text({q, q + 1, q + 2}), nullptr).ok());
+    forks.push_back(*std::move(f));
+  }
+  auto deeper = forks[3]->Fork();  // a fork of a fork, 17 positions further on
+  ASSERT_TRUE(deeper.ok());
+  ASSERT_TRUE((*deeper)->Prefill(Text(std::vector<int32_t>(17, 170)), nullptr).ok());
+  forks.push_back(*std::move(deeper));
+  // Twins for the batch led by an unrelated sequence, and for each alone.
+  std::vector<std::unique_ptr<Sequence>> twins, alone;
+  for (auto& f : forks) {
+    auto t = f->Fork(), a = f->Fork();
+    ASSERT_TRUE(t.ok() && a.ok());
+    twins.push_back(*std::move(t));
+    alone.push_back(*std::move(a));
+  }
+  twins[0] = prefilled({130, 131, 132});  // the same positions as forks[0], but no fork of the snapshot
+  ASSERT_NE(twins[0], nullptr);
+  SamplingOptions s;
+  s.max_new_tokens = 16;
+  const auto batch = [&](std::vector<std::unique_ptr<Sequence>>& seqs) {
+    std::vector<Sequence*> ptrs;
+    for (auto& q : seqs) ptrs.push_back(q.get());
+    std::vector<std::vector<int32_t>> out(seqs.size());
+    EXPECT_TRUE(engine->GenerateBatch(ptrs, s, [&](size_t i, int32_t t) {
+      out[i].push_back(t);
+      return true;
+    }, nullptr).ok());
+    return out;
+  };
+  const std::vector<std::vector<int32_t>> shared = batch(forks), unshared = batch(twins);
+  for (size_t i = 0; i < forks.size(); ++i) {
+    std::vector<int32_t> own;
+    ASSERT_TRUE(engine->Generate(*alone[i], s, [&](int32_t t) {
+      own.push_back(t);
+      return true;
+    }, nullptr).ok());
+    EXPECT_FALSE(own.empty());
+    EXPECT_EQ(shared[i], own) << "fork " << i << ": batched with the shared prefix against alone";
+    if (i > 0) {
+      EXPECT_EQ(shared[i], unshared[i]) << "fork " << i << ": shared prefix against none";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace avserve::engine
