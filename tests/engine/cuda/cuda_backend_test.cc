@@ -440,7 +440,8 @@ TEST_F(CudaBackendTest, AttendDecodeRowsReadsASharedPrefixFromTheFirstSequence) 
 
 // ArgmaxRows gives the CPU backend's ids (Sampler's greedy choice) on rows with planted ties, suppressed maxima,
 // NaN, -inf, -0 against +0 and +inf: at the real vocabulary (16-byte loads), at an odd width and at a stride that
-// leaves rows unaligned (plain loads), with 40 suppressed ids (more than LaunchSample's fixed list holds).
+// leaves rows unaligned (a few single loads, then 16-byte ones), with 40 suppressed ids (more than LaunchSample's
+// fixed list holds).
 TEST_F(CudaBackendTest, ArgmaxRowsMatchesCpu) {
   struct Case {
     int64_t vocab, stride;
