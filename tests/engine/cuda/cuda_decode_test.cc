@@ -95,8 +95,9 @@ std::vector<uint16_t> RunDecode(AttentionParams p, const DecodeSeqs& seqs, const
 // positions) over several KV heads, each split count launched twice in a row (the second launch finds the
 // counters that the first reset; left dirty, nothing would merge and the output would stay 0). Both launches
 // give the same bits as attention.cu's combine kernel run on the partials the kernel left in the workspace,
-// and the result is within rounding of one split. 300 splits exceed the combine kernel's 256 threads (two
-// splits a thread) and leave most slices of the short sequences empty.
+// and the result is within rounding of one split. 64 splits leave many slices of the short sequences empty (and
+// are merged in the kernel for 2-row groups); 300 exceed the rows the kernel merges itself (the combine kernel
+// runs, AVSERVE_DECODE_MERGE_ROWS, default 128 splits x rows).
 TEST(CudaDecodeMergeTest, InKernelMergeEqualsCombineKernelAndResets) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(23);
@@ -115,7 +116,7 @@ TEST(CudaDecodeMergeTest, InKernelMergeEqualsCombineKernelAndResets) {
     const size_t out_elems = size_t{3} * ly.q_len * ly.heads * ly.dim;
     auto q = ToDevice(RandomBf16(out_elems, rng, -0.25f, 0.25f));
     const std::vector<uint16_t> one = RunDecode(ParamsFor(ly, 3, 1), seqs, q, nullptr);
-    for (const int splits : {2, 7, 300}) {
+    for (const int splits : {2, 7, 64, 300}) {
       SCOPED_TRACE(::testing::Message() << "head_dim " << ly.dim << " kv_heads " << ly.kv_heads << " q_len "
                                         << ly.q_len << " splits " << splits);
       AttentionParams p = ParamsFor(ly, 3, splits);

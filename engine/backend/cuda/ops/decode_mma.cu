@@ -133,6 +133,7 @@ __device__ __noinline__ void MergeIfLast(const float* workspace, bf16* o_out, in
     float4 total4 = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int vw = 0; vw < kCombineVirtualWarps; ++vw) {
       float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
       for (int s = vw; s < num_splits; s += kCombineVirtualWarps) {
         const float w = weight_s[s];
         const float4 o = __ldcg(reinterpret_cast<const float4*>(part_o + (s * rows_all + flat) * kD + d));
@@ -379,11 +380,24 @@ int* CountersFor(cudaStream_t stream) {
   });
 }
 
-// Whether the slices merge themselves (else the combine kernel does): counters for the KV heads, and the
-// weights of every split fit in the tiles' shared memory.
+// Most partial rows (splits x query rows of one KV head) that the last slice merges itself. One CTA merges them
+// one after the other (each thread reads splits x rows float4s), where the combine kernel spreads a row over a
+// CTA: past some size the combine kernel's launch costs less. Not yet measured; AVSERVE_DECODE_MERGE_ROWS sets
+// it (0: always the combine kernel).
+int MaxMergeRows() {
+  static const int rows = [] {
+    const char* env = std::getenv("AVSERVE_DECODE_MERGE_ROWS");
+    return env != nullptr ? std::atoi(env) : 128;
+  }();
+  return rows;
+}
+
+// Whether the slices merge themselves (else the combine kernel does): counters for the KV heads, few enough
+// partial rows, and the weights of every split fit in the tiles' shared memory.
 template <int kD, int kS>
-bool MergesInKernel(const AttentionParams& p) {
+bool MergesInKernel(const AttentionParams& p, int rows) {
   return p.num_splits > 1 && p.num_kv_heads <= kMaxCounterKvHeads &&
+         static_cast<int64_t>(p.num_splits) * rows <= MaxMergeRows() &&
          sizeof(float) * (static_cast<size_t>(p.num_splits) + kCombineVirtualWarps) <=
              DecodeMmaTraits<kD, kS>::kSmemBytes;
 }
@@ -401,7 +415,7 @@ void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t strea
   // Sequences fastest: the CTAs of one key slice are scheduled together, so a shared prefix's rows that one
   // brings into L2 serve the others.
   const dim3 grid(seqs.count, p.num_kv_heads, p.num_splits);
-  const bool merge = MergesInKernel<kD, kS>(p);
+  const bool merge = MergesInKernel<kD, kS>(p, seqs.q_len * (p.num_heads / p.num_kv_heads));
   int* counters = merge ? CountersFor(stream) : nullptr;
   LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs, counters);
   if (p.num_splits > 1 && !merge) LaunchCombineSplits(p, stream);
