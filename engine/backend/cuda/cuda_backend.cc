@@ -503,18 +503,20 @@ void CudaBackend::GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor
 void CudaBackend::GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
                                     const Tensor& out) {
   const bool plain_layout = gate.dtype == DType::kBF16 && up.dtype == DType::kBF16 && w.dtype == DType::kBF16 &&
+                            h.dtype == DType::kBF16 && h.rows() == gate.rows() && h.dim(-1) == gate.dim(-1) &&
                             (out.dtype == DType::kBF16 || out.dtype == DType::kF32) && w.rank == 2 &&
                             up.rows() == gate.rows() && up.dim(-1) == gate.dim(-1) && w.dim(1) == gate.dim(-1) &&
                             out.rows() == gate.rows() && out.dim(-1) == w.dim(0);
   if (plain_layout) {
-    GemmParams p;
+    GemmParams p;  // the plain product's (h is not read: LaunchGemv's conditions apply to it unchanged)
+    p.a = Bf16(h);
     p.b = Bf16(w);
     p.c = out.data;
     p.c_fp32 = out.dtype == DType::kF32;
     p.m = gate.rows();
     p.k = gate.dim(-1);
     p.n = w.dim(0);
-    p.lda = p.k;
+    p.lda = RowStride(h);
     p.ldb = RowStride(w);
     p.ldc = RowStride(out);
     const GegluInput in{Bf16(gate), Bf16(up), RowStride(gate), RowStride(up)};

@@ -26,7 +26,8 @@ struct GegluInput {
   const __nv_bfloat16* up = nullptr;
   int64_t gate_stride = 0, up_stride = 0;
 };
-// c = x · bᵀ with x computed from `in` inside the product (p.a and p.lda ignored; Note [GeGLU into the down
+// c = x · bᵀ with x computed from `in` inside the product (p.a, p.lda: h, whose layout only picks the kernel, as
+// for LaunchGemv; h is neither read nor written. Note [GeGLU into the down
 // product] in gemv.cu), bit for bit LaunchGeglu then LaunchGemv(p, stream, kernel). Launches only where that
 // product would run on the row-streaming kernel and h fits in shared memory beside that kernel's CTAs an SM
 // (k = 15360: 1-2 rows); returns false, launching nothing, otherwise.
