@@ -15,7 +15,9 @@
 //   * Several slices write fp32 partials to the workspace and count themselves on a per-(sequence, KV head)
 //     counter; the last slice to finish merges every slice's partials for its rows (MergeIfLast: the same
 //     operations in the same order as attention.cu's CombineSplitsKernel, so the output is bit for bit the
-//     same) and sets the counter back to 0 for the next launch. This saves the combine kernel's launch.
+//     same) and sets the counter back to 0 for the next launch. This saves the combine kernel's launch. One CTA
+//     merges serially, so past MaxMergeRows() partial rows (the full layers' 16-row groups) the combine kernel
+//     still runs.
 // Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.x picks the
 // sequence (fastest, so the sequences of one key slice are scheduled together), whose cache pointers and
 // positions come from DecodeSeqs. Forks of one video read the positions they
