@@ -423,10 +423,13 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream, RowStreamArgs r =
   r.prefetch_units = early ? PrefetchUnits() : 0;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
   const size_t smem = kGeglu ? GegluSmem(p.m, p.k) : 0;
-  if (kGeglu && smem > 48 * 1024) {
-    static const bool once = [&] {  // one k per process in practice; the attribute is the largest asked for below
+  if constexpr (kGeglu) {
+    static const bool once = [] {  // the most shared memory any k may ask for, and the L1 split that gives it
       AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(RowStreamKernel<kM, kU, kGeglu>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxGegluSmem));
+      AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(RowStreamKernel<kM, kU, kGeglu>,
+                                              cudaFuncAttributePreferredSharedMemoryCarveout,
+                                              cudaSharedmemCarveoutMaxShared));
       return true;
     }();
     (void)once;
