@@ -3,8 +3,6 @@
 // ceiling (a plain 16-byte streaming read of the same bytes) in the same run. Session 7 (bench/RESULTS.md).
 //   gemv_bench [--reps N] [--m TOKENS]     (--m 8: the 8-question step's products; rows apply up to 4)
 // AVSERVE_GEMV_ACCS=1 runs the mma kernel with one accumulator set instead of two.
-// Last, the 48 down products over their GeGLU: GeluTanhMul then the product, against the product with the GeGLU
-// folded in (LaunchGeluTanhMulGemv, which falls back to the pair where it does not apply).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -15,17 +13,12 @@
 #include <utility>
 #include <vector>
 
-#include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemv.cuh"
 
 namespace {
 
-using avserve::engine::cuda::GegluInput;
-using avserve::engine::cuda::GegluParams;
 using avserve::engine::cuda::GemmParams;
 using avserve::engine::cuda::GemvKernel;
-using avserve::engine::cuda::LaunchGeglu;
-using avserve::engine::cuda::LaunchGeluTanhMulGemv;
 using avserve::engine::cuda::LaunchGemv;
 using bf16 = __nv_bfloat16;
 
@@ -78,50 +71,6 @@ float Elapsed(cudaEvent_t a, cudaEvent_t b) {
   float ms = 0.f;
   CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
   return ms;
-}
-
-// The 48 down products (k = F) over a GeGLU of gate|up [m, 2F]: the plain pair against the fused product.
-void GegluTimes(const std::vector<std::pair<size_t, Product>>& step, const Product& down, const bf16* w, int m,
-                int reps, cudaEvent_t e0, cudaEvent_t e1) {
-  const int f = down.k;
-  bf16 *gu = nullptr, *h = nullptr, *y = nullptr;
-  CHECK_CUDA(cudaMalloc(&gu, size_t{2} * f * m * sizeof(bf16)));
-  CHECK_CUDA(cudaMalloc(&h, size_t{1} * f * m * sizeof(bf16)));
-  CHECK_CUDA(cudaMalloc(&y, size_t{1} * down.n * m * sizeof(bf16)));
-  FillRandom<<<64, 256>>>(gu, size_t{2} * f * m, 9);
-  std::vector<size_t> offsets;
-  for (const auto& [offset, q] : step) {
-    if (q.n == down.n && q.k == down.k) offsets.push_back(offset);
-  }
-  bool fused = true;
-  auto run = [&](bool fold) {
-    for (size_t offset : offsets) {
-      GemmParams g;
-      g.a = h;
-      g.b = w + offset;
-      g.c = y;
-      g.m = m, g.n = down.n, g.k = f;
-      if (fold && LaunchGeluTanhMulGemv(g, GegluInput{gu, gu + f, 2 * int64_t{f}, 2 * int64_t{f}}, nullptr)) continue;
-      fused = fused && !fold;
-      GegluParams p;
-      p.gate = gu, p.up = gu + f, p.out = h;
-      p.gate_stride = p.up_stride = 2 * int64_t{f}, p.out_stride = f;
-      p.rows = m, p.cols = f;
-      LaunchGeglu(p, nullptr);
-      LaunchGemv(g, nullptr);
-    }
-  };
-  for (const bool fold : {false, true}) {
-    run(fold);  // warm-up
-    CHECK_CUDA(cudaEventRecord(e0));
-    for (int r = 0; r < reps; ++r) run(fold);
-    CHECK_CUDA(cudaEventRecord(e1));
-    std::printf("48 down products over GeGLU, %s: %.3f ms\n", fold ? (fused ? "fused" : "fused (fell back)") : "pair ",
-                Elapsed(e0, e1) / reps);
-  }
-  CHECK_CUDA(cudaFree(gu));
-  CHECK_CUDA(cudaFree(h));
-  CHECK_CUDA(cudaFree(y));
 }
 
 }  // namespace
@@ -218,7 +167,6 @@ int main(int argc, char** argv) {
     }
     std::printf("\n");
   }
-  GegluTimes(step, down, w, m, reps, e0, e1);
   CHECK_CUDA(cudaGetLastError());
   return 0;
 }

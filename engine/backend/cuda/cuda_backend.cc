@@ -12,7 +12,6 @@
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
-#include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
@@ -496,34 +495,6 @@ void CudaBackend::GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor
   p.cols = static_cast<int>(gate.dim(-1));
   AVSERVE_CHECK(up.rows() == p.rows && out.rows() == p.rows && up.dim(-1) == p.cols, "GeluTanhMul: shapes");
   LaunchGeglu(p, stream());
-}
-
-// Decode's down product streams its rows with the GeGLU computed inside (LaunchGeluTanhMulGemv); other shapes
-// run the plain pair.
-void CudaBackend::GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
-                                    const Tensor& out) {
-  const bool plain_layout = gate.dtype == DType::kBF16 && up.dtype == DType::kBF16 && w.dtype == DType::kBF16 &&
-                            h.dtype == DType::kBF16 && h.rows() == gate.rows() && h.dim(-1) == gate.dim(-1) &&
-                            (out.dtype == DType::kBF16 || out.dtype == DType::kF32) && w.rank == 2 &&
-                            up.rows() == gate.rows() && up.dim(-1) == gate.dim(-1) && w.dim(1) == gate.dim(-1) &&
-                            out.rows() == gate.rows() && out.dim(-1) == w.dim(0);
-  if (plain_layout) {
-    GemmParams p;  // the plain product's (h is not read: LaunchGemv's conditions apply to it unchanged)
-    p.a = Bf16(h);
-    p.b = Bf16(w);
-    p.c = out.data;
-    p.c_fp32 = out.dtype == DType::kF32;
-    p.m = gate.rows();
-    p.k = gate.dim(-1);
-    p.n = w.dim(0);
-    p.lda = RowStride(h);
-    p.ldb = RowStride(w);
-    p.ldc = RowStride(out);
-    const GegluInput in{Bf16(gate), Bf16(up), RowStride(gate), RowStride(up)};
-    if (LaunchGeluTanhMulGemv(p, in, stream())) return;
-  }
-  GeluTanhMul(gate, up, h);
-  MatMul(h, w, nullptr, out);
 }
 
 namespace {

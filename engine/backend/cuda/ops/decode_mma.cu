@@ -11,16 +11,10 @@
 //     tile, each with its address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us
 //     instead of 220.
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
-//     max before P·V, the denominator summing the unrounded values; a single slice writes bf16 output.
-//   * Several slices write fp32 partials to the workspace and count themselves on a per-(sequence, KV head)
-//     counter; the last slice to finish merges every slice's partials for its rows (MergeIfLast: the same
-//     operations in the same order as attention.cu's CombineSplitsKernel, so the output is bit for bit the
-//     same) and sets the counter back to 0 for the next launch. This saves the combine kernel's launch. One CTA
-//     merges serially, so past MaxMergeRows() partial rows (the full layers' 16-row groups) the combine kernel
-//     still runs.
-// Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.x picks the
-// sequence (fastest, so the sequences of one key slice are scheduled together), whose cache pointers and
-// positions come from DecodeSeqs. Forks of one video read the positions they
+//     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
+//     attention.cu's combine kernel merges, a single slice writes bf16 output.
+// Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.z picks the
+// sequence, whose cache pointers and positions come from DecodeSeqs. Forks of one video read the positions they
 // share from one cache (DecodeSeq::k_shared): the batch's CTAs of one key slice run in the same wave, so the
 // first to ask brings the rows into L2 for the others. Measured with ncu (8 questions at 32K, full layer): 83% of
 // reads hit L2 and DRAM reads drop to 0.46 TB/s, but the kernel takes 151 us either way; it is bound by the
@@ -33,7 +27,6 @@
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
-#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/online_softmax.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
@@ -47,11 +40,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 // stages, so two CTAs shared an SM; four of the sliding ones): on the H200 the full layer at 32K took 26.6 us
 // against 32.9, the 8-question step's full layer 157 against 218 us, its sliding layer 24.3 against 28.8 us.
 constexpr int kDecodeKeys = 16;
-
-// Split counters: one per (sequence, KV head), for up to kMaxCounterKvHeads KV heads (more fall back to the
-// combine kernel).
-constexpr int kMaxCounterKvHeads = 256;
-constexpr int kCombineVirtualWarps = 8;  // CombineSplitsKernel's warps, whose summation order MergeIfLast repeats
 
 template <int kD, int kStages_>
 struct DecodeMmaTraits {
@@ -80,101 +68,16 @@ __device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSe
   return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
-// Called by every slice of a split launch after it wrote its partials: the last slice of (sequence b, kv_head)
-// to count itself merges all slices' partials for its rows into bf16 output, with CombineSplitsKernel's
-// operations in its order (its 256 threads' sums: virtual thread vt sums splits vt, vt + 256, ...; warps reduce
-// by butterfly, then warp 0 + 1 + ... + 7; the output dims sum splits w, w + 8, ... per warp w, then warps 0..7),
-// so the result is bit for bit the combine kernel's. `smem` (num_splits + 8 floats) reuses the tiles' memory.
-// Not inlined: the main loop's registers stay as they were (inlined, the three-stage kernel spilled).
-template <int kThreads>
-__device__ __noinline__ void MergeIfLast(const float* workspace, bf16* o_out, int64_t o_token_stride,
-                                         int64_t o_head_stride, int num_splits, int q_len_all, int num_heads,
-                                         float scale, int q_len, int rows, int group, int b, int kv_head,
-                                         int* counter, float* smem, int* last_flag) {
-  __threadfence();  // this slice's partials are visible to the slice that merges, before it counts itself
-  __syncthreads();  // ... for every thread; and every warp is done with the tiles' shared memory
-  if (threadIdx.x == 0) *last_flag = atomicAdd(counter, 1) == num_splits - 1;
-  __syncthreads();
-  if (!*last_flag) return;
-  __threadfence();  // the other slices' partials (counted before this one) are read after the count
-  constexpr int kRealWarps = kThreads / 32;
-  constexpr int kD = kThreads * 4;  // four output dims a thread
-  const int64_t rows_all = static_cast<int64_t>(q_len_all) * num_heads;
-  const float* part_o = workspace;
-  const float* part_ml = part_o + num_splits * rows_all * kD;
-  float* weight_s = smem;               // [num_splits]
-  float* scratch = smem + num_splits;   // [kCombineVirtualWarps]
-  const float scale_log2 = scale * kLog2e;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int d = threadIdx.x * 4;  // kThreads * 4 == head_dim
-  for (int r = 0; r < rows; ++r) {
-    const int64_t token = int64_t{b} * q_len + r / group;
-    const int head = kv_head * group + r % group;
-    const int64_t flat = token * num_heads + head;
-    float local_max = -FLT_MAX;
-    for (int s = threadIdx.x; s < num_splits; s += kThreads) {
-      local_max = fmaxf(local_max, __ldcg(part_ml + 2 * (s * rows_all + flat)));
-    }
-    const float global_max = BlockMax(local_max, scratch);  // exact in any order
-    __syncthreads();  // every thread has read scratch before it holds the sums
-    for (int vw = warp; vw < kCombineVirtualWarps; vw += kRealWarps) {
-      float local_total = 0.f;
-      for (int s = vw * 32 + lane; s < num_splits; s += kCombineVirtualWarps * 32) {
-        const float m = __ldcg(part_ml + 2 * (s * rows_all + flat));
-        const float w = exp2f((m - global_max) * scale_log2);
-        weight_s[s] = w;
-        local_total += __ldcg(part_ml + 2 * (s * rows_all + flat) + 1) * w;
-      }
-      local_total = WarpSum(local_total);
-      if (lane == 0) scratch[vw] = local_total;
-    }
-    __syncthreads();
-    float total = 0.f;
-    for (int w = 0; w < kCombineVirtualWarps; ++w) total += scratch[w];
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    float4 total4 = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int vw = 0; vw < kCombineVirtualWarps; ++vw) {
-      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-      for (int s = vw; s < num_splits; s += kCombineVirtualWarps) {
-        const float w = weight_s[s];
-        const float4 o = __ldcg(reinterpret_cast<const float4*>(part_o + (s * rows_all + flat) * kD + d));
-        acc.x += w * o.x;
-        acc.y += w * o.y;
-        acc.z += w * o.z;
-        acc.w += w * o.w;
-      }
-      if (vw == 0) {
-        total4 = acc;
-      } else {
-        total4.x += acc.x;
-        total4.y += acc.y;
-        total4.z += acc.z;
-        total4.w += acc.w;
-      }
-    }
-    bf16* out = o_out + token * o_token_stride + head * o_head_stride + d;
-    out[0] = __float2bfloat16(total4.x * inv);
-    out[1] = __float2bfloat16(total4.y * inv);
-    out[2] = __float2bfloat16(total4.z * inv);
-    out[3] = __float2bfloat16(total4.w * inv);
-    __syncthreads();  // weight_s and scratch are rewritten for the next row
-  }
-  if (threadIdx.x == 0) *counter = 0;  // every slice has counted itself: clean for the next launch
-}
-
 template <int kD, int kS>
 __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
-    DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs, int* counters) {
+    DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
   using Tr = DecodeMmaTraits<kD, kS>;
   static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
-  __shared__ int last_flag;                                 // this slice merges (MergeIfLast)
-  static_assert(Tr::kThreads * 4 == kD, "MergeIfLast: four output dims a thread");
   bf16* kv_s = reinterpret_cast<bf16*>(smem_raw);                                   // [stage][K|V][kKeys][kStride]
   float* s_part = reinterpret_cast<float*>(kv_s + Tr::kStages * 2 * Tr::kTileElems);  // [warp][16][kKeys]
-  const int b = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
+  const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
   const DecodeSeq sq = seqs.seq[b];
   PdlWait();  // the newest K/V rows come from the kernel before (Note [Dependent launch])
   PdlLaunchDependents();
@@ -204,7 +107,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
       if (pos >= sq.kv_begin && pos < sq.kv_end) {
         const int64_t slot = pos % sq.kv_capacity;
         // A shared prefix is read from the one copy every sequence of the batch reads (hits in L2).
-        const bool shared = pos < sq.shared_end && sq.k_shared != nullptr;
+        const bool shared = pos < sq.shared_end;
         const bf16* src = is_v ? (shared ? sq.v_shared : sq.v) + slot * p.v_slot_stride + kv_head * p.v_head_stride
                                : (shared ? sq.k_shared : sq.k) + slot * p.k_slot_stride + kv_head * p.k_head_stride;
         FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
@@ -350,12 +253,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
       }
     }
   }
-  if (p.num_splits > 1 && counters != nullptr) {
-    MergeIfLast<Tr::kThreads>(static_cast<const float*>(p.workspace), p.o, p.o_token_stride, p.o_head_stride,
-                              p.num_splits, p.q_len, p.num_heads, p.scale, seqs.q_len, rows, group, b, kv_head,
-                              counters + b * p.num_kv_heads + kv_head, reinterpret_cast<float*>(smem_raw),
-                              &last_flag);
-  }
 }
 
 // Two K/V stages rather than three: 70 KB instead of 104 KB of shared memory per full-layer CTA, so three CTAs
@@ -371,39 +268,6 @@ bool TwoStages(const DecodeSeqs&) {
   return two;
 }
 
-// Split counters of `stream`, all 0 between launches (the merging slice resets its own).
-int* CountersFor(cudaStream_t stream) {
-  return PerStreamScratch<int*>(stream, [](cudaStream_t st) {
-    int* counters = nullptr;
-    const size_t bytes = sizeof(int) * kMaxCounterKvHeads * kDecodeMmaMaxSeqs;
-    AVSERVE_CUDA_CHECK(cudaMalloc(&counters, bytes));
-    AVSERVE_CUDA_CHECK(cudaMemsetAsync(counters, 0, bytes, st));
-    return counters;
-  });
-}
-
-// Most partial rows (splits x query rows of one KV head) that the last slice merges itself. One CTA merges them
-// one after the other (each thread reads splits x rows float4s), where the combine kernel spreads a row over a
-// CTA: past some size the combine kernel's launch costs less. Not yet measured; AVSERVE_DECODE_MERGE_ROWS sets
-// it (0: always the combine kernel).
-int MaxMergeRows() {
-  static const int rows = [] {
-    const char* env = std::getenv("AVSERVE_DECODE_MERGE_ROWS");
-    return env != nullptr ? std::atoi(env) : 128;
-  }();
-  return rows;
-}
-
-// Whether the slices merge themselves (else the combine kernel does): counters for the KV heads, few enough
-// partial rows, and the weights of every split fit in the tiles' shared memory.
-template <int kD, int kS>
-bool MergesInKernel(const AttentionParams& p, int rows) {
-  return p.num_splits > 1 && p.num_kv_heads <= kMaxCounterKvHeads &&
-         static_cast<int64_t>(p.num_splits) * rows <= MaxMergeRows() &&
-         sizeof(float) * (static_cast<size_t>(p.num_splits) + kCombineVirtualWarps) <=
-             DecodeMmaTraits<kD, kS>::kSmemBytes;
-}
-
 template <int kD, int kS>
 void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<kD, kS>;
@@ -414,13 +278,8 @@ void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t strea
     return true;
   }();
   (void)attribute_set;
-  // Sequences fastest: the CTAs of one key slice are scheduled together, so a shared prefix's rows that one
-  // brings into L2 serve the others.
-  const dim3 grid(seqs.count, p.num_kv_heads, p.num_splits);
-  const bool merge = MergesInKernel<kD, kS>(p, seqs.q_len * (p.num_heads / p.num_kv_heads));
-  int* counters = merge ? CountersFor(stream) : nullptr;
-  LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs, counters);
-  if (p.num_splits > 1 && !merge) LaunchCombineSplits(p, stream);
+  const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
+  LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -481,7 +340,6 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
   AVSERVE_CHECK(seqs.count >= 1 && seqs.count <= kDecodeMmaMaxSeqs, "DecodeMma: 1 to 16 sequences");
   AVSERVE_CHECK(p.q_len == seqs.count * seqs.q_len, "DecodeMma: q rows differ from the sequences' queries");
   AVSERVE_CHECK(DecodeMmaApplies(p, seqs.q_len), "DecodeMma: unsupported shape");
-  AVSERVE_CHECK(p.num_splits >= 1 && p.num_splits <= 65535, "DecodeMma: 1 to 65535 key splits");
   AVSERVE_CHECK(p.num_splits == 1 || p.workspace != nullptr, "DecodeMma: no workspace");
   for (int i = 0; i < seqs.count; ++i) {
     const DecodeSeq& s = seqs.seq[i];
@@ -502,6 +360,7 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
   } else {
     two ? Launch<512, 2>(p, seqs, stream) : Launch<512, 3>(p, seqs, stream);
   }
+  if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }
 
 }  // namespace avserve::engine::cuda

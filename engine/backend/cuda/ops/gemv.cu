@@ -242,38 +242,7 @@ struct RowStreamArgs {
   int* counters;  // [tiles], zero between launches
   float* parts;   // [2 * warps, kM * kRowsPerUnit]
   int prefetch_units;  // launched early (dependent launch): units of weights sent to L2 before the wait
-  // GeGLU input (kGeglu): x = round(round(gelu_tanh(gate)) * up), [kM, k] each, built in shared memory.
-  const bf16* gate = nullptr;
-  const bf16* up = nullptr;
-  int64_t gate_stride = 0, up_stride = 0;
 };
-
-// Exactly GegluKernel's arithmetic (elementwise.cu), so the fused product's input has the same bits.
-__device__ __forceinline__ float GeluTanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-}
-
-// Note [GeGLU into the down product]
-// Each CTA computes the whole GeGLU product h [kM, k] once into shared memory (30 KB a token at k = 15360) after
-// the wait, then streams w as usual with x read from there: GeluTanhMul and its launch disappear, and since h's
-// values, the grid and so the summation order are those of the plain row-streaming product, the result has the
-// same bits. It applies only where the plain product's CTAs an SM (4 at one token, 3 at 2-4) still fit with h:
-// at k = 15360, one or two tokens; more (and the mma kernel's shapes) run GeluTanhMul and the plain product.
-template <int kM>
-__device__ __forceinline__ void FillGeglu(const RowStreamArgs& r, int64_t k, bf16* h) {
-  const int64_t vecs = k / 8;
-  for (int64_t v = threadIdx.x; v < kM * vecs; v += blockDim.x) {
-    const int64_t i = v / vecs, c = (v % vecs) * 8;
-    float g[8], u[8];
-    LoadBf16x8(r.gate + i * r.gate_stride + c, g);
-    LoadBf16x8(r.up + i * r.up_stride + c, u);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) g[e] = Bf16Round(GeluTanh(g[e])) * u[e];
-    StoreBf16x8(h + i * k + c, g);
-  }
-  __syncthreads();
-}
 
 // Units each warp of an early row-streaming product sends to L2 before it waits (AVSERVE_PREFETCH_UNITS, to measure).
 int PrefetchUnits() {
@@ -284,9 +253,8 @@ int PrefetchUnits() {
   return units;
 }
 
-template <int kM, int kU, bool kGeglu>
+template <int kM, int kU>
 __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKernel(GemmParams p, RowStreamArgs r) {
-  extern __shared__ __align__(16) bf16 geglu_h[];  // [kM, k] when kGeglu
   constexpr int kOut = kM * kRowsPerUnit;  // sums per unit: (token, row)
   const int lane = threadIdx.x % 32;
   const int warps = gridDim.x * kRowWarps, gw = blockIdx.x * kRowWarps + threadIdx.x / 32;
@@ -306,13 +274,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   }
   PdlWait();
   PdlLaunchDependents();
-  if constexpr (kGeglu) FillGeglu<kM>(r, p.k, geglu_h);
-  const bf16* x0 = (kGeglu ? geglu_h : p.a) + 8 * lane;
-  const int64_t lda = kGeglu ? p.k : r.lda;
-  auto load_x = [&](const bf16* q) {
-    if constexpr (kGeglu) return *reinterpret_cast<const U32x4*>(q);
-    else return LoadAct(q);
-  };
+  const bf16* x0 = p.a + 8 * lane;
   for (int seg = u_begin; seg < u_end;) {
     const int tile = seg / ut, seg_end = min(u_end, (tile + 1) * ut);
     const int64_t row0 = int64_t{tile} * kRowsPerUnit;
@@ -332,7 +294,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
 #pragma unroll
         for (int j = 0; j < kRowsPerUnit; ++j) wv[j][u] = in ? LoadWeight(w_row[j] + k0 + u * kUnitK) : U32x4{};
 #pragma unroll
-        for (int i = 0; i < kM; ++i) xv[i][u] = in ? load_x(x0 + i * lda + k0 + u * kUnitK) : U32x4{};
+        for (int i = 0; i < kM; ++i) xv[i][u] = in ? LoadAct(x0 + i * r.lda + k0 + u * kUnitK) : U32x4{};
       }
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
@@ -387,12 +349,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   }
 }
 
-// Shared memory of a fused GeGLU product (Note [GeGLU into the down product]), and how many CTAs an SM holds
-// with it (228 KB an SM on the H200, 1 KB of it reserved per CTA).
-constexpr size_t kMaxGegluSmem = 227 * 1024;
-size_t GegluSmem(int64_t m, int64_t k) { return static_cast<size_t>(m * k) * sizeof(bf16); }
-int GegluCtasPerSm(size_t smem) { return static_cast<int>(228 * 1024 / (smem + 1024)); }
-
 // Per-stream tile counters and parts (a kernel of one stream must not see another's counters): 2 MB and a few
 // hundred KB per stream, allocated at its first row-streaming product and kept for the process.
 struct RowStreamScratch {
@@ -412,8 +368,9 @@ RowStreamScratch ScratchFor(cudaStream_t stream) {
   });
 }
 
-template <int kM, int kU, bool kGeglu = false>
-void LaunchRowStream(const GemmParams& p, cudaStream_t stream, RowStreamArgs r = {}) {
+template <int kM, int kU>
+void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
+  RowStreamArgs r;
   r.lda = p.lda != 0 ? p.lda : p.k, r.ldb = p.ldb != 0 ? p.ldb : p.k, r.ldc = p.ldc != 0 ? p.ldc : p.n;
   r.units_per_tile = static_cast<int>(p.k / kUnitK);
   r.total_units = static_cast<int>(RowUnits(p));
@@ -422,22 +379,9 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream, RowStreamArgs r =
   const bool early = ProductPdlEnabled();
   r.prefetch_units = early ? PrefetchUnits() : 0;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
-  const size_t smem = kGeglu ? GegluSmem(p.m, p.k) : 0;
-  if constexpr (kGeglu) {
-    static const bool once = [] {  // the most shared memory any k may ask for, and the L1 split that gives it
-      AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(RowStreamKernel<kM, kU, kGeglu>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxGegluSmem));
-      AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(RowStreamKernel<kM, kU, kGeglu>,
-                                              cudaFuncAttributePreferredSharedMemoryCarveout,
-                                              cudaSharedmemCarveoutMaxShared));
-      return true;
-    }();
-    (void)once;
-  }
-  // The same grid with or without the GeGLU: the warps' runs, and so the order of the sums, are the plain ones.
   const int64_t blocks = std::min<int64_t>(int64_t{NumSms()} * kRowCtasPerSm<kM>, r.total_units / kRowWarps);
-  LaunchPdlWhen(early, RowStreamKernel<kM, kU, kGeglu>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32),
-                smem, stream, p, r);
+  LaunchPdlWhen(early, RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
+                stream, p, r);
 }
 
 bool RowStreamApplies(const GemmParams& p) {
@@ -473,9 +417,8 @@ bool GemvApplies(const GemmParams& p) {
          aligned(p.a) && aligned(p.b);
 }
 
-namespace {
-// The kernel that runs p: `kernel`, else AVSERVE_GEMV, else by size.
-GemvKernel ChooseKernel(const GemmParams& p, GemvKernel kernel) {
+void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
+  AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
   if (kernel == GemvKernel::kAuto) kernel = KernelFromEnv();
   if (kernel == GemvKernel::kAuto) {
     // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units
@@ -483,35 +426,6 @@ GemvKernel ChooseKernel(const GemmParams& p, GemvKernel kernel) {
     const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
     kernel = RowUnits(p) >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
   }
-  return kernel;
-}
-}  // namespace
-
-bool LaunchGeluTanhMulGemv(const GemmParams& p, const GegluInput& in, cudaStream_t stream, GemvKernel kernel) {
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  const size_t smem = GegluSmem(p.m, p.k);
-  // Only where the plain product would stream rows (same grid, same sums, same bits) and its CTAs an SM still
-  // fit with h in shared memory (k = 15360: 1-2 rows).
-  const int ctas = p.m == 1 ? kRowCtasPerSm<1> : kRowCtasPerSm<2>;
-  if (!GemvApplies(p) || ChooseKernel(p, kernel) != GemvKernel::kRows || !RowStreamApplies(p) ||
-      smem > kMaxGegluSmem || GegluCtasPerSm(smem) < ctas || !aligned(in.gate) || !aligned(in.up) ||
-      in.gate_stride % 8 != 0 || in.up_stride % 8 != 0) {
-    return false;
-  }
-  RowStreamArgs r;
-  r.gate = in.gate, r.up = in.up, r.gate_stride = in.gate_stride, r.up_stride = in.up_stride;
-  switch (p.m) {
-    case 1: LaunchRowStream<1, 4, true>(p, stream, r); break;
-    case 2: LaunchRowStream<2, 3, true>(p, stream, r); break;
-    case 3: LaunchRowStream<3, 2, true>(p, stream, r); break;
-    default: LaunchRowStream<4, 2, true>(p, stream, r); break;
-  }
-  return true;
-}
-
-void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
-  AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
-  kernel = ChooseKernel(p, kernel);
   if (kernel == GemvKernel::kRows && RowStreamApplies(p)) {
     switch (p.m) {
       case 1: return LaunchRowStream<1, 4>(p, stream);

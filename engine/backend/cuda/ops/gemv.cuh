@@ -19,19 +19,4 @@ bool GemvApplies(const GemmParams& p);
 enum class GemvKernel { kAuto, kMma, kRows };
 void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto);
 
-// The GeGLU product x = round(round(gelu_tanh(gate)) * up) (GeluTanhMul's rounding), gate and up [m, k] with
-// row strides (multiples of 8, 16-byte aligned).
-struct GegluInput {
-  const __nv_bfloat16* gate = nullptr;
-  const __nv_bfloat16* up = nullptr;
-  int64_t gate_stride = 0, up_stride = 0;
-};
-// c = x · bᵀ with x computed from `in` inside the product (p.a, p.lda: h, whose layout only picks the kernel, as
-// for LaunchGemv; h is neither read nor written. Note [GeGLU into the down
-// product] in gemv.cu), bit for bit LaunchGeglu then LaunchGemv(p, stream, kernel). Launches only where that
-// product would run on the row-streaming kernel and h fits in shared memory beside that kernel's CTAs an SM
-// (k = 15360: 1-2 rows); returns false, launching nothing, otherwise.
-bool LaunchGeluTanhMulGemv(const GemmParams& p, const GegluInput& in, cudaStream_t stream,
-                           GemvKernel kernel = GemvKernel::kAuto);
-
 }  // namespace avserve::engine::cuda
