@@ -18,6 +18,7 @@
 #include "engine/model/gemma4.h"
 #include "engine/model/sampler.h"
 #include "engine/model/weights.h"
+#include "tests/engine/forwarding_backend.h"
 #include "tests/engine/golden.h"
 #include "tests/engine/greedy_cases.h"
 
@@ -231,54 +232,11 @@ TEST(CpuBackendTest, ArgmaxRowsIsTheSamplersGreedyChoice) {
 
 // The CPU backend posing as a device backend (SharesHostMemory() false): LoadWeights copies the weights and
 // stores the projections fused, and the model takes the paths it takes on the CUDA backend.
-class DeviceLayoutCpu final : public Backend {
+class DeviceLayoutCpu final : public testing::ForwardingBackend {
  public:
   std::string Name() const override { return "cpu-device-layout"; }
-  Device device() const override { return Device::kCpu; }
   bool SharesHostMemory() const override { return false; }
-  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override { return cpu_->Allocate(bytes); }
-  absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override {
-    return cpu_->Upload(host, bytes, dst);
-  }
-  absl::Status Download(const Tensor& src, void* host, size_t bytes) override {
-    return cpu_->Download(src, host, bytes);
-  }
   void Synchronize() override {}
-  void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
-    cpu_->MatMul(x, w, bias, y);
-  }
-  void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override {
-    cpu_->RmsNorm(x, weight, eps, y);
-  }
-  void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
-    cpu_->LayerNorm(x, w, b, eps, y);
-  }
-  void Rope(const Tensor& x, const Tensor& positions, const RopeParams& p) override { cpu_->Rope(x, positions, p); }
-  void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const AttentionParams& p,
-                 const Tensor& out) override {
-    cpu_->Attention(q, k, v, blocks, p, out);
-  }
-  void GeluTanhMul(const Tensor& g, const Tensor& u, const Tensor& out) override { cpu_->GeluTanhMul(g, u, out); }
-  void Add(const Tensor& a, const Tensor& b, const Tensor& out) override { cpu_->Add(a, b, out); }
-  void Scale(const Tensor& x, float s, const Tensor& out) override { cpu_->Scale(x, s, out); }
-  void Embed(const Tensor& t, const Tensor& ids, float s, const Tensor& out) override { cpu_->Embed(t, ids, s, out); }
-  void AddPosition2d(const Tensor& x, const Tensor& t, const Tensor& p, const Tensor& out) override {
-    cpu_->AddPosition2d(x, t, p, out);
-  }
-  void Softcap(const Tensor& x, float cap, const Tensor& out) override { cpu_->Softcap(x, cap, out); }
-  void Convert(const Tensor& x, const Tensor& out) override { cpu_->Convert(x, out); }
-  void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override {
-    cpu_->CopyRowsToRing(src, dst, first_pos);
-  }
-  void ScatterRows(const Tensor& src, const Tensor& idx, const Tensor& dst) override {
-    cpu_->ScatterRows(src, idx, dst);
-  }
-  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override {
-    cpu_->ArgmaxRows(logits, suppressed, out);
-  }
-
- private:
-  std::unique_ptr<Backend> cpu_ = CreateCpuBackend(2);
 };
 
 TEST(DeviceLayoutTest, ProjectionsAreRowRangesOfOneTensor) {

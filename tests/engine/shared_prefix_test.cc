@@ -17,6 +17,7 @@
 #include "engine/model/gemma4.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/weights.h"
+#include "tests/engine/forwarding_backend.h"
 #include "tests/engine/golden.h"
 
 namespace avserve::engine {
@@ -24,75 +25,39 @@ namespace {
 
 // The CPU backend, every op delegated; AttendDecodeRows records each row's shared_prefix (one entry a call, i.e.
 // a layer of a batched step) and counts the claims whose rows differ from seqs[0]'s.
-class RecordingCpu final : public Backend {
+class RecordingCpu final : public testing::ForwardingBackend {
  public:
   std::vector<std::vector<int64_t>> shared;  // [call][row]
   int false_claims = 0;
 
   std::string Name() const override { return "cpu-recording"; }
-  Device device() const override { return cpu_->device(); }
-  bool SharesHostMemory() const override { return cpu_->SharesHostMemory(); }
-  bool RoundingDependsOnStepEnd() const override { return cpu_->RoundingDependsOnStepEnd(); }
-  absl::StatusOr<std::unique_ptr<Buffer>> Allocate(size_t bytes) override { return cpu_->Allocate(bytes); }
+  bool RoundingDependsOnStepEnd() const override { return inner().RoundingDependsOnStepEnd(); }
   absl::StatusOr<std::unique_ptr<Buffer>> AllocateShareable(size_t bytes) override {
-    return cpu_->AllocateShareable(bytes);
+    return inner().AllocateShareable(bytes);
   }
   absl::StatusOr<std::unique_ptr<Buffer>> ForkBuffer(const Buffer& src, size_t prefix_bytes) override {
-    return cpu_->ForkBuffer(src, prefix_bytes);
-  }
-  absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override {
-    return cpu_->Upload(host, bytes, dst);
-  }
-  absl::Status Download(const Tensor& src, void* host, size_t bytes) override {
-    return cpu_->Download(src, host, bytes);
-  }
-  void Synchronize() override { cpu_->Synchronize(); }
-  void MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
-    cpu_->MatMul(x, w, bias, y);
-  }
-  void RmsNorm(const Tensor& x, const Tensor* weight, float eps, const Tensor& y) override {
-    cpu_->RmsNorm(x, weight, eps, y);
-  }
-  void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
-    cpu_->LayerNorm(x, w, b, eps, y);
-  }
-  void Rope(const Tensor& x, const Tensor& positions, const RopeParams& p) override { cpu_->Rope(x, positions, p); }
-  void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* blocks, const AttentionParams& p,
-                 const Tensor& out) override {
-    cpu_->Attention(q, k, v, blocks, p, out);
-  }
-  void GeluTanhMul(const Tensor& g, const Tensor& u, const Tensor& out) override { cpu_->GeluTanhMul(g, u, out); }
-  void Add(const Tensor& a, const Tensor& b, const Tensor& out) override { cpu_->Add(a, b, out); }
-  void Scale(const Tensor& x, float s, const Tensor& out) override { cpu_->Scale(x, s, out); }
-  void Embed(const Tensor& t, const Tensor& ids, float s, const Tensor& out) override { cpu_->Embed(t, ids, s, out); }
-  void AddPosition2d(const Tensor& x, const Tensor& t, const Tensor& p, const Tensor& out) override {
-    cpu_->AddPosition2d(x, t, p, out);
-  }
-  void Softcap(const Tensor& x, float cap, const Tensor& out) override { cpu_->Softcap(x, cap, out); }
-  void Convert(const Tensor& x, const Tensor& out) override { cpu_->Convert(x, out); }
-  void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override {
-    cpu_->ArgmaxRows(logits, suppressed, out);
+    return inner().ForkBuffer(src, prefix_bytes);
   }
   void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions, const RopeParams& rope,
                    const Tensor& y) override {
-    cpu_->RmsNormRope(x, weight, eps, positions, rope, y);
+    inner().RmsNormRope(x, weight, eps, positions, rope, y);
   }
   void QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& qw, const Tensor& kw, float eps,
                 const Tensor& positions, const RopeParams& rope, const Tensor& q_out, const Tensor& k_out,
                 const Tensor& v_out) override {
-    cpu_->QkvNorms(q, k, v, qw, kw, eps, positions, rope, q_out, k_out, v_out);
+    inner().QkvNorms(q, k, v, qw, kw, eps, positions, rope, q_out, k_out, v_out);
   }
   void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                     float scale) override {
-    cpu_->RmsNormAddTo(x, weight, eps, residual, scaled, scale);
+    inner().RmsNormAddTo(x, weight, eps, residual, scaled, scale);
   }
   void RmsNormAddToNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                         float scale, const Tensor& next_weight, const Tensor& next_out) override {
-    cpu_->RmsNormAddToNorm(x, weight, eps, residual, scaled, scale, next_weight, next_out);
+    inner().RmsNormAddToNorm(x, weight, eps, residual, scaled, scale, next_weight, next_out);
   }
   void GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
                          const Tensor& out) override {
-    cpu_->GeluTanhMulMatMul(gate, up, w, h, out);
+    inner().GeluTanhMulMatMul(gate, up, w, h, out);
   }
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override {
@@ -108,13 +73,7 @@ class RecordingCpu final : public Backend {
       }
     }
     shared.push_back(std::move(row));
-    cpu_->AttendDecodeRows(q, k_new, v_new, seqs, out);
-  }
-  void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override {
-    cpu_->CopyRowsToRing(src, dst, first_pos);
-  }
-  void ScatterRows(const Tensor& src, const Tensor& idx, const Tensor& dst) override {
-    cpu_->ScatterRows(src, idx, dst);
+    inner().AttendDecodeRows(q, k_new, v_new, seqs, out);
   }
 
  private:
@@ -122,7 +81,6 @@ class RecordingCpu final : public Backend {
     const Tensor x = a.Slice(0, n), y = b.Slice(0, n);
     return x.bytes() == y.bytes() && std::memcmp(x.data, y.data, x.bytes()) == 0;
   }
-  std::unique_ptr<Backend> cpu_ = CreateCpuBackend(2);
 };
 
 class SharedPrefixTest : public ::testing::Test {
