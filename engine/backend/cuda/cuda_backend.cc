@@ -445,6 +445,10 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
   DecodeSeqs ds;
   ds.count = count;
   ds.q_len = 1;
+  static const bool share = [] {  // AVSERVE_SHARED_PREFIX=0: every sequence reads its own rows (to measure)
+    const char* env = std::getenv("AVSERVE_SHARED_PREFIX");
+    return env == nullptr || env[0] != '0';
+  }();
   for (int b = 0; b < count && fits; ++b) {
     const DecodeKv& s = seqs[b];
     const engine::AttentionParams& a = s.params;
@@ -454,10 +458,6 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
            a.scale == seqs[0].params.scale;
     ds.seq[b] = DecodeSeq{Bf16(s.k), Bf16(s.v), static_cast<int>(a.q_pos_start), static_cast<int>(a.kv_pos_begin),
                           static_cast<int>(a.kv_pos_end), static_cast<int>(a.kv_capacity)};
-    static const bool share = [] {  // AVSERVE_SHARED_PREFIX=0: every sequence reads its own rows (to measure)
-      const char* env = std::getenv("AVSERVE_SHARED_PREFIX");
-      return env == nullptr || env[0] != '0';
-    }();
     if (share && b > 0 && s.shared_prefix > 0 && s.k.dim(0) == seqs[0].k.dim(0) && s.v.dim(0) == seqs[0].v.dim(0) &&
         a.kv_capacity == seqs[0].params.kv_capacity) {
       ds.seq[b].k_shared = Bf16(seqs[0].k);  // one copy of the prefix for the whole batch

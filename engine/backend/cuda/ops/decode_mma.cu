@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
 // tiles, not by memory (ncu: 12% occupancy, barrier stalls first), so more CTAs pay more than a deeper ring. On the
 // H200, alternated in one run: the 8-question step 9.875 / 9.787 ms against 10.097 / 10.017, decode at 32K 8.162 /
 // 8.124 against 8.190 / 8.151. AVSERVE_DECODE_STAGES=3 brings three back.
-bool TwoStages(const DecodeSeqs&) {
+bool TwoStages() {
   static const bool two = [] {
     const char* env = std::getenv("AVSERVE_DECODE_STAGES");
     return env == nullptr || env[0] != '3';
@@ -323,7 +323,7 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   int max_tiles = 1;
   for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
   // CTAs per SM by shared memory (two stages: 70 KB or 36 KB per CTA; three: 104 KB or 53 KB).
-  const bool two = TwoStages(seqs);
+  const bool two = TwoStages();
   const size_t smem_512 = two ? DecodeMmaTraits<512, 2>::kSmemBytes : DecodeMmaTraits<512, 3>::kSmemBytes;
   const size_t smem_256 = two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes;
   const size_t smem = p.head_dim == 512 ? smem_512 : smem_256;
@@ -354,7 +354,7 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
                        reinterpret_cast<uintptr_t>(s.v_shared) % 16 == 0),
                   "DecodeMma: a shared prefix needs 16-byte aligned shared K/V");
   }
-  const bool two = TwoStages(seqs);
+  const bool two = TwoStages();
   if (p.head_dim == 256) {
     two ? Launch<256, 2>(p, seqs, stream) : Launch<256, 3>(p, seqs, stream);
   } else {

@@ -261,7 +261,6 @@ SplitScratch ScratchFor(cudaStream_t stream) {
   });
 }
 
-
 // Radix select: the key of the k-th largest element (4 passes of 8 bits).
 __device__ uint32_t KthLargestKey(const SampleParams& p, const float* row, int k, int* remaining_out) {
   __shared__ int hist[256];
