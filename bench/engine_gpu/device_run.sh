@@ -3,7 +3,7 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench gemv pdl ab abprefill profile host ncu ncudetail long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench gemv pdl ab abprefill profile host ncu ncuattn ncudetail long peer" bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +29,7 @@ source "$prefix/env.sh"
 cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_bench engine_gpu_bench gemv_bench \
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
-if { has parity || has bench || has ab || has abprefill || has profile || has host || has ncu || has ncudetail || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
+if { has parity || has bench || has ab || has abprefill || has profile || has host || has ncu || has ncuattn || has ncudetail || has long || has peer; } && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
     --tokens "${PARITY_TOKENS:-8192}" 2>&1 | grep -v Warning | tee -a "$log"
@@ -114,6 +114,20 @@ if has ncu; then
     --launch-skip "${NCU_ATTN_SKIP:-0}" --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" \
     --decode_ctx 32768 --batch 8 >"$out/ncu_attn.csv" 2>/dev/null
   python3 bench/engine_gpu/ncu_summary.py "$out/ncu_step.csv" "$out/ncu_attn.csv" 2>&1 | tee -a "$log"
+fi
+if has ncuattn; then
+  # The decode attention kernels at a 32K context under each setting of NCU_ATTN_CFGS: the forks' one-token
+  # prefills (grid z = 1) and the 8-question steps (z = 8, or the grouped launches' z).
+  n=0
+  for cfg in ${NCU_ATTN_CFGS:-X=1}; do
+    n=$((n + 1))
+    say "ncu: decode attention kernels, $cfg"
+    env ${cfg//+/ } timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      -k regex:'DecodeMma|CombineSplits|AppendKv' --launch-skip "${NCU_ATTN_SKIP:-900}" --launch-count 600 \
+      "$build/engine/engine_bench" --checkpoint "$work/ckpt" --backend cuda --chunk 8192 --prefill "" \
+      --decode_tokens 3 --reps 1 --decode_ctx 32768 --batch 8 >"$out/ncu_attn_$n.csv" 2>/dev/null
+    python3 bench/engine_gpu/ncu_summary.py /dev/null "$out/ncu_attn_$n.csv" 2>&1 | tail -n +2 | tee -a "$log"
+  done
 fi
 if has ncudetail; then
   # Where one decode attention launch of each head size spends its time (stalls, throughput).

@@ -229,7 +229,8 @@ class Backend {
     AttentionParams params;
     // Positions [0, shared_prefix) of this cache hold the same K/V as those of seqs[0]'s cache (forks of one
     // snapshot), which has the same capacity. A backend may read them from seqs[0]'s cache, once for the whole
-    // batch; 0 shares nothing. The plain path ignores it.
+    // batch, where that cache still holds them (a ring keeps its last kv_capacity positions); 0 shares nothing.
+    // The plain path ignores it.
     int64_t shared_prefix = 0;
   };
   virtual void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new,

@@ -339,8 +339,9 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
     std::vector<Backend::DecodeKv> seqs;  // a decode step of several sequences: one append and attention for all
     for (const RowSpan& span : spans) {
       seqs.push_back({span.cache->k(l), span.cache->v(l), AttendParams(l, span)});
-      // Forks of one video hold its positions once (full layers only: a sliding layer's ring is rewritten).
-      if (!lc.sliding && span.cache != spans.front().cache) {
+      // Forks of one video hold the same rows for its positions (a sliding layer's ring only until it wraps: the
+      // backend checks that the first sequence's ring still holds them).
+      if (span.cache != spans.front().cache) {
         seqs.back().shared_prefix = span.cache->SharedWith(*spans.front().cache);
       }
     }

@@ -1,7 +1,7 @@
 // Batched decode steps of forks (Backend::DecodeKv::shared_prefix): Gemma4Model tells the backend which leading
-// positions of each sequence's full-layer cache hold the same K/V as the first sequence's (forks of one
-// snapshot), never a sliding layer's ring and never an unrelated cache. A recording backend wraps the CPU backend
-// and checks each claim against the caches' bytes.
+// positions of each sequence's caches hold the same K/V as the first sequence's (forks of one snapshot; in a
+// sliding layer's ring, where both rings still hold them), never an unrelated cache. A recording backend wraps the
+// CPU backend and checks each claim against the caches' bytes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -65,20 +65,24 @@ class RecordingCpu final : public testing::ForwardingBackend {
     for (const DecodeKv& s : seqs) {
       row.push_back(s.shared_prefix);
       if (s.shared_prefix == 0) continue;
-      // A claim needs rows that exist in both caches (the step's own position not among them) and equal bytes.
-      const bool fits = s.k.dim(0) == seqs[0].k.dim(0) && s.shared_prefix <= s.params.q_pos_start &&
-                        s.shared_prefix <= seqs[0].params.q_pos_start;
-      if (!fits || !SameRows(s.k, seqs[0].k, s.shared_prefix) || !SameRows(s.v, seqs[0].v, s.shared_prefix)) {
-        ++false_claims;
+      // A claim needs positions that exist in both caches (the step's own position not among them) and equal
+      // bytes at each of them that both caches still hold (a ring keeps its last kv_capacity positions).
+      const int64_t cap = s.params.kv_capacity;
+      bool holds = s.k.dim(0) == seqs[0].k.dim(0) && cap == seqs[0].params.kv_capacity &&
+                   s.shared_prefix <= s.params.q_pos_start && s.shared_prefix <= seqs[0].params.q_pos_start;
+      const int64_t oldest = std::max(s.params.q_pos_start, seqs[0].params.q_pos_start) - cap;
+      for (int64_t pos = std::max<int64_t>(0, oldest); holds && pos < s.shared_prefix; ++pos) {
+        holds = SameRow(s.k, seqs[0].k, pos % cap) && SameRow(s.v, seqs[0].v, pos % cap);
       }
+      if (!holds) ++false_claims;
     }
     shared.push_back(std::move(row));
     inner().AttendDecodeRows(q, k_new, v_new, seqs, out);
   }
 
  private:
-  static bool SameRows(const Tensor& a, const Tensor& b, int64_t n) {
-    const Tensor x = a.Slice(0, n), y = b.Slice(0, n);
+  static bool SameRow(const Tensor& a, const Tensor& b, int64_t slot) {
+    const Tensor x = a.Slice(slot, slot + 1), y = b.Slice(slot, slot + 1);
     return x.bytes() == y.bytes() && std::memcmp(x.data, y.data, x.bytes()) == 0;
   }
 };
@@ -146,13 +150,9 @@ class SharedPrefixTest : public ::testing::Test {
     EXPECT_EQ(be_.false_claims, 0);
     return be_.shared;
   }
-  // The shared_prefix each layer should see: `full` on full-attention layers, 0 on sliding ones.
-  std::vector<std::vector<int64_t>> Expected(const std::vector<int64_t>& full) const {
-    std::vector<std::vector<int64_t>> e;
-    for (const LayerConfig& l : model_->config().layers) {
-      e.push_back(l.sliding ? std::vector<int64_t>(full.size(), 0) : full);
-    }
-    return e;
+  // The shared_prefix every layer should see (sliding ones too: the backend checks what their rings hold).
+  std::vector<std::vector<int64_t>> Expected(const std::vector<int64_t>& shared) const {
+    return std::vector<std::vector<int64_t>>(model_->config().layers.size(), shared);
   }
 
   RecordingCpu be_;
@@ -160,7 +160,7 @@ class SharedPrefixTest : public ::testing::Test {
   std::vector<int32_t> ids_;
 };
 
-TEST_F(SharedPrefixTest, ForksOfOneSnapshotShareItOnFullLayersOnly) {
+TEST_F(SharedPrefixTest, ForksOfOneSnapshotShareItOnEveryLayer) {
   size_t full = 0, sliding = 0;
   for (const LayerConfig& l : model_->config().layers) ++(l.sliding ? sliding : full);
   ASSERT_GT(full, 0u);

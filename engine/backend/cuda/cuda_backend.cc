@@ -458,8 +458,10 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
            a.scale == seqs[0].params.scale;
     ds.seq[b] = DecodeSeq{Bf16(s.k), Bf16(s.v), static_cast<int>(a.q_pos_start), static_cast<int>(a.kv_pos_begin),
                           static_cast<int>(a.kv_pos_end), static_cast<int>(a.kv_capacity)};
+    // A ring (sliding layer) of the first sequence must still hold this one's oldest visible position.
+    const engine::AttentionParams& a0 = seqs[0].params;
     if (share && b > 0 && s.shared_prefix > 0 && s.k.dim(0) == seqs[0].k.dim(0) && s.v.dim(0) == seqs[0].v.dim(0) &&
-        a.kv_capacity == seqs[0].params.kv_capacity) {
+        a.kv_capacity == a0.kv_capacity && a.kv_pos_begin >= a0.kv_pos_end - a0.kv_capacity) {
       ds.seq[b].k_shared = Bf16(seqs[0].k);  // one copy of the prefix for the whole batch
       ds.seq[b].v_shared = Bf16(seqs[0].v);
       ds.seq[b].shared_end = static_cast<int>(std::min(s.shared_prefix, a.kv_pos_end));
@@ -478,7 +480,7 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
   ap.k_slot_stride = seqs[0].k.strides[0];
   ap.v_slot_stride = seqs[0].v.strides[0];
   LaunchAppendKv(ap, ds, stream());
-  p.num_splits = ChooseDecodeMmaSplits(p, ds, num_sms_);
+  p.num_splits = PlanDecodeMma(p, &ds, num_sms_);
   const std::unique_ptr<Buffer> ws = SplitWorkspace(p);
   LaunchDecodeMma(p, ds, stream());
 }

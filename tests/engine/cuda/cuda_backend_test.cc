@@ -397,45 +397,63 @@ TEST_F(CudaBackendTest, AttendDecodeRowsMatchesCpuPerSequence) {
   }
 }
 
-// Forks of one video (Backend::DecodeKv::shared_prefix): sequences 1 and 2 read positions [0, kShared) from
-// sequence 0's cache. Their own GPU caches hold garbage there, so the output matches the CPU backend (which reads
-// each sequence's own, true copy) only if the shared rows come from sequence 0; past kShared each reads its own.
+// Forks of one video (Backend::DecodeKv::shared_prefix): sequences 1-8 read positions [0, kShared) from
+// sequence 0's cache; on the sliding layer, 8 sequences to a CTA (decode_mma.cu, Note [Forks in one tile]; 9
+// sequences leave the last group short). On the GPU their own caches hold junk wherever sequence 0's
+// rows are to be read, so the output matches the CPU backend (which reads each sequence's own, true copy) only if
+// those rows come from sequence 0; from kShared on each reads its own. The sliding layer's rings wrap.
 TEST_F(CudaBackendTest, AttendDecodeRowsReadsASharedPrefixFromTheFirstSequence) {
-  constexpr int kHeads = 16, kDim = 512;
-  constexpr int64_t kCap = 4096, kShared = 2050;
-  const int64_t pos[3] = {3000, 3500, 2051};
-  const size_t row = size_t{1} * kDim, elems = kCap * row;
-  const auto first = RandomBf16(elems, rng_, -0.25f, 0.25f), first_v = RandomBf16(elems, rng_);
-  std::vector<Mirrored> ks, vs;
-  for (int b = 0; b < 3; ++b) {
-    auto k = RandomBf16(elems, rng_, -0.25f, 0.25f), v = RandomBf16(elems, rng_);
-    std::copy(first.begin(), first.begin() + kShared * row, k.begin());  // the same prefix as sequence 0
-    std::copy(first_v.begin(), first_v.begin() + kShared * row, v.begin());
-    const Tensor layout = Tensor::Contiguous(nullptr, DType::kBF16, Device::kCpu, {kCap, 1, kDim});
-    ks.push_back(Mirror(*cpu_, *gpu_, layout, k.data(), elems * 2));
-    vs.push_back(Mirror(*cpu_, *gpu_, layout, v.data(), elems * 2));
-    if (b > 0) {  // on the GPU only, sequence b's own prefix is garbage
-      const std::vector<uint16_t> junk(kShared * row, 0x4700);  // bf16 32768
-      ASSERT_TRUE(gpu_->Upload(junk.data(), junk.size() * 2, ks[b].gpu.Slice(0, kShared)).ok());
-      ASSERT_TRUE(gpu_->Upload(junk.data(), junk.size() * 2, vs[b].gpu.Slice(0, kShared)).ok());
+  struct Layer {
+    int heads, kv_heads, dim, window;
+    int64_t cap;
+  };
+  constexpr int kSeqs = 9;
+  constexpr int64_t kShared = 2950;
+  for (const Layer& ly : {Layer{16, 1, 512, 0, 4096}, Layer{16, 8, 256, 1024, 1024 - 1 + 64}}) {
+    SCOPED_TRACE(::testing::Message() << "head_dim " << ly.dim);
+    const size_t row = size_t{1} * ly.kv_heads * ly.dim, elems = ly.cap * row;
+    int64_t pos[kSeqs];
+    for (int b = 0; b < kSeqs; ++b) pos[b] = 3000 + (b % 5) * 7 - 10 * (b % 2);
+    const auto first_k = RandomBf16(elems, rng_, -0.25f, 0.25f), first_v = RandomBf16(elems, rng_);
+    std::vector<Mirrored> ks, vs;
+    for (int b = 0; b < kSeqs; ++b) {
+      auto k = first_k, v = first_v;  // sequence 0's rows, but its own at its own positions [kShared, pos[b])
+      std::vector<uint16_t> junk_k(elems, 0x4700), junk_v(elems, 0x4700);  // bf16 32768
+      const auto own_k = RandomBf16(elems, rng_, -0.25f, 0.25f), own_v = RandomBf16(elems, rng_);
+      for (int64_t p = kShared; p < pos[b] && b > 0; ++p) {
+        const size_t at = static_cast<size_t>(p % ly.cap) * row;
+        std::copy(own_k.begin() + at, own_k.begin() + at + row, k.begin() + at);
+        std::copy(own_v.begin() + at, own_v.begin() + at + row, v.begin() + at);
+        std::copy(own_k.begin() + at, own_k.begin() + at + row, junk_k.begin() + at);
+        std::copy(own_v.begin() + at, own_v.begin() + at + row, junk_v.begin() + at);
+      }
+      const Tensor layout = Tensor::Contiguous(nullptr, DType::kBF16, Device::kCpu, {ly.cap, ly.kv_heads, ly.dim});
+      ks.push_back(Mirror(*cpu_, *gpu_, layout, k.data(), elems * 2));
+      vs.push_back(Mirror(*cpu_, *gpu_, layout, v.data(), elems * 2));
+      if (b > 0) {  // on the GPU only, sequence b's copy of the prefix is junk
+        ASSERT_TRUE(gpu_->Upload(junk_k.data(), elems * 2, ks[b].gpu).ok());
+        ASSERT_TRUE(gpu_->Upload(junk_v.data(), elems * 2, vs[b].gpu).ok());
+      }
     }
+    Mirrored q = Bf16({kSeqs, ly.heads, ly.dim}, -0.25f, 0.25f);
+    Mirrored k_new = Bf16({kSeqs, ly.kv_heads, ly.dim}, -0.25f, 0.25f), v_new = Bf16({kSeqs, ly.kv_heads, ly.dim});
+    Mirrored out = Bf16({kSeqs, ly.heads, ly.dim});
+    std::vector<Backend::DecodeKv> on_cpu, on_gpu;
+    for (int b = 0; b < kSeqs; ++b) {
+      AttentionParams p;
+      p.q_pos_start = pos[b];
+      p.kv_pos_end = pos[b] + 1;
+      p.kv_capacity = ly.cap;
+      p.sliding_window = ly.window;
+      p.kv_pos_begin = ly.window > 0 ? pos[b] - (ly.window - 1) : 0;
+      on_cpu.push_back({ks[b].cpu, vs[b].cpu, p});
+      on_gpu.push_back({ks[b].gpu, vs[b].gpu, p, b > 0 ? kShared : 0});
+    }
+    cpu_->AttendDecodeRows(q.cpu, k_new.cpu, v_new.cpu, on_cpu, out.cpu);
+    gpu_->AttendDecodeRows(q.gpu, k_new.gpu, v_new.gpu, on_gpu, out.gpu);
+    Sync();
+    ExpectClose(out, DType::kBF16, size_t{kSeqs} * ly.heads * ly.dim);
   }
-  Mirrored q = Bf16({3, kHeads, kDim}, -0.25f, 0.25f);
-  Mirrored k_new = Bf16({3, 1, kDim}, -0.25f, 0.25f), v_new = Bf16({3, 1, kDim});
-  Mirrored out = Bf16({3, kHeads, kDim});
-  std::vector<Backend::DecodeKv> on_cpu, on_gpu;
-  for (int b = 0; b < 3; ++b) {
-    AttentionParams p;
-    p.q_pos_start = pos[b];
-    p.kv_pos_end = pos[b] + 1;
-    p.kv_capacity = kCap;
-    on_cpu.push_back({ks[b].cpu, vs[b].cpu, p});
-    on_gpu.push_back({ks[b].gpu, vs[b].gpu, p, b > 0 ? kShared : 0});
-  }
-  cpu_->AttendDecodeRows(q.cpu, k_new.cpu, v_new.cpu, on_cpu, out.cpu);
-  gpu_->AttendDecodeRows(q.gpu, k_new.gpu, v_new.gpu, on_gpu, out.gpu);
-  Sync();
-  ExpectClose(out, DType::kBF16, size_t{3} * kHeads * kDim);
 }
 
 // ArgmaxRows gives the CPU backend's ids (Sampler's greedy choice) on rows with planted ties, suppressed maxima,

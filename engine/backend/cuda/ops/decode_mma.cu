@@ -13,12 +13,26 @@
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
 //     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
 //     attention.cu's combine kernel merges, a single slice writes bf16 output.
-// Several sequences (batched questions, each with its own cache) run in one launch: blockIdx.z picks the
-// sequence, whose cache pointers and positions come from DecodeSeqs. Forks of one video read the positions they
-// share from one cache (DecodeSeq::k_shared): the batch's CTAs of one key slice run in the same wave, so the
-// first to ask brings the rows into L2 for the others. Measured with ncu (8 questions at 32K, full layer): 83% of
-// reads hit L2 and DRAM reads drop to 0.46 TB/s, but the kernel takes 151 us either way; it is bound by the
-// latency of its tiles (12% occupancy, barrier stalls first), not by memory.
+// Several sequences (batched questions, each with its own cache) run in one launch: grid x picks the sequence
+// and the key slice (DecodeWork), and the cache pointers and positions come from DecodeSeqs. Forks of one video
+// read the positions they share from one cache (DecodeSeq::k_shared): the batch's CTAs of one key slice run in the
+// same wave, so the first to ask brings the rows into L2 for the others. Measured with ncu (8 questions at 32K,
+// full layer): 83% of reads hit L2 and DRAM reads drop to 0.46 TB/s, but the kernel takes as long either way; it
+// is bound by the latency of its tiles (12% occupancy, barrier stalls first), not by memory.
+//
+// Note [Forks in one tile]
+// A sliding layer has 2 query rows per KV head, so a CTA of one sequence leaves 14 of its 16 rows empty. When
+// forks share a prefix (PlanDecodeMma), up to 8 of them fill one m16 tile instead: the first CTAs of the launch
+// read the common keys [group_lo, group_end) once, from seq[0]'s cache, for all their sequences (each row masked
+// by its own sequence's range), and the CTAs after them read each sequence's own keys from group_end on. Both
+// write partials of one split layout that the combine kernel merges. The grouped CTAs read only rows written
+// before this step, so they load their first tiles before waiting on the kernels before them.
+//   * H200, 8 questions at 32K (ncu): a sliding layer's attention went from 24.7 + 5.9 us (combine) to 4.6 + 8.1
+//     + 5.8 us with the tails as a second launch; the step from 9.72-9.80 to 9.25-9.41 ms.
+//   * The same for the full layers (16 rows each: 2 or 4 sequences a CTA in 2 or 4 row tiles, up to 6 stages)
+//     was slower, 117.8 us against 108.7 for one sequence a CTA. Those kernels are bound by each tile's chain of
+//     waits and barriers, which more warps per CTA lengthen, not by the bytes they read. So full layers are not
+//     grouped.
 #include "engine/backend/cuda/ops/decode_mma.cuh"
 
 #include <algorithm>
@@ -53,65 +67,80 @@ struct DecodeMmaTraits {
       sizeof(bf16) * kStages * 2 * kTileElems + sizeof(float) * kWarps * 16 * kKeys;
 };
 
-// Tiles of kDecodeKeys keys that cover a sequence's keys [kv_begin, kv_end), counted from the tile holding
-// kv_begin.
-__host__ __device__ __forceinline__ int FirstTileKey(const DecodeSeq& s) {
-  return (s.kv_begin / kDecodeKeys) * kDecodeKeys;
-}
-__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s) {
-  const int tile0 = FirstTileKey(s);
-  return s.kv_end > tile0 ? (s.kv_end - tile0 + kDecodeKeys - 1) / kDecodeKeys : 0;
-}
+// The CTAs of one launch (grid x; y is the KV head). The first group_ctas CTAs are grouped (Note [Forks in one
+// tile]): CTA x takes keys [key_lo, key_end) of sequences [(x / group_splits) * seqs_per_cta, ...), read from
+// seq[0]'s cache, as split x % group_splits. Each later CTA takes one sequence's keys from key_end on (all of
+// them when nothing is grouped, key_end 0) as split group_splits + (its index among them) % tail_splits.
+struct DecodeWork {
+  int seqs_per_cta = 1;
+  int group_ctas = 0, group_splits = 0;
+  int key_lo = 0, key_end = 0;
+  int tail_splits = 1;
+};
 
-// Visible: in the cache range, causal, inside the window.
-__device__ __forceinline__ bool Visible(const AttentionParams& p, const DecodeSeq& s, int qpos, int kpos) {
-  return kpos >= s.kv_begin && kpos < s.kv_end && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
+// Tiles of kDecodeKeys keys that cover keys [kv_begin, kv_end), counted from the tile holding kv_begin.
+__host__ __device__ __forceinline__ int FirstTileKey(int kv_begin) { return (kv_begin / kDecodeKeys) * kDecodeKeys; }
+__host__ __device__ __forceinline__ int NumTiles(int kv_begin, int kv_end) {
+  const int tile0 = FirstTileKey(kv_begin);
+  return kv_end > tile0 ? (kv_end - tile0 + kDecodeKeys - 1) / kDecodeKeys : 0;
+}
+__host__ __device__ __forceinline__ int NumTiles(const DecodeSeq& s) { return NumTiles(s.kv_begin, s.kv_end); }
+
+// Visible: in the row's key range [lo, hi), causal, inside the window.
+__device__ __forceinline__ bool Visible(const AttentionParams& p, int lo, int hi, int qpos, int kpos) {
+  return kpos >= lo && kpos < hi && kpos <= qpos && (p.window <= 0 || kpos > qpos - p.window);
 }
 
 template <int kD, int kS>
 __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
-    DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs) {
+    DecodeMmaKernel(AttentionParams p, DecodeSeqs seqs, DecodeWork work) {
   using Tr = DecodeMmaTraits<kD, kS>;
   static_assert(Tr::kThreads >= 2 * Tr::kKeys, "bulk loads: one thread per K row and per V row");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ __align__(8) uint64_t full_bar[Tr::kStages];  // stage s: its tile's bytes have landed
   bf16* kv_s = reinterpret_cast<bf16*>(smem_raw);                                   // [stage][K|V][kKeys][kStride]
   float* s_part = reinterpret_cast<float*>(kv_s + Tr::kStages * 2 * Tr::kTileElems);  // [warp][16][kKeys]
-  const int split = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
-  const DecodeSeq sq = seqs.seq[b];
-  PdlWait();  // the newest K/V rows come from the kernel before (Note [Dependent launch])
-  PdlLaunchDependents();
+  const int kv_head = blockIdx.y;
+  const bool grouped = static_cast<int>(blockIdx.x) < work.group_ctas;
+  const int tail = blockIdx.x - work.group_ctas;
+  const int split = grouped ? blockIdx.x % work.group_splits : tail % work.tail_splits;
+  const int splits = grouped ? work.group_splits : work.tail_splits;
+  const int first = grouped ? (blockIdx.x / work.group_splits) * work.seqs_per_cta : tail / work.tail_splits;
+  const int nseq = grouped ? min(work.seqs_per_cta, seqs.count - first) : 1;
+  const DecodeSeq& src = seqs.seq[grouped ? 0 : first];  // whose cache the tiles come from
+  const int lo = grouped ? work.key_lo : max(src.kv_begin, work.key_end);
+  const int hi = grouped ? work.key_end : src.kv_end;
   const int group = p.num_heads / p.num_kv_heads;
-  const int rows = seqs.q_len * group;
+  const int rows = seqs.q_len * group;  // query rows per sequence
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int d0 = warp * 128;
 
-  const int tile0 = FirstTileKey(sq), num_tiles = NumTiles(sq);
-  const int per = (num_tiles + p.num_splits - 1) / p.num_splits;
+  const int tile0 = FirstTileKey(lo), num_tiles = NumTiles(lo, hi);
+  const int per = (num_tiles + splits - 1) / splits;
   const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
 
   auto load_tile = [&](int tile, int stage) {
     const int key0 = tile0 + tile * Tr::kKeys;
     bf16* ks = kv_s + stage * 2 * Tr::kTileElems;
     bf16* vs = ks + Tr::kTileElems;
-    // Thread r < kKeys copies K row r, thread kKeys + r V row r; rows outside the cache are zeroed (their
+    // Thread r < kKeys copies K row r, thread kKeys + r V row r; rows outside [lo, hi) are zeroed (their
     // scores are masked, and P = 0 must not meet garbage in V). Thread 0 announces the valid rows' bytes.
     if (threadIdx.x == 0) {
-      const int valid = max(0, min(key0 + Tr::kKeys, sq.kv_end) - max(key0, sq.kv_begin));
+      const int valid = max(0, min(key0 + Tr::kKeys, hi) - max(key0, lo));
       MbarArriveExpectTx(&full_bar[stage], static_cast<uint32_t>(valid) * 2 * kD * sizeof(bf16));
     }
     if (threadIdx.x < 2 * Tr::kKeys) {
       const bool is_v = threadIdx.x >= Tr::kKeys;
       const int r = threadIdx.x % Tr::kKeys, pos = key0 + r;
       bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
-      if (pos >= sq.kv_begin && pos < sq.kv_end) {
-        const int64_t slot = pos % sq.kv_capacity;
+      if (pos >= lo && pos < hi) {
+        const int64_t slot = pos % src.kv_capacity;
         // A shared prefix is read from the one copy every sequence of the batch reads (hits in L2).
-        const bool shared = pos < sq.shared_end;
-        const bf16* src = is_v ? (shared ? sq.v_shared : sq.v) + slot * p.v_slot_stride + kv_head * p.v_head_stride
-                               : (shared ? sq.k_shared : sq.k) + slot * p.k_slot_stride + kv_head * p.k_head_stride;
+        const bool shared = pos < src.shared_end;
+        const bf16* from = is_v ? (shared ? src.v_shared : src.v) + slot * p.v_slot_stride + kv_head * p.v_head_stride
+                                : (shared ? src.k_shared : src.k) + slot * p.k_slot_stride + kv_head * p.k_head_stride;
         FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
-        BulkCopyG2S(dst, src, kD * sizeof(bf16), &full_bar[stage]);
+        BulkCopyG2S(dst, from, kD * sizeof(bf16), &full_bar[stage]);
       } else {
         for (int c = 0; c < kD / 8; ++c) reinterpret_cast<int4*>(dst)[c] = make_int4(0, 0, 0, 0);
       }
@@ -122,21 +151,31 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
     FenceMbarInit();
   }
   __syncthreads();
+  // A grouped launch reads only rows written before this step, so its first tiles may be in flight before the
+  // kernels it follows are done; a per-sequence one reads the row AppendKv just wrote (Note [Dependent launch]).
+  if (!grouped) PdlWait();
 #pragma unroll
   for (int s = 0; s < Tr::kStages - 1; ++s) {
     if (t_begin + s < t_end) load_tile(t_begin + s, s);
   }
+  if (grouped) PdlWait();  // q comes from the kernels before
+  PdlLaunchDependents();
 
-  // Q as A fragments of this warp's 128 dims (rows g and g + 8); rows past `rows` are zero.
-  int qpos[2];
+  // Q as A fragments of this warp's 128 dims (rows g and g + 8); row r belongs to sequence first + r / rows, and
+  // sees its keys in [lo, hi). Rows past the CTA's sequences are zero and see no key.
+  int qpos[2], key_lo[2], key_hi[2];
   uint32_t qf[8][4];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int r = g + 8 * i;
-    qpos[i] = sq.q_pos0 + r / group;
-    const bf16* qrow = r < rows ? p.q + (int64_t{b} * seqs.q_len + r / group) * p.q_token_stride +
-                                      (kv_head * group + r % group) * p.q_head_stride + d0 + 2 * t
-                                : nullptr;
+    const int r = g + 8 * i, j = r / rows, lr = r % rows, b = first + j;
+    const bool valid = j < nseq;
+    const DecodeSeq& sq = seqs.seq[valid ? b : first];
+    qpos[i] = sq.q_pos0 + lr / group;
+    key_lo[i] = valid ? max(sq.kv_begin, lo) : 0;
+    key_hi[i] = valid ? min(sq.kv_end, hi) : 0;
+    const bf16* qrow = valid ? p.q + (int64_t{b} * seqs.q_len + lr / group) * p.q_token_stride +
+                                   (kv_head * group + lr % group) * p.q_head_stride + d0 + 2 * t
+                             : nullptr;
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) {
       qf[kk][i] = qrow ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
@@ -200,8 +239,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
     for (int j = 0; j < Tr::kKeys / 8; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = g + 8 * (e / 2);
-        if (r >= rows || !Visible(p, sq, qpos[e / 2], key0 + j * 8 + 2 * t + e % 2)) s[j][e] = -INFINITY;
+        const int i = e / 2;
+        if (!Visible(p, key_lo[i], key_hi[i], qpos[i], key0 + j * 8 + 2 * t + e % 2)) s[j][e] = -INFINITY;
       }
     }
     float corr[2];
@@ -227,10 +266,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   const int64_t rows_all = static_cast<int64_t>(p.q_len) * p.num_heads;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int r = g + 8 * i;
-    if (r >= rows) continue;
-    const int64_t token = int64_t{b} * seqs.q_len + r / group;
-    const int head = kv_head * group + r % group;
+    const int r = g + 8 * i, sj = r / rows, lr = r % rows;
+    if (sj >= nseq) continue;
+    const int64_t token = int64_t{first + sj} * seqs.q_len + lr / group;
+    const int head = kv_head * group + lr % group;
     if (p.num_splits == 1) {
       const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
       bf16* out = p.o + token * p.o_token_stride + head * p.o_head_stride + d0 + 2 * t;
@@ -241,15 +280,16 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
       }
     } else {
       const int64_t flat = token * p.num_heads + head;
-      float* part_o = static_cast<float*>(p.workspace) + (split * rows_all + flat) * p.head_dim + d0 + 2 * t;
+      const int64_t slice = grouped ? split : work.group_splits + split;
+      float* part_o = static_cast<float*>(p.workspace) + (slice * rows_all + flat) * p.head_dim + d0 + 2 * t;
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         *reinterpret_cast<float2*>(part_o + j * 8) = make_float2(o[j][2 * i], o[j][2 * i + 1]);
       }
       if (warp == 0 && t == 0) {
         float* part_ml = static_cast<float*>(p.workspace) + p.num_splits * rows_all * p.head_dim;
-        part_ml[2 * (split * rows_all + flat)] = row_max[i];
-        part_ml[2 * (split * rows_all + flat) + 1] = row_sum[i];
+        part_ml[2 * (slice * rows_all + flat)] = row_max[i];
+        part_ml[2 * (slice * rows_all + flat) + 1] = row_sum[i];
       }
     }
   }
@@ -268,18 +308,43 @@ bool TwoStages() {
   return two;
 }
 
+// Sets the kernel's shared memory once; returns its CTAs per SM (shared memory, threads and registers).
 template <int kD, int kS>
-void Launch(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
-  using Tr = DecodeMmaTraits<kD, kS>;
-  static const bool attribute_set = [] {
-    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(DecodeMmaKernel<kD, kS>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(Tr::kSmemBytes)));
-    return true;
+int Prepare() {
+  static const int per_sm = [] {
+    const auto kernel = DecodeMmaKernel<kD, kS>;
+    const int smem = static_cast<int>(DecodeMmaTraits<kD, kS>::kSmemBytes);
+    AVSERVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int n = 0;
+    AVSERVE_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, DecodeMmaTraits<kD, kS>::kThreads, smem));
+    return std::max(1, n);
   }();
-  (void)attribute_set;
-  const dim3 grid(p.num_splits, p.num_kv_heads, seqs.count);
-  LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs);
+  return per_sm;
+}
+
+template <int kD, int kS>
+void Launch(const AttentionParams& p, const DecodeSeqs& seqs, const DecodeWork& work, cudaStream_t stream) {
+  using Tr = DecodeMmaTraits<kD, kS>;
+  Prepare<kD, kS>();
+  const dim3 grid(work.group_ctas + work.tail_splits * seqs.count, p.num_kv_heads);
+  LaunchPdl(DecodeMmaKernel<kD, kS>, grid, dim3(Tr::kThreads), Tr::kSmemBytes, stream, p, seqs, work);
+}
+
+// Splits of `ctas` CTAs per split over keys of up to max_tiles tiles, min_tiles or more each: one wave (a second,
+// part-filled one would double the time).
+int FillSplits(int per_sm, int num_sms, int ctas, int max_tiles, int min_tiles) {
+  const int fill = std::max(1, per_sm * num_sms / std::max(1, ctas));
+  return std::max(1, std::min(fill, std::max(1, max_tiles / min_tiles)));
+}
+
+// Fewest tiles per split of a grouped launch (AVSERVE_DECODE_GROUP_TILES, to measure).
+int GroupMinTiles() {
+  static const int tiles = [] {
+    const char* env = std::getenv("AVSERVE_DECODE_GROUP_TILES");
+    return env != nullptr ? std::max(1, std::atoi(env)) : 2;
+  }();
+  return tiles;
 }
 
 // Block (i, b): token i of sequence b; 16-byte copies of its K and V rows.
@@ -328,12 +393,56 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   const size_t smem_256 = two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes;
   const size_t smem = p.head_dim == 512 ? smem_512 : smem_256;
   const int per_sm = std::max<int>(1, (size_t{227} << 10) / smem);
-  const int ctas = std::max(1, p.num_kv_heads * seqs.count);
-  const int fill = std::max(1, per_sm * num_sms / ctas);  // one wave: a second, part-filled one would double the time
   // Full layers: at least two tiles per slice. Sliding layers (a 1024-key window, 53 KB of shared memory per
   // CTA): one tile per slice, which doubles the warps at work (the kernel is bound by instruction latency there).
   const int min_tiles = p.head_dim == 512 ? 2 : 1;
-  return std::max(1, std::min(fill, std::max(1, max_tiles / min_tiles)));
+  return FillSplits(per_sm, num_sms, p.num_kv_heads * seqs.count, max_tiles, min_tiles);
+}
+
+namespace {
+// Sequences per grouped CTA for `seqs` (1: no grouping): forks of seq[0] with the same capacity, a prefix of at
+// least 4 tiles in common, and rows of several sequences that fit one m16 tile (the sliding layers' 2 rows
+// each; a full layer's 16 fill it alone). Sets [lo, end): the keys they read together.
+int GroupSize(const AttentionParams& p, const DecodeSeqs& seqs, int* lo, int* end) {
+  const int rows = seqs.q_len * (p.num_heads / p.num_kv_heads);
+  if (!TwoStages() || seqs.count < 2 || rows > 8) return 1;
+  const DecodeSeq& s0 = seqs.seq[0];
+  *lo = s0.kv_begin;
+  *end = s0.kv_end;
+  for (int b = 1; b < seqs.count; ++b) {
+    const DecodeSeq& s = seqs.seq[b];
+    if (s.k_shared != s0.k || s.v_shared != s0.v || s.kv_capacity != s0.kv_capacity || s.shared_end <= s.kv_begin) {
+      return 1;
+    }
+    *lo = std::min(*lo, s.kv_begin);
+    *end = std::min(*end, s.shared_end);
+  }
+  return NumTiles(*lo, *end) >= 4 ? std::min(seqs.count, 16 / rows) : 1;
+}
+
+// Each sequence's keys past the grouped prefix, as a plain batch (to size their splits).
+DecodeSeqs Tails(const DecodeSeqs& seqs) {
+  DecodeSeqs tails = seqs;
+  for (int b = 0; b < seqs.count; ++b) {
+    DecodeSeq& s = tails.seq[b];
+    s.kv_begin = std::min(s.kv_end, std::max(s.kv_begin, seqs.group_end));
+  }
+  return tails;
+}
+}  // namespace
+
+int PlanDecodeMma(const AttentionParams& p, DecodeSeqs* seqs, int num_sms) {
+  int lo = 0, end = 0;
+  const int g = GroupSize(p, *seqs, &lo, &end);
+  seqs->group_seqs = g;
+  seqs->group_lo = seqs->group_end = seqs->group_splits = 0;
+  if (g == 1) return ChooseDecodeMmaSplits(p, *seqs, num_sms);
+  seqs->group_lo = lo;
+  seqs->group_end = end;
+  const int per_sm = p.head_dim == 256 ? Prepare<256, 2>() : Prepare<512, 2>();
+  const int groups = (seqs->count + g - 1) / g;
+  seqs->group_splits = FillSplits(per_sm, num_sms, p.num_kv_heads * groups, NumTiles(lo, end), GroupMinTiles());
+  return seqs->group_splits + ChooseDecodeMmaSplits(p, Tails(*seqs), num_sms);
 }
 
 void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream) {
@@ -354,11 +463,24 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
                        reinterpret_cast<uintptr_t>(s.v_shared) % 16 == 0),
                   "DecodeMma: a shared prefix needs 16-byte aligned shared K/V");
   }
-  const bool two = TwoStages();
+  DecodeWork work;
+  work.tail_splits = p.num_splits;
+  const int g = seqs.group_seqs;
+  if (g > 1) {
+    AVSERVE_CHECK(TwoStages() && g * seqs.q_len * (p.num_heads / p.num_kv_heads) <= 16 && seqs.group_splits >= 1 &&
+                      p.num_splits > seqs.group_splits && seqs.group_end > seqs.group_lo,
+                  "DecodeMma: bad grouping");
+    work.seqs_per_cta = g;
+    work.group_splits = seqs.group_splits;
+    work.group_ctas = seqs.group_splits * ((seqs.count + g - 1) / g);
+    work.key_lo = seqs.group_lo;
+    work.key_end = seqs.group_end;
+    work.tail_splits = p.num_splits - seqs.group_splits;
+  }
   if (p.head_dim == 256) {
-    two ? Launch<256, 2>(p, seqs, stream) : Launch<256, 3>(p, seqs, stream);
+    TwoStages() ? Launch<256, 2>(p, seqs, work, stream) : Launch<256, 3>(p, seqs, work, stream);
   } else {
-    two ? Launch<512, 2>(p, seqs, stream) : Launch<512, 3>(p, seqs, stream);
+    TwoStages() ? Launch<512, 2>(p, seqs, work, stream) : Launch<512, 3>(p, seqs, work, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }

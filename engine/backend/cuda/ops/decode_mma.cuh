@@ -29,6 +29,12 @@ struct DecodeSeq {
 struct DecodeSeqs {
   int count = 0;
   int q_len = 0;  // query positions per sequence
+  // Forks read together (set by PlanDecodeMma; Note [Forks in one tile] in decode_mma.cu): with group_seqs > 1,
+  // keys [group_lo, group_end) of every sequence are read from seq[0]'s cache by CTAs of group_seqs sequences
+  // each, into key splits [0, group_splits); each sequence's keys from group_end on go to the splits after.
+  int group_seqs = 1;
+  int group_lo = 0, group_end = 0;
+  int group_splits = 0;
   DecodeSeq seq[kDecodeMmaMaxSeqs];
 };
 
@@ -37,6 +43,9 @@ struct DecodeSeqs {
 bool DecodeMmaApplies(const AttentionParams& p, int q_len_per_seq);
 // Key splits for `seqs` (every sequence gets the same number; later splits of a short one are empty).
 int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int num_sms);
+// The same, and whether forks that share seq[0]'s prefix (DecodeSeq::shared_end, every sequence past the
+// first) read it together: fills the group fields of `seqs` and returns the splits of both parts.
+int PlanDecodeMma(const AttentionParams& p, DecodeSeqs* seqs, int num_sms);
 // p.q_len must be seqs.count * seqs.q_len; p.num_splits > 1 needs AttentionWorkspaceBytes(p) of workspace.
 void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStream_t stream);
 
