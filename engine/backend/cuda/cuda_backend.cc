@@ -430,8 +430,8 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   LaunchAttention(p, stream());
 }
 
-// Every sequence's K/V append in one launch, then every sequence's attention in one launch (decode_mma.cuh);
-// the plain per-sequence sequence where the kernel does not apply.
+// Every sequence's K/V append and attention in one launch (decode_mma.cuh); the plain per-sequence sequence where
+// the kernel does not apply.
 void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new,
                                    const std::vector<DecodeKv>& seqs, const Tensor& out) {
   const int count = static_cast<int>(seqs.size());
@@ -471,15 +471,28 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
     Backend::AttendDecodeRows(q, k_new, v_new, seqs, out);
     return;
   }
-  AppendKvParams ap;
-  ap.k_new = Bf16(k_new);
-  ap.v_new = Bf16(v_new);
-  ap.k_new_stride = k_new.strides[0];
-  ap.v_new_stride = v_new.strides[0];
-  ap.row_elems = row_elems;
-  ap.k_slot_stride = seqs[0].k.strides[0];
-  ap.v_slot_stride = seqs[0].v.strides[0];
-  LaunchAppendKv(ap, ds, stream());
+  // The attention launch appends the new rows itself (one kernel fewer in the chain); AVSERVE_DECODE_APPEND=0
+  // appends them in a kernel of their own first (to measure).
+  static const bool fold_append = [] {
+    const char* env = std::getenv("AVSERVE_DECODE_APPEND");
+    return env == nullptr || env[0] != '0';
+  }();
+  if (fold_append) {
+    ds.k_new = Bf16(k_new);
+    ds.v_new = Bf16(v_new);
+    ds.k_new_stride = k_new.strides[0];
+    ds.v_new_stride = v_new.strides[0];
+  } else {
+    AppendKvParams ap;
+    ap.k_new = Bf16(k_new);
+    ap.v_new = Bf16(v_new);
+    ap.k_new_stride = k_new.strides[0];
+    ap.v_new_stride = v_new.strides[0];
+    ap.row_elems = row_elems;
+    ap.k_slot_stride = seqs[0].k.strides[0];
+    ap.v_slot_stride = seqs[0].v.strides[0];
+    LaunchAppendKv(ap, ds, stream());
+  }
   p.num_splits = PlanDecodeMma(p, &ds, num_sms_);
   const std::unique_ptr<Buffer> ws = SplitWorkspace(p);
   LaunchDecodeMma(p, ds, stream());

@@ -118,6 +118,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   const int tile0 = FirstTileKey(lo), num_tiles = NumTiles(lo, hi);
   const int per = (num_tiles + splits - 1) / splits;
   const int t_begin = split * per, t_end = min(num_tiles, t_begin + per);
+  // The CTA whose keys hold the sequence's new position appends its K/V row (this head's part) to the cache.
+  const int new_tile = (src.q_pos0 - tile0) / Tr::kKeys;
+  const bool appends = !grouped && seqs.k_new != nullptr && new_tile >= t_begin && new_tile < t_end;
 
   auto load_tile = [&](int tile, int stage) {
     const int key0 = tile0 + tile * Tr::kKeys;
@@ -135,10 +138,15 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
       bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
       if (pos >= lo && pos < hi) {
         const int64_t slot = pos % src.kv_capacity;
-        // A shared prefix is read from the one copy every sequence of the batch reads (hits in L2).
+        // A shared prefix is read from the one copy every sequence of the batch reads (hits in L2); the step's own
+        // row from the new rows, which this launch is writing to the cache (below).
         const bool shared = pos < src.shared_end;
         const bf16* from = is_v ? (shared ? src.v_shared : src.v) + slot * p.v_slot_stride + kv_head * p.v_head_stride
                                 : (shared ? src.k_shared : src.k) + slot * p.k_slot_stride + kv_head * p.k_head_stride;
+        if (appends && pos == src.q_pos0) {
+          from = (is_v ? seqs.v_new + first * seqs.v_new_stride : seqs.k_new + first * seqs.k_new_stride) +
+                 kv_head * kD;
+        }
         FenceProxyAsync();  // this row's earlier reads and zero stores come before the copy
         BulkCopyG2S(dst, from, kD * sizeof(bf16), &full_bar[stage]);
       } else {
@@ -152,8 +160,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   }
   __syncthreads();
   // A grouped launch reads only rows written before this step, so its first tiles may be in flight before the
-  // kernels it follows are done; a per-sequence one reads the row AppendKv just wrote (Note [Dependent launch]).
+  // kernels it follows are done; a per-sequence one reads the step's new row (Note [Dependent launch]).
   if (!grouped) PdlWait();
+  if (appends) {  // one 16-byte piece of the K or V row a thread (kThreads = kD / 4 pieces in all)
+    const bool is_v = threadIdx.x >= kD / 8;
+    const int c = threadIdx.x % (kD / 8);
+    const int64_t slot = src.q_pos0 % src.kv_capacity;
+    const bf16* from = (is_v ? seqs.v_new + first * seqs.v_new_stride : seqs.k_new + first * seqs.k_new_stride) +
+                       kv_head * kD;
+    bf16* to = const_cast<bf16*>(is_v ? src.v + slot * p.v_slot_stride + kv_head * p.v_head_stride
+                                      : src.k + slot * p.k_slot_stride + kv_head * p.k_head_stride);
+    reinterpret_cast<int4*>(to)[c] = reinterpret_cast<const int4*>(from)[c];
+  }
 #pragma unroll
   for (int s = 0; s < Tr::kStages - 1; ++s) {
     if (t_begin + s < t_end) load_tile(t_begin + s, s);
@@ -450,6 +468,12 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
   AVSERVE_CHECK(p.q_len == seqs.count * seqs.q_len, "DecodeMma: q rows differ from the sequences' queries");
   AVSERVE_CHECK(DecodeMmaApplies(p, seqs.q_len), "DecodeMma: unsupported shape");
   AVSERVE_CHECK(p.num_splits == 1 || p.workspace != nullptr, "DecodeMma: no workspace");
+  AVSERVE_CHECK(seqs.k_new == nullptr ||
+                    (seqs.v_new != nullptr && seqs.q_len == 1 && seqs.k_new_stride % 8 == 0 &&
+                     seqs.v_new_stride % 8 == 0 && p.k_head_stride % 8 == 0 && p.v_head_stride % 8 == 0 &&
+                     reinterpret_cast<uintptr_t>(seqs.k_new) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(seqs.v_new) % 16 == 0),
+                "DecodeMma: new rows must be one 16-byte aligned row per sequence");
   for (int i = 0; i < seqs.count; ++i) {
     const DecodeSeq& s = seqs.seq[i];
     AVSERVE_CHECK(s.k != nullptr && s.v != nullptr && s.kv_begin >= 0 && s.kv_capacity > 0 &&

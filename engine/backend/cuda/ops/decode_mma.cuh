@@ -35,6 +35,12 @@ struct DecodeSeqs {
   int group_seqs = 1;
   int group_lo = 0, group_end = 0;
   int group_splits = 0;
+  // A decode step's new rows (q_len 1), when the attention launch appends them itself: row b of k_new / v_new
+  // ([count, num_kv_heads * head_dim] with these row strides) goes to slot q_pos0 % kv_capacity of sequence b's
+  // cache, and is read from here in this launch. nullptr: the rows are in the caches already (LaunchAppendKv).
+  const __nv_bfloat16* k_new = nullptr;
+  const __nv_bfloat16* v_new = nullptr;
+  int64_t k_new_stride = 0, v_new_stride = 0;
   DecodeSeq seq[kDecodeMmaMaxSeqs];
 };
 
