@@ -7,9 +7,9 @@
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
 //   * K and V tiles of kDecodeKeys keys stream through a 2-stage ring (TwoStages), so the next tile is in
 //     flight while one is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by
-//     one thread; the bytes complete the stage's mbarrier). With 16-byte cp.async (4,096 requests per 64 KB
-//     tile, each with its address math) the full layer at 32K took 42 us instead of 33, the 8-question one 337 us
-//     instead of 220.
+//     one thread, the 32 copies spread over the warps; the bytes complete the stage's mbarrier). With 16-byte
+//     cp.async (4,096 requests per 64 KB tile, each with its address math) the full layer at 32K took 42 us
+//     instead of 33, the 8-question one 337 us instead of 220.
 //   * Online softmax as in attention.cu: fp32 scores and statistics, P rounded to bf16 against the running
 //     max before P·V, the denominator summing the unrounded values; slices write fp32 partials that
 //     attention.cu's combine kernel merges, a single slice writes bf16 output.
@@ -76,6 +76,7 @@ struct DecodeWork {
   int group_ctas = 0, group_splits = 0;
   int key_lo = 0, key_end = 0;
   int tail_splits = 1;
+  int spread = 0;  // the tiles' row copies issued by every warp, not by warp 0 alone
 };
 
 // Tiles of kDecodeKeys keys that cover keys [kv_begin, kv_end), counted from the tile holding kv_begin.
@@ -132,9 +133,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
       const int valid = max(0, min(key0 + Tr::kKeys, hi) - max(key0, lo));
       MbarArriveExpectTx(&full_bar[stage], static_cast<uint32_t>(valid) * 2 * kD * sizeof(bf16));
     }
-    if (threadIdx.x < 2 * Tr::kKeys) {
-      const bool is_v = threadIdx.x >= Tr::kKeys;
-      const int r = threadIdx.x % Tr::kKeys, pos = key0 + r;
+    // Copy c (K rows, then V rows) from thread c, or from lane c % per_warp of warp c / per_warp (spread).
+    constexpr int kPerWarp = 2 * Tr::kKeys / Tr::kWarps;
+    const int c = work.spread ? (lane < kPerWarp ? warp * kPerWarp + lane : -1)
+                              : (threadIdx.x < 2 * Tr::kKeys ? static_cast<int>(threadIdx.x) : -1);
+    if (c >= 0) {
+      const bool is_v = c >= Tr::kKeys;
+      const int r = c % Tr::kKeys, pos = key0 + r;
       bf16* dst = (is_v ? vs : ks) + r * Tr::kStride;
       if (pos >= lo && pos < hi) {
         const int64_t slot = pos % src.kv_capacity;
@@ -487,8 +492,17 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
                        reinterpret_cast<uintptr_t>(s.v_shared) % 16 == 0),
                   "DecodeMma: a shared prefix needs 16-byte aligned shared K/V");
   }
+  // The tiles' row copies from every warp: on the H200, alternated in one run, the 8-question step took 8.966 /
+  // 8.869 ms against 9.090 / 9.004 with warp 0 issuing all of them (which the other warps then wait for at the
+  // next barrier), decode 8.188 / 8.157 against 8.184 / 8.090 ms, with the same tokens.
+  // AVSERVE_DECODE_SPREAD_LOADS=0 goes back to warp 0.
+  static const int spread = [] {
+    const char* env = std::getenv("AVSERVE_DECODE_SPREAD_LOADS");
+    return env == nullptr || env[0] != '0' ? 1 : 0;
+  }();
   DecodeWork work;
   work.tail_splits = p.num_splits;
+  work.spread = spread;
   const int g = seqs.group_seqs;
   if (g > 1) {
     AVSERVE_CHECK(TwoStages() && g * seqs.q_len * (p.num_heads / p.num_kv_heads) <= 16 && seqs.group_splits >= 1 &&
