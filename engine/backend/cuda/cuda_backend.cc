@@ -464,7 +464,7 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
         a.kv_capacity == a0.kv_capacity && a.kv_pos_begin >= a0.kv_pos_end - a0.kv_capacity) {
       ds.seq[b].k_shared = Bf16(seqs[0].k);  // one copy of the prefix for the whole batch
       ds.seq[b].v_shared = Bf16(seqs[0].v);
-      ds.seq[b].shared_end = static_cast<int>(std::min(s.shared_prefix, a.kv_pos_end));
+      ds.seq[b].shared_end = static_cast<int>(std::min(s.shared_prefix, a.q_pos_start));  // never the new row
     }
   }
   if (!fits) {

@@ -127,8 +127,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
     const int key0 = tile0 + tile * Tr::kKeys;
     bf16* ks = kv_s + stage * 2 * Tr::kTileElems;
     bf16* vs = ks + Tr::kTileElems;
-    // Thread r < kKeys copies K row r, thread kKeys + r V row r; rows outside [lo, hi) are zeroed (their
-    // scores are masked, and P = 0 must not meet garbage in V). Thread 0 announces the valid rows' bytes.
+    // Copy r < kKeys is K row r, copy kKeys + r V row r; rows outside [lo, hi) are zeroed (their scores are
+    // masked, and P = 0 must not meet garbage in V). Thread 0 announces the valid rows' bytes.
     if (threadIdx.x == 0) {
       const int valid = max(0, min(key0 + Tr::kKeys, hi) - max(key0, lo));
       MbarArriveExpectTx(&full_bar[stage], static_cast<uint32_t>(valid) * 2 * kD * sizeof(bf16));
@@ -431,14 +431,14 @@ int GroupSize(const AttentionParams& p, const DecodeSeqs& seqs, int* lo, int* en
   if (!TwoStages() || seqs.count < 2 || rows > 8) return 1;
   const DecodeSeq& s0 = seqs.seq[0];
   *lo = s0.kv_begin;
-  *end = s0.kv_end;
+  *end = s0.q_pos0;  // the step's new rows are never read together (and the tails append them)
   for (int b = 1; b < seqs.count; ++b) {
     const DecodeSeq& s = seqs.seq[b];
     if (s.k_shared != s0.k || s.v_shared != s0.v || s.kv_capacity != s0.kv_capacity || s.shared_end <= s.kv_begin) {
       return 1;
     }
     *lo = std::min(*lo, s.kv_begin);
-    *end = std::min(*end, s.shared_end);
+    *end = std::min({*end, s.shared_end, s.q_pos0});
   }
   return NumTiles(*lo, *end) >= 4 ? std::min(seqs.count, 16 / rows) : 1;
 }
