@@ -22,8 +22,9 @@ class KvCache {
   // (Backend::ForkBuffer: one copy of a video's K/V for all the questions forked from it); rows [stable, length)
   // are copied, and the sliding layers' rings are copied whole.
   absl::StatusOr<KvCache> Copy(Backend& backend, int64_t stable, int64_t length) const;
-  // Positions [0, n) of the full layers that hold the same K/V in both caches because they were copied from one
-  // original (0 for unrelated caches). Undercounts between forks of forks; never overcounts.
+  // Positions [0, n) that hold the same K/V in both caches because they were copied from one original (0 for
+  // unrelated caches); in a sliding layer's ring, only where both rings still hold them. Undercounts between
+  // forks of forks; never overcounts.
   int64_t SharedWith(const KvCache& other) const;
 
   const Tensor& k(int layer) const { return layers_[layer].k; }  // [capacity, kv_heads, D]

@@ -1,7 +1,6 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -12,6 +11,7 @@
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
+#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
@@ -100,8 +100,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   b->blocks_ = std::make_shared<BlockCache>();
   b->num_sms_ = prop.multiProcessorCount;
   b->device_ = device_index;
-  const char* pages_env = std::getenv("AVSERVE_KV_PAGES");
-  b->pages_ = PageBuffer::Supported(device_index) && (pages_env == nullptr || pages_env[0] != '0');
+  b->pages_ = PageBuffer::Supported(device_index) && EnvSwitchOn("AVSERVE_KV_PAGES");
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
   for (int i = 0; i < 2; ++i) {
@@ -445,10 +444,8 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
   DecodeSeqs ds;
   ds.count = count;
   ds.q_len = 1;
-  static const bool share = [] {  // AVSERVE_SHARED_PREFIX=0: every sequence reads its own rows (to measure)
-    const char* env = std::getenv("AVSERVE_SHARED_PREFIX");
-    return env == nullptr || env[0] != '0';
-  }();
+  // AVSERVE_SHARED_PREFIX=0: every sequence reads its own rows (to measure).
+  static const bool share = EnvSwitchOn("AVSERVE_SHARED_PREFIX");
   for (int b = 0; b < count && fits; ++b) {
     const DecodeKv& s = seqs[b];
     const engine::AttentionParams& a = s.params;
@@ -473,10 +470,7 @@ void CudaBackend::AttendDecodeRows(const Tensor& q, const Tensor& k_new, const T
   }
   // The attention launch appends the new rows itself (one kernel fewer in the chain); AVSERVE_DECODE_APPEND=0
   // appends them in a kernel of their own first (to measure).
-  static const bool fold_append = [] {
-    const char* env = std::getenv("AVSERVE_DECODE_APPEND");
-    return env == nullptr || env[0] != '0';
-  }();
+  static const bool fold_append = EnvSwitchOn("AVSERVE_DECODE_APPEND");
   if (fold_append) {
     ds.k_new = Bf16(k_new);
     ds.v_new = Bf16(v_new);

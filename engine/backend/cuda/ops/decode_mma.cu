@@ -41,6 +41,7 @@
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/online_softmax.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
@@ -496,10 +497,7 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
   // 8.869 ms against 9.090 / 9.004 with warp 0 issuing all of them (which the other warps then wait for at the
   // next barrier), decode 8.188 / 8.157 against 8.184 / 8.090 ms, with the same tokens.
   // AVSERVE_DECODE_SPREAD_LOADS=0 goes back to warp 0.
-  static const int spread = [] {
-    const char* env = std::getenv("AVSERVE_DECODE_SPREAD_LOADS");
-    return env == nullptr || env[0] != '0' ? 1 : 0;
-  }();
+  static const int spread = EnvSwitchOn("AVSERVE_DECODE_SPREAD_LOADS") ? 1 : 0;
   DecodeWork work;
   work.tail_splits = p.num_splits;
   work.spread = spread;

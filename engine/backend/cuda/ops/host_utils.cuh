@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 
@@ -19,6 +20,13 @@ inline int NumSms() {
     return count;
   }();
   return sms;
+}
+
+// A switch kept for measuring: whether environment variable `name` leaves its path on (unset, or anything that
+// does not start with '0').
+inline bool EnvSwitchOn(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || v[0] != '0';
 }
 
 // Device scratch of type S kept per CUDA stream (kernels on one stream never overlap, so one copy serves all of a

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
+#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
@@ -413,10 +413,7 @@ bool RmsNormAddToNormApplies(const RmsNormAddToNormParams& p) {
 void LaunchRmsNormAddToNorm(const RmsNormAddToNormParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(RmsNormAddToNormApplies(p), "RmsNormAddToNorm: dim or alignment not supported");
   if (p.rows == 0) return;
-  static const bool decode_blocks = [] {
-    const char* env = std::getenv("AVSERVE_NORM_DECODE");
-    return env == nullptr || env[0] != '0';
-  }();
+  static const bool decode_blocks = EnvSwitchOn("AVSERVE_NORM_DECODE");
   if (decode_blocks && p.rows <= kDecodeRowsMax && p.dim / 8 <= kDecodeThreads) {
     const int threads = (p.dim / 8 + 31) / 32 * 32;  // one vector a thread
     LaunchPdlWhen(NormPdlEnabled(), RmsNormAddToNormKernel<1, kDecodeThreads>, dim3(static_cast<unsigned>(p.rows)),
