@@ -243,6 +243,17 @@ class Backend {
     }
   }
 
+  // ---- Recorded op runs (the decode step's layers). Between BeginGraph(key) and EndGraph(), a backend may record
+  // the ops instead of running them and run the record at EndGraph as one unit; the CUDA backend replays a CUDA
+  // graph per key, updated in place when the key comes back with new parameters (Note [Decode graphs] in
+  // engine/backend/cuda/cuda_backend.cc). The ops in between may not Upload, Download or Synchronize, nor read
+  // anything on the host that changes before EndGraph. EndGraph says whether the ops ran: false means nothing ran
+  // (the record failed) and the caller runs them again plainly. CancelGraph drops an unfinished record (after an
+  // error between the two). The defaults run every op as it comes.
+  virtual void BeginGraph(int64_t key) {}
+  virtual absl::StatusOr<bool> EndGraph() { return true; }
+  virtual void CancelGraph() {}
+
   // Writes rows src[n, ...] to ring rows dst[(first_pos + i) % dst.dim(0)] (KV-cache append).
   virtual void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) = 0;
   // dst[indices[i], :] = src[i, :] (converted to dst's dtype); indices [m] int32, distinct.

@@ -122,10 +122,34 @@ absl::Status Gemma4Model::Layers(const Tensor& x, const Tensor& positions, const
   Scratch s(backend_);
   ASSIGN_OR_RETURN(Tensor xn, s.New(weights_.act_dtype, {x.dim(0), config_.hidden_size}));  // [n, H]
   backend_.RmsNorm(x, &weights_.layers[0].input_norm, config_.rms_eps, xn);
-  for (int l = 0; l < static_cast<int>(config_.layers.size()); ++l) {
+  const int num_layers = static_cast<int>(config_.layers.size());
+  const auto run = [&](int l0, int l1) -> absl::Status {
+    for (int l = l0; l < l1; ++l) {
+      Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
+      RETURN_IF_ERROR(Layer(l, x, xn, positions, blocks, spans, layer_scratch));
+    }
+    return absl::OkStatus();
+  };
+  // A decode step (one row per sequence, at most kMaxGraphRows) goes to the backend as recorded runs of layers
+  // that double in length after a plain layer 0: 0 | 1 | 2-3 | 4-7 | ... (Note [Decode graphs] in
+  // engine/backend/cuda/cuda_backend.cc). Any other step runs layer by layer.
+  const bool decode = x.dim(0) <= kMaxGraphRows && blocks == nullptr &&
+                      std::all_of(spans.begin(), spans.end(), [](const RowSpan& r) { return r.n == 1; });
+  for (int l0 = 0; l0 < num_layers;) {
+    const int l1 = decode ? std::min(num_layers, std::max(2 * l0, l0 + 1)) : l0 + 1;
     if (cancel && cancel->load(std::memory_order_relaxed)) return absl::CancelledError("prefill cancelled");
-    Scratch layer_scratch(backend_);  // a layer's temporaries go back before the next layer takes its own
-    RETURN_IF_ERROR(Layer(l, x, xn, positions, blocks, spans, layer_scratch));
+    bool ran = false;
+    if (decode && l0 > 0) {
+      backend_.BeginGraph(int64_t{l0} * (kMaxGraphRows + 1) + x.dim(0));
+      const absl::Status st = run(l0, l1);
+      if (!st.ok()) {
+        backend_.CancelGraph();
+        return st;
+      }
+      ASSIGN_OR_RETURN(ran, backend_.EndGraph());
+    }
+    if (!ran) RETURN_IF_ERROR(run(l0, l1));  // not recorded, or the record failed and nothing ran
+    l0 = l1;
   }
   return absl::OkStatus();
 }

@@ -71,6 +71,8 @@ class Gemma4Model {
 
  private:
   class Scratch;
+  // Decode steps of up to this many sequences go to the backend as recorded runs of layers (Layers).
+  static constexpr int64_t kMaxGraphRows = 16;
   // Rows [row0, row0 + n) of a step are positions [pos0, pos0 + n) of the sequence of `cache`;
   // pass_end as in ForwardInput (resolved, never 0).
   struct RowSpan {

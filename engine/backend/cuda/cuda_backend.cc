@@ -1,7 +1,10 @@
 #include "engine/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 #include <utility>
 
 #include "engine/backend/cuda/check.h"
@@ -101,6 +104,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   b->num_sms_ = prop.multiProcessorCount;
   b->device_ = device_index;
   b->pages_ = PageBuffer::Supported(device_index) && EnvSwitchOn("AVSERVE_KV_PAGES");
+  b->graphs_on_ = EnvSwitchOn("AVSERVE_CUDA_GRAPHS");
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
   for (int i = 0; i < 2; ++i) {
@@ -148,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::ForkBuffer(const Buffer& sr
 // Pageable host memory (e.g. an mmapped checkpoint) goes through two pinned staging buffers, so the copy into
 // staging of chunk i+1 overlaps the DMA of chunk i.
 absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& dst) {
+  if (capturing_) return absl::FailedPreconditionError("Upload inside BeginGraph/EndGraph");
   if (dst.device != Device::kCuda || !dst.is_contiguous() || bytes > dst.bytes()) {
     return absl::InvalidArgumentError("Upload: destination must be a contiguous GPU tensor large enough");
   }
@@ -166,6 +171,7 @@ absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& d
 }
 
 absl::Status CudaBackend::Download(const Tensor& src, void* host, size_t bytes) {
+  if (capturing_) return absl::FailedPreconditionError("Download inside BeginGraph/EndGraph");
   if (src.device != Device::kCuda || !src.is_contiguous() || bytes > src.bytes()) {
     return absl::InvalidArgumentError("Download: source must be a contiguous GPU tensor large enough");
   }
@@ -173,7 +179,88 @@ absl::Status CudaBackend::Download(const Tensor& src, void* host, size_t bytes) 
   return CudaStatus(cudaStreamSynchronize(stream()), "Download: synchronize");
 }
 
-void CudaBackend::Synchronize() { AVSERVE_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+void CudaBackend::Synchronize() {
+  AVSERVE_CHECK(!capturing_, "Synchronize inside BeginGraph/EndGraph");
+  AVSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  retired_graphs_.clear();
+}
+
+// Note [Decode graphs]
+// A decode step is ~350 kernels of a few microseconds each over one or a few rows; between two of them the GPU
+// spends about a microsecond that a CUDA graph saves (bench/RESULTS.md, session 7's chain of products). The
+// step's kernel parameters change every step (positions, cache slots, lengths, split counts), so the graph is not
+// captured once and replayed: the model records each run of layers afresh (BeginGraph .. EndGraph) and the
+// backend updates the executable graph it ran under the same key in place (cudaGraphExecUpdate, which takes new
+// parameters and grid sizes but not a new shape), building a new one only when the shape changed (a split count
+// that adds or drops a combine kernel, a new batch size). Recording costs the host about what launching did, so
+// the model records a step in runs of layers that grow (engine/model/gemma4.cc, Layers): layer 0 launches
+// plainly and the GPU works on it while the host records layers 1, 2-3, 4-7 and so on, each run launched as soon
+// as it is recorded; the host stays ahead of the GPU as it did when it launched kernel by kernel.
+// Capture is relaxed (the block cache may cudaMalloc a new block meanwhile); ops that launch early (ops/pdl.cuh)
+// keep their programmatic edges inside a graph. A graph whose key is rebuilt may still be queued: it is kept until
+// the next Synchronize. When recording fails, EndGraph turns graphs off for this backend and reports that nothing
+// ran, and the model runs the layers plainly. AVSERVE_CUDA_GRAPHS=0 turns them off from the start.
+void CudaBackend::BeginGraph(int64_t key) {
+  AVSERVE_CHECK(!capturing_, "BeginGraph: a record is already open");
+  if (!graphs_on_) return;
+  if (cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+    cudaGetLastError();
+    return;  // the ops run plainly
+  }
+  capturing_ = true;
+  capture_key_ = key;
+}
+
+namespace {
+struct GraphDeleter {
+  void operator()(cudaGraph_t g) const { cudaGraphDestroy(g); }
+};
+using GraphPtr = std::unique_ptr<std::remove_pointer_t<cudaGraph_t>, GraphDeleter>;
+}  // namespace
+
+absl::StatusOr<bool> CudaBackend::EndGraph() {
+  if (!capturing_) return true;  // ran plainly
+  capturing_ = false;
+  const auto give_up = [&](cudaError_t err, const char* what) {
+    cudaGetLastError();
+    std::fprintf(stderr, "avserve cuda: decode graphs off after %s failed: %s\n", what, cudaGetErrorString(err));
+    graphs_on_ = false;
+    return false;
+  };
+  cudaGraph_t raw = nullptr;
+  cudaError_t err = cudaStreamEndCapture(stream(), &raw);
+  GraphPtr graph(raw);
+  if (err != cudaSuccess || raw == nullptr) return give_up(err, "cudaStreamEndCapture");
+  CudaGraphExec& exec = graphs_[capture_key_];
+  bool updated = false;
+  if (exec.get() != nullptr) {
+    cudaGraphExecUpdateResultInfo info{};
+    updated = cudaGraphExecUpdate(exec.get(), graph.get(), &info) == cudaSuccess;
+    if (!updated) cudaGetLastError();  // a new shape: build the graph afresh
+  }
+  if (!updated) {
+    cudaGraphExec_t fresh = nullptr;
+    err = cudaGraphInstantiateWithFlags(&fresh, graph.get(), 0);
+    if (err != cudaSuccess) return give_up(err, "cudaGraphInstantiate");
+    if (exec.get() != nullptr) retired_graphs_.push_back(std::move(exec));  // may still be queued
+    exec = CudaGraphExec(fresh);
+    ++graph_stats_.instantiations;
+  } else {
+    ++graph_stats_.updates;
+  }
+  err = cudaGraphLaunch(exec.get(), stream());
+  if (err != cudaSuccess) return give_up(err, "cudaGraphLaunch");
+  ++graph_stats_.launches;
+  return true;
+}
+
+void CudaBackend::CancelGraph() {
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t raw = nullptr;
+  if (cudaStreamEndCapture(stream(), &raw) != cudaSuccess) cudaGetLastError();
+  GraphPtr graph(raw);
+}
 
 void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   GemmParams p;

@@ -2,8 +2,11 @@
 // enqueued asynchronously and Download/Synchronize wait. Create through engine::CreateCudaBackend().
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/block_cache.h"
@@ -55,6 +58,18 @@ class CudaBackend final : public Backend {
   void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;
+  void BeginGraph(int64_t key) override;
+  absl::StatusOr<bool> EndGraph() override;
+  void CancelGraph() override;
+
+  // Decode graphs (Note [Decode graphs]): on unless AVSERVE_CUDA_GRAPHS=0; tests switch them per backend.
+  void set_graphs(bool on) { graphs_on_ = on; }
+  struct GraphStats {
+    int64_t launches = 0;        // records run as a graph
+    int64_t updates = 0;         // of those, run by updating the key's graph in place
+    int64_t instantiations = 0;  // of those, run by a graph built afresh (a new key, or the ops' shape changed)
+  };
+  const GraphStats& graph_stats() const { return graph_stats_; }
 
   cudaStream_t stream() const { return stream_.get(); }
   const CublasHandle& cublas() const { return cublas_; }
@@ -75,6 +90,12 @@ class CudaBackend final : public Backend {
   CublasHandle cublas_;
   PinnedBuffer<unsigned char> staging_[2];  // double-buffered host staging for Upload
   CudaEvent staging_done_[2];
+  bool graphs_on_ = true;
+  bool capturing_ = false;
+  int64_t capture_key_ = 0;
+  std::unordered_map<int64_t, CudaGraphExec> graphs_;  // BeginGraph key -> the graph last run under it
+  std::vector<CudaGraphExec> retired_graphs_;          // replaced, possibly still queued: freed at Synchronize
+  GraphStats graph_stats_;
 };
 
 }  // namespace avserve::engine::cuda
