@@ -80,6 +80,11 @@ def compare(work, hf_dir=None):
     mx, mean, agree, n = errors(eng, hf)
     print("positions %d, compared rows %d: rel err (L2 per position) max %.3e mean %.3e; top-1 agreement %.4f"
           % (len(hf[0]), n, mx, mean, agree))
+    eager_dir = os.path.join(work, "hf_eager")
+    if hf_dir is None and os.path.isdir(eager_dir):
+        e_mx, e_mean, e_agree, _ = errors(load(eager_dir), hf)
+        print("  transformers bf16, eager attention, vs its sdpa run: rel err max %.3e mean %.3e; top-1 agreement %.4f"
+              % (e_mx, e_mean, e_agree))
     hf32_dir = os.path.join(work, "hf32")
     if hf_dir is None and os.path.isdir(hf32_dir):
         hf32 = load(hf32_dir)

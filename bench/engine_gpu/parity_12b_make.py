@@ -2,7 +2,9 @@
 
 Writes WORK/ckpt (config.json + ONE model.safetensors via save_pretrained), WORK/inputs (the prompt in
 logits_dump's format), WORK/hf (bf16 model: top-1 of every position, fp32 logits of every 64th position and the
-last) and WORK/hf32 (the same weights run in fp32: the reference both bf16 runs are measured against).
+last), WORK/hf_eager (the same bf16 run with eager attention instead of sdpa: how far two transformers bf16 runs
+land from each other) and WORK/hf32 (the same weights run in fp32: the reference both bf16 runs are measured
+against).
 First run in session 4 (the whole-config fix above came from it).
 """
 import os
@@ -135,6 +137,16 @@ def make(work, tokens):
 
     with torch.no_grad():
         run(torch.bfloat16, "hf")
+        # The bar's own noise: transformers bf16 again with its eager attention in place of sdpa, the same weights
+        # and inputs (two valid bf16 computations that differ only in how attention rounds and sums).
+        try:
+            model.set_attn_implementation("eager")
+            run(torch.bfloat16, "hf_eager")
+        except (AttributeError, ValueError, torch.cuda.OutOfMemoryError) as e:
+            print("transformers eager bf16 run skipped:", e, flush=True)
+        finally:
+            if hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation("sdpa")
         # The floor: the same weights in fp32 (transformers' own bf16 rounding is measured against it).
         model.float()
         torch.cuda.empty_cache()
