@@ -50,6 +50,12 @@ absl::StatusOr<ModelInfo> LoadModelInfo(const std::string& checkpoint_dir);
 
 enum class BackendKind { kCpu, kCuda };
 
+// The default prefill step, which is also the pipeline's default chunk (pipeline/interleaver.h), so that each
+// chunk of a video's token stream is one step. At the 12B shape on an H200 (bench/RESULTS.md, session 10): 32K
+// tokens prefill in 1.81 s in steps of 2,048 against 1.92 s in steps of 1,280 (4,096: 1.77 s; 8,192: 1.75 s); the
+// sliding layers' rings then hold 3,071 positions, 983 MB a sequence (1,280: 737 MB; 8,192: 2.95 GB).
+inline constexpr int kDefaultPrefillChunkTokens = 2048;
+
 struct EngineOptions {
   std::string checkpoint_dir;
   BackendKind backend = BackendKind::kCpu;
@@ -58,7 +64,7 @@ struct EngineOptions {
   int64_t max_context = 0;                // 0: the model's max_position_embeddings
   // Prefill runs in steps of at most this many tokens; sliding-layer KV rings hold
   // sliding_window - 1 + this many positions. A vision block longer than this is refused.
-  int prefill_chunk_tokens = 1280;
+  int prefill_chunk_tokens = kDefaultPrefillChunkTokens;
   // Called on the loading thread after each weight tensor is validated and, on a GPU, uploaded: bytes done so
   // far and in all (a 12B checkpoint is ~24 GB: its upload is the time a server waits before serving).
   std::function<void(int64_t bytes_done, int64_t bytes_total)> on_load_progress;

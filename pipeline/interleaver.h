@@ -28,8 +28,8 @@ enum class Layout { kInterleaved, kReference };
 struct StreamOptions {
   Layout layout = Layout::kInterleaved;
   // Chunks hold at most this many tokens, except that a frame block is never split (a chunk holding
-  // one larger block is as long as the block).
-  int max_chunk_tokens = 2048;
+  // one larger block is as long as the block). The default is one engine prefill step.
+  int max_chunk_tokens = engine::kDefaultPrefillChunkTokens;
 };
 
 // "MM:SS" of floor(time_us) seconds; minutes may exceed 59 (and 99), as in transformers.
