@@ -46,25 +46,20 @@ absl::StatusOr<DecodeRun> Decode(bool graphs) {
   DecodeRun run;
   std::vector<float> logits;
   const auto keep = [&] { run.logits.insert(run.logits.end(), logits.begin(), logits.end()); };
-  for (int64_t pos0 : {0, 10}) {
+  const auto forward = [&](int64_t pos0, int64_t n) -> absl::Status {  // positions [pos0, pos0 + n) of cache a
     ForwardInput in;
     in.ids = ids.data() + pos0;
     in.types = types.data();
-    in.n = 10;
+    in.n = n;
     in.pos0 = pos0;
     RETURN_IF_ERROR(model.Forward(in, a, logits));
     keep();
-  }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(forward(0, 10));
+  RETURN_IF_ERROR(forward(10, 10));
   int64_t pos = 20;
-  for (; pos < 60; ++pos, ++run.decode_steps) {
-    ForwardInput in;
-    in.ids = ids.data() + pos;
-    in.types = types.data();
-    in.n = 1;
-    in.pos0 = pos;
-    RETURN_IF_ERROR(model.Forward(in, a, logits));
-    keep();
-  }
+  for (; pos < 60; ++pos, ++run.decode_steps) RETURN_IF_ERROR(forward(pos, 1));
   ASSIGN_OR_RETURN(KvCache b, a.Copy(*backend, 40, 45));
   ASSIGN_OR_RETURN(KvCache c, a.Copy(*backend, 40, 52));
   for (int step = 0; step < 12; ++step, ++run.decode_steps) {
