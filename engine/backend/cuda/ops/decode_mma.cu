@@ -5,7 +5,7 @@
 //   * Warps split the head dimension: warp w owns dims [128w, 128w + 128). For Q·Kᵀ each warp multiplies its
 //     dims only and the partial scores meet in shared memory (summed in warp order, so every warp holds the
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
-//   * K and V tiles of kDecodeKeys keys stream through a 2-stage ring (TwoStages), so the next tile is in
+//   * K and V tiles of kDecodeKeys keys stream through a 2- or 3-stage ring (StagesFor), so the next tile is in
 //     flight while one is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by
 //     one thread, the 32 copies spread over the warps; the bytes complete the stage's mbarrier). With 16-byte
 //     cp.async (4,096 requests per 64 KB tile, each with its address math) the full layer at 32K took 42 us
@@ -319,18 +319,23 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   }
 }
 
-// Two K/V stages rather than three: 70 KB instead of 104 KB of shared memory per full-layer CTA, so three CTAs
-// share an SM instead of two (six of the sliding ones instead of four). The kernel is bound by the latency of its
-// tiles, not by memory (ncu: 12% occupancy, barrier stalls first), so more CTAs pay more than a deeper ring. On the
-// H200, alternated in one run: the 8-question step 9.875 / 9.787 ms against 10.097 / 10.017, decode at 32K 8.162 /
-// 8.124 against 8.190 / 8.151. AVSERVE_DECODE_STAGES=3 brings three back.
-bool TwoStages() {
-  static const bool two = [] {
+// K/V stages of a launch of `count` sequences. Batches take two: 70 KB instead of 104 KB of shared memory per
+// full-layer CTA, so three CTAs share an SM instead of two (six of the sliding ones instead of four). The kernel is
+// bound by the latency of its tiles (ncu: 12% occupancy, barrier stalls first), so more CTAs pay more than a deeper
+// ring: on the H200, alternated in one run, the 8-question step 9.875 / 9.787 ms against 10.097 / 10.017 with
+// three before decode graphs, and 8.68 / 8.60 against 9.20 / 9.27 with them (session 10), where grouped forks
+// (Note [Forks in one tile]) need two anyway. A single sequence takes three: with decode graphs, decode at 32K
+// 7.799 / 7.722 ms against 7.870 / 7.783 with two in one run, 7.862 / 7.783 against 7.912 / 7.798 in another
+// (session 10; before graphs three lost, 8.19 / 8.15 against 8.16 / 8.12).
+// AVSERVE_DECODE_STAGES=2 or =3 sets every launch's (to measure).
+int StagesFor(int count) {
+  static const int forced = [] {
     const char* env = std::getenv("AVSERVE_DECODE_STAGES");
-    return env == nullptr || env[0] != '3';
+    return env != nullptr && (env[0] == '2' || env[0] == '3') ? env[0] - '0' : 0;
   }();
-  return two;
+  return forced != 0 ? forced : count == 1 ? 3 : 2;
 }
+bool TwoStages(int count) { return StagesFor(count) == 2; }
 
 // Sets the kernel's shared memory once; returns its CTAs per SM (shared memory, threads and registers).
 template <int kD, int kS>
@@ -412,7 +417,7 @@ int ChooseDecodeMmaSplits(const AttentionParams& p, const DecodeSeqs& seqs, int 
   int max_tiles = 1;
   for (int i = 0; i < seqs.count; ++i) max_tiles = std::max(max_tiles, NumTiles(seqs.seq[i]));
   // CTAs per SM by shared memory (two stages: 70 KB or 36 KB per CTA; three: 104 KB or 53 KB).
-  const bool two = TwoStages();
+  const bool two = TwoStages(seqs.count);
   const size_t smem_512 = two ? DecodeMmaTraits<512, 2>::kSmemBytes : DecodeMmaTraits<512, 3>::kSmemBytes;
   const size_t smem_256 = two ? DecodeMmaTraits<256, 2>::kSmemBytes : DecodeMmaTraits<256, 3>::kSmemBytes;
   const size_t smem = p.head_dim == 512 ? smem_512 : smem_256;
@@ -429,7 +434,7 @@ namespace {
 // each; a full layer's 16 fill it alone). Sets [lo, end): the keys they read together.
 int GroupSize(const AttentionParams& p, const DecodeSeqs& seqs, int* lo, int* end) {
   const int rows = seqs.q_len * (p.num_heads / p.num_kv_heads);
-  if (!TwoStages() || seqs.count < 2 || rows > 8) return 1;
+  if (!TwoStages(seqs.count) || seqs.count < 2 || rows > 8) return 1;
   const DecodeSeq& s0 = seqs.seq[0];
   *lo = s0.kv_begin;
   *end = s0.q_pos0;  // the step's new rows are never read together (and the tails append them)
@@ -503,8 +508,8 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
   work.spread = spread;
   const int g = seqs.group_seqs;
   if (g > 1) {
-    AVSERVE_CHECK(TwoStages() && g * seqs.q_len * (p.num_heads / p.num_kv_heads) <= 16 && seqs.group_splits >= 1 &&
-                      p.num_splits > seqs.group_splits && seqs.group_end > seqs.group_lo,
+    AVSERVE_CHECK(TwoStages(seqs.count) && g * seqs.q_len * (p.num_heads / p.num_kv_heads) <= 16 &&
+                      seqs.group_splits >= 1 && p.num_splits > seqs.group_splits && seqs.group_end > seqs.group_lo,
                   "DecodeMma: bad grouping");
     work.seqs_per_cta = g;
     work.group_splits = seqs.group_splits;
@@ -514,9 +519,9 @@ void LaunchDecodeMma(const AttentionParams& p, const DecodeSeqs& seqs, cudaStrea
     work.tail_splits = p.num_splits - seqs.group_splits;
   }
   if (p.head_dim == 256) {
-    TwoStages() ? Launch<256, 2>(p, seqs, work, stream) : Launch<256, 3>(p, seqs, work, stream);
+    TwoStages(seqs.count) ? Launch<256, 2>(p, seqs, work, stream) : Launch<256, 3>(p, seqs, work, stream);
   } else {
-    TwoStages() ? Launch<512, 2>(p, seqs, work, stream) : Launch<512, 3>(p, seqs, work, stream);
+    TwoStages(seqs.count) ? Launch<512, 2>(p, seqs, work, stream) : Launch<512, 3>(p, seqs, work, stream);
   }
   if (p.num_splits > 1) LaunchCombineSplits(p, stream);
 }
