@@ -23,6 +23,7 @@
 #include "engine/model/weights.h"
 #include "tests/engine/forwarding_backend.h"
 #include "tests/engine/golden.h"
+#include "tests/engine/model_steps.h"
 
 namespace avserve::engine {
 namespace {
@@ -183,19 +184,9 @@ class GraphRunsTest : public ::testing::Test {
     std::mt19937 rng(5);
     std::vector<int32_t> ids(64);
     for (int32_t& id : ids) id = 3 + static_cast<int32_t>(rng() % 400);
-    const std::vector<TokenType> types(ids.size(), TokenType::kText);
     ASSIGN_OR_RETURN(KvCache a, KvCache::Create(backend, model.config(), model.act_dtype(), 64, 16));
     std::vector<float> all, logits;
-    const auto forward = [&](int64_t pos0, int64_t n) -> absl::Status {
-      ForwardInput in;
-      in.ids = ids.data() + pos0;
-      in.types = types.data();
-      in.n = n;
-      in.pos0 = pos0;
-      RETURN_IF_ERROR(model.Forward(in, a, logits));
-      all.insert(all.end(), logits.begin(), logits.end());
-      return absl::OkStatus();
-    };
+    const auto forward = [&](int64_t pos0, int64_t n) { return testing::ForwardText(model, a, ids, pos0, n, all); };
     RETURN_IF_ERROR(forward(0, 10));
     RETURN_IF_ERROR(forward(10, 7));
     RETURN_IF_ERROR(forward(17, 3));

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/test_util.h"
 #include "tests/engine/golden.h"
+#include "tests/engine/model_steps.h"
 
 namespace avserve::engine {
 namespace {
@@ -42,19 +43,10 @@ absl::StatusOr<DecodeRun> Decode(bool graphs) {
   std::mt19937 rng(11);
   std::vector<int32_t> ids(128);
   for (int32_t& id : ids) id = 3 + static_cast<int32_t>(rng() % 400);
-  const std::vector<TokenType> types(ids.size(), TokenType::kText);
   DecodeRun run;
   std::vector<float> logits;
-  const auto keep = [&] { run.logits.insert(run.logits.end(), logits.begin(), logits.end()); };
-  const auto forward = [&](int64_t pos0, int64_t n) -> absl::Status {  // positions [pos0, pos0 + n) of cache a
-    ForwardInput in;
-    in.ids = ids.data() + pos0;
-    in.types = types.data();
-    in.n = n;
-    in.pos0 = pos0;
-    RETURN_IF_ERROR(model.Forward(in, a, logits));
-    keep();
-    return absl::OkStatus();
+  const auto forward = [&](int64_t pos0, int64_t n) {  // positions [pos0, pos0 + n) of cache a
+    return testing::ForwardText(model, a, ids, pos0, n, run.logits);
   };
   RETURN_IF_ERROR(forward(0, 10));
   RETURN_IF_ERROR(forward(10, 10));
@@ -65,7 +57,7 @@ absl::StatusOr<DecodeRun> Decode(bool graphs) {
   for (int step = 0; step < 12; ++step, ++run.decode_steps) {
     const int64_t pa = pos + step, pb = 45 + step, pc = 52 + step;
     RETURN_IF_ERROR(model.DecodeBatch({ids[pa], ids[pb] ^ 1, ids[pc] ^ 2}, {pa, pb, pc}, {&a, &b, &c}, logits));
-    keep();
+    run.logits.insert(run.logits.end(), logits.begin(), logits.end());
   }
   run.stats = backend->graph_stats();
   return run;
