@@ -95,7 +95,7 @@ class DeferringCpu final : public testing::ForwardingBackend {
     return std::unique_ptr<Buffer>(new HeldBuffer(std::move(b), this));
   }
   void Keep(std::unique_ptr<Buffer> b) {
-    if (open_ || !queue_.empty()) graveyard_.push_back(std::move(b));
+    if (open_) graveyard_.push_back(std::move(b));
   }
 
   absl::Status Upload(const void* host, size_t bytes, const Tensor& dst) override {

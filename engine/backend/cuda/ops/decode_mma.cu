@@ -5,7 +5,7 @@
 //   * Warps split the head dimension: warp w owns dims [128w, 128w + 128). For Q·Kᵀ each warp multiplies its
 //     dims only and the partial scores meet in shared memory (summed in warp order, so every warp holds the
 //     same fp32 scores); for P·V each warp produces its own output dims. Nothing is computed twice.
-//   * K and V tiles of kDecodeKeys keys stream through a 2- or 3-stage ring (StagesFor), so the next tile is in
+//   * K and V tiles of kDecodeKeys keys stream through a 2- or 3-stage ring (TwoStages), so the next tile is in
 //     flight while one is multiplied. Each row of a tile is one Hopper bulk copy (512 or 1024 bytes, issued by
 //     one thread, the 32 copies spread over the warps; the bytes complete the stage's mbarrier). With 16-byte
 //     cp.async (4,096 requests per 64 KB tile, each with its address math) the full layer at 32K took 42 us
@@ -319,23 +319,22 @@ __global__ void __launch_bounds__(DecodeMmaTraits<kD, kS>::kThreads)
   }
 }
 
-// K/V stages of a launch of `count` sequences. Batches take two: 70 KB instead of 104 KB of shared memory per
-// full-layer CTA, so three CTAs share an SM instead of two (six of the sliding ones instead of four). The kernel is
-// bound by the latency of its tiles (ncu: 12% occupancy, barrier stalls first), so more CTAs pay more than a deeper
-// ring: on the H200, alternated in one run, the 8-question step 9.875 / 9.787 ms against 10.097 / 10.017 with
-// three before decode graphs, and 8.68 / 8.60 against 9.20 / 9.27 with them (session 10), where grouped forks
-// (Note [Forks in one tile]) need two anyway. A single sequence takes three: with decode graphs, decode at 32K
-// 7.799 / 7.722 ms against 7.870 / 7.783 with two in one run, 7.862 / 7.783 against 7.912 / 7.798 in another
-// (session 10; before graphs three lost, 8.19 / 8.15 against 8.16 / 8.12).
+// Whether a launch of `count` sequences takes two K/V stages (else three). Batches take two: 70 KB instead of
+// 104 KB of shared memory per full-layer CTA, so three CTAs share an SM instead of two (six of the sliding ones
+// instead of four). The kernel is bound by the latency of its tiles (ncu: 12% occupancy, barrier stalls first), so
+// more CTAs pay more than a deeper ring: on the H200, alternated in one run, the 8-question step 9.875 / 9.787 ms
+// against 10.097 / 10.017 with three before decode graphs, and 8.68 / 8.60 against 9.20 / 9.27 with them
+// (session 10), where grouped forks (Note [Forks in one tile]) need two anyway. A single sequence takes three: with
+// decode graphs, decode at 32K 7.799 / 7.722 ms against 7.870 / 7.783 with two in one run, 7.862 / 7.783 against
+// 7.912 / 7.798 in another (session 10; before graphs three lost, 8.19 / 8.15 against 8.16 / 8.12).
 // AVSERVE_DECODE_STAGES=2 or =3 sets every launch's (to measure).
-int StagesFor(int count) {
-  static const int forced = [] {
+bool TwoStages(int count) {
+  static const char forced = [] {
     const char* env = std::getenv("AVSERVE_DECODE_STAGES");
-    return env != nullptr && (env[0] == '2' || env[0] == '3') ? env[0] - '0' : 0;
+    return env != nullptr && (env[0] == '2' || env[0] == '3') ? env[0] : '\0';
   }();
-  return forced != 0 ? forced : count == 1 ? 3 : 2;
+  return forced != '\0' ? forced == '2' : count != 1;
 }
-bool TwoStages(int count) { return StagesFor(count) == 2; }
 
 // Sets the kernel's shared memory once; returns its CTAs per SM (shared memory, threads and registers).
 template <int kD, int kS>
