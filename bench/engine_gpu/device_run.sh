@@ -30,7 +30,7 @@ cmake --build "$build" --target avserve_engine_cuda_test logits_dump engine_benc
   -j "$(nproc)" >>"$out/build.log" 2>&1 &
 build_pid=$!
 needs_ckpt=0  # every step but tests and gemv reads the 12B-shape checkpoint
-for step in parity bench ab abprefill profile host ncu ncuattn ncudetail long peer; do has "$step" && needs_ckpt=1; done
+for step in parity bench pdl ab abprefill profile host ncu ncuattn ncudetail long peer; do has "$step" && needs_ckpt=1; done
 if [ "$needs_ckpt" = 1 ] && [ ! -f "$work/ckpt/model.safetensors" ]; then
   say "making the 12B-shape checkpoint and transformers' logits"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/engine_gpu/parity_12b.py make "$work" \
