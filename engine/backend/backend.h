@@ -242,6 +242,19 @@ class Backend {
       Attention(q.Slice(r, r + 1), seqs[b].k, seqs[b].v, nullptr, seqs[b].params, out.Slice(r, r + 1));
     }
   }
+  // One sequence's step of one row from its raw projections (a decode step): QkvNorms of the raw q, k, v heads
+  // [1, heads, D], the normed K and V rows written to the cache slot of position params.q_pos_start, then Attention
+  // of the normed q over k_cache/v_cache (as Attention takes them, no blocks) into out [1, Hq, D]. q_normed
+  // [1, Hq, D] is scratch the default sequence uses for the normed q (a fused implementation may ignore it).
+  virtual void NormAppendAttend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                                const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                                const Tensor& q_normed, const Tensor& k_cache, const Tensor& v_cache,
+                                const AttentionParams& params, const Tensor& out) {
+    const int64_t slot = params.q_pos_start % params.kv_capacity;
+    QkvNorms(q, k, v, q_weight, k_weight, eps, positions, rope, q_normed, k_cache.Slice(slot, slot + 1),
+             v_cache.Slice(slot, slot + 1));
+    Attention(q_normed, k_cache, v_cache, nullptr, params, out);
+  }
 
   // ---- Recorded op runs (the decode step's layers). Between BeginGraph(key) and EndGraph(), a backend may record
   // the ops instead of running them and run the record at EndGraph as one unit; the CUDA backend replays a CUDA

@@ -96,6 +96,16 @@ class OpTimer final : public Backend {
     Time(absl::StrCat("AttendDecodeRows q", Shape(q), sliding ? " sliding" : " full"),
          [&] { in_->AttendDecodeRows(q, k_new, v_new, seqs, out); return 0; });
   }
+  void NormAppendAttend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                        const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                        const Tensor& q_normed, const Tensor& k_cache, const Tensor& v_cache,
+                        const AttentionParams& params, const Tensor& out) override {
+    Time(absl::StrCat("NormAppendAttend q", Shape(q), params.sliding_window > 0 ? " sliding" : " full"), [&] {
+      in_->NormAppendAttend(q, k, v, q_weight, k_weight, eps, positions, rope, q_normed, k_cache, v_cache, params,
+                            out);
+      return 0;
+    });
+  }
   void LayerNorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, const Tensor& y) override {
     Time(absl::StrCat("LayerNorm ", Shape(x)), [&] { in_->LayerNorm(x, w, b, eps, y); return 0; });
   }

@@ -350,14 +350,20 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
   const LayerWeights& w = weights_.layers[l];
   const float eps = config_.rms_eps;
   ASSIGN_OR_RETURN(const Qkv raw, Project(l, xn, s));
+  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
   Tensor q = raw.q;  // attention reads a contiguous [n, Hq, D]
   if (!q.is_contiguous()) {
     ASSIGN_OR_RETURN(q, s.New(weights_.act_dtype, {xn.dim(0), config_.num_heads, lc.head_dim}));
   }
+  if (spans.size() == 1 && spans.front().n == 1 && layer_blocks == nullptr) {  // one row: norms, append, attention
+    const RowSpan& span = spans.front();
+    backend_.NormAppendAttend(raw.q, raw.k, raw.v, w.q_norm, w.k_norm, eps, positions, lc.rope, q,
+                              span.cache->k(l), span.cache->v(l), AttendParams(l, span), att);
+    return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(const KvRows kv, KvTargets(l, raw, spans, s));
   // V before K: K may be normed in place over the raw projection that V comes from (k_eq_v layers).
   backend_.QkvNorms(raw.q, raw.k, raw.v, w.q_norm, w.k_norm, eps, positions, lc.rope, q, kv.k, kv.v);
-  const Tensor* layer_blocks = (lc.sliding || blocks_all_layers_) ? blocks : nullptr;
   const bool one_row_each = std::all_of(spans.begin(), spans.end(), [](const RowSpan& r) { return r.n == 1; });
   if (spans.size() > 1 && !kv.in_cache && layer_blocks == nullptr && one_row_each) {
     std::vector<Backend::DecodeKv> seqs;  // a decode step of several sequences: one append and attention for all

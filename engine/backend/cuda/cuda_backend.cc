@@ -18,6 +18,7 @@
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
+#include "engine/backend/cuda/ops/sliding_decode.cuh"
 #include "engine/backend/cuda/ops/tensor_ops.cuh"
 #include "engine/base/status_macros.h"
 
@@ -514,6 +515,40 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   p.num_splits = ChooseAttentionSplits(p, num_sms_);
   const std::unique_ptr<Buffer> ws = SplitWorkspace(p);
   LaunchAttention(p, stream());
+}
+
+// A sliding layer's step of one row in one launch (sliding_decode.cu, Note [Sliding decode in one launch]); any
+// other layer, or AVSERVE_FUSED_SLIDING=0, the plain sequence.
+void CudaBackend::NormAppendAttend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                                   const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                                   const Tensor& q_normed, const Tensor& k_cache, const Tensor& v_cache,
+                                   const engine::AttentionParams& params, const Tensor& out) {
+  static const bool fused = EnvSwitchOn("AVSERVE_FUSED_SLIDING");
+  const bool shapes = q.rank == 3 && k.rank == 3 && v.rank == 3 && q.dim(0) == 1 && k.dim(0) == 1 &&
+                      v.dim(0) == 1 && k.dim(1) == k_cache.dim(1) && v.dim(1) == k_cache.dim(1) &&
+                      k.dim(2) == q.dim(2) && v.dim(2) == q.dim(2) && q.strides[2] == 1 && k.strides[2] == 1 &&
+                      v.strides[2] == 1 && positions.dtype == DType::kI32 && positions.numel() == 1 &&
+                      rope.head_dim == q.dim(2) && q_weight.numel() == q.dim(2) && k_weight.numel() == q.dim(2);
+  if (fused && shapes && params.sliding_window > 0) {
+    SlidingDecodeParams sp;
+    sp.a = AttentionFor(q, k_cache, v_cache, params, out);
+    sp.k_raw = Bf16(k);
+    sp.v_raw = Bf16(v);
+    sp.k_raw_head_stride = k.strides[1];
+    sp.v_raw_head_stride = v.strides[1];
+    sp.q_weight = Bf16(q_weight);
+    sp.k_weight = Bf16(k_weight);
+    sp.eps = eps;
+    sp.positions = positions.ptr<const int32_t>();
+    sp.rope_theta = rope.theta;
+    sp.rope_pairs = rope.rotated_pairs;
+    if (SlidingDecodeApplies(sp)) {
+      LaunchSlidingDecode(sp, stream());
+      return;
+    }
+  }
+  Backend::NormAppendAttend(q, k, v, q_weight, k_weight, eps, positions, rope, q_normed, k_cache, v_cache, params,
+                            out);
 }
 
 // Every sequence's K/V append and attention in one launch (decode_mma.cuh); the plain per-sequence sequence where

@@ -55,6 +55,10 @@ class CudaBackend final : public Backend {
                 const Tensor& v_out) override;
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override;
+  void NormAppendAttend(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight,
+                        const Tensor& k_weight, float eps, const Tensor& positions, const RopeParams& rope,
+                        const Tensor& q_normed, const Tensor& k_cache, const Tensor& v_cache,
+                        const engine::AttentionParams& params, const Tensor& out) override;
   void ArgmaxRows(const Tensor& logits, const Tensor& suppressed, const Tensor& out) override;
   void CopyRowsToRing(const Tensor& src, const Tensor& dst, int64_t first_pos) override;
   void ScatterRows(const Tensor& src, const Tensor& indices, const Tensor& dst) override;

@@ -397,6 +397,40 @@ TEST_F(CudaBackendTest, AttendDecodeRowsMatchesCpuPerSequence) {
   }
 }
 
+// One row's norms, K/V append and attention (a decode step of one sequence): a sliding layer (one launch on the
+// GPU, sliding_decode.cu) and a full layer (the plain sequence), against the CPU's QkvNorms and Attention, at a
+// position whose window wraps the sliding ring.
+TEST_F(CudaBackendTest, NormAppendAttendMatchesCpuSequence) {
+  struct Layer {
+    int heads, kv_heads, dim, window, pairs;
+    float theta;
+  };
+  for (const Layer& ly : {Layer{16, 8, 256, 1024, 128, 1e4f}, Layer{16, 1, 512, 0, 64, 1e6f}}) {
+    SCOPED_TRACE(::testing::Message() << "head_dim " << ly.dim);
+    const int64_t d = ly.dim, pos = 3000, cap = ly.window > 0 ? 1100 : 4096;
+    Mirrored positions = I32({static_cast<int32_t>(pos)});
+    Mirrored qkv = Bf16({1, (ly.heads + 2 * ly.kv_heads) * d}, -2.f, 2.f), wq = Bf16({d}, 0.5f, 1.5f);
+    Mirrored wk = Bf16({d}, 0.5f, 1.5f), q_normed = Bf16({1, ly.heads, d}), out = Bf16({1, ly.heads, d});
+    Mirrored k_cache = Bf16({cap, ly.kv_heads, d}), v_cache = Bf16({cap, ly.kv_heads, d});
+    AttentionParams p;
+    p.q_pos_start = pos;
+    p.kv_pos_end = pos + 1;
+    p.kv_capacity = cap;
+    p.sliding_window = ly.window;
+    p.kv_pos_begin = ly.window > 0 ? pos - (ly.window - 1) : 0;
+    const RopeParams rope{ly.theta, ly.dim, ly.pairs};
+    for (auto [be, m] : {std::pair{cpu_.get(), &Mirrored::cpu}, std::pair{gpu_.get(), &Mirrored::gpu}}) {
+      be->NormAppendAttend(HeadsOf(qkv.*m, 0, ly.heads, d), HeadsOf(qkv.*m, ly.heads * d, ly.kv_heads, d),
+                           HeadsOf(qkv.*m, (ly.heads + ly.kv_heads) * d, ly.kv_heads, d), wq.*m, wk.*m, 1e-6f,
+                           positions.*m, rope, q_normed.*m, k_cache.*m, v_cache.*m, p, out.*m);
+    }
+    Sync();
+    ExpectClose(out, DType::kBF16, size_t{1} * ly.heads * d);
+    ExpectClose(k_cache, DType::kBF16, static_cast<size_t>(cap) * ly.kv_heads * d, 5e-3);
+    ExpectClose(v_cache, DType::kBF16, static_cast<size_t>(cap) * ly.kv_heads * d, 5e-3);
+  }
+}
+
 // Forks of one video (Backend::DecodeKv::shared_prefix): sequences 1-8 read positions [0, kShared) from
 // sequence 0's cache; on the sliding layer, 8 sequences to a CTA (decode_mma.cu, Note [Forks in one tile]; 9
 // sequences leave the last group short). On the GPU their own caches hold junk wherever sequence 0's

@@ -16,6 +16,7 @@
 #include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
 #include "engine/backend/cuda/ops/sampling.cuh"
+#include "engine/backend/cuda/ops/sliding_decode.cuh"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/test_util.h"
 
@@ -438,6 +439,62 @@ TEST(CudaQkvNormTest, TokenBlocksMatchLoopAndDecodeBlocks) {
         }
       }
     }
+  }
+}
+
+// ---- A sliding layer's decode step in one launch (sliding_decode.cu) ----
+
+// The fused launch against the launches it replaces (the q/k/v norms, then attention of one split), at positions
+// with fewer keys than the window (most key slices empty), in the middle of the ring, and where the window wraps
+// it: the new K/V rows land in the new position's slot with the same bits, every other slot keeps its bits, and
+// the output matches within bf16 rounding.
+TEST(CudaSlidingDecodeTest, MatchesNormsThenAttention) {
+  SKIP_WITHOUT_GPU();
+  constexpr int kHq = 16, kHkv = 8, kD = 256, kWindow = 1024, kCap = 1100, kWidth = (kHq + 2 * kHkv) * kD;
+  std::mt19937 rng(29);
+  const auto x = RandomBf16(kWidth, rng, -2.f, 2.f);  // one fused projection row: q heads, k heads, v heads
+  const auto wq = RandomBf16(kD, rng, 0.5f, 1.5f), wk = RandomBf16(kD, rng, 0.5f, 1.5f);
+  const auto ring_k = RandomBf16(size_t{kCap} * kHkv * kD, rng), ring_v = RandomBf16(size_t{kCap} * kHkv * kD, rng);
+  auto d_x = ToDevice(x), d_wq = ToDevice(wq), d_wk = ToDevice(wk);
+  const auto bf = [](const uint16_t* ptr) { return reinterpret_cast<const __nv_bfloat16*>(ptr); };
+  const auto mut = [](uint16_t* ptr) { return reinterpret_cast<__nv_bfloat16*>(ptr); };
+  for (const int pos : {0, 5, 700, 1099, 4321}) {
+    SCOPED_TRACE(::testing::Message() << "position " << pos);
+    auto d_pos = ToDevice(std::vector<int32_t>{pos});
+    auto k1 = ToDevice(ring_k), v1 = ToDevice(ring_v), k2 = ToDevice(ring_k), v2 = ToDevice(ring_v);
+    auto o1 = ToDevice(std::vector<uint16_t>(kHq * kD)), o2 = ToDevice(std::vector<uint16_t>(kHq * kD));
+    auto q_normed = ToDevice(std::vector<uint16_t>(kHq * kD));
+    SlidingDecodeParams sp;
+    AttentionParams& p = sp.a;
+    p.q = bf(d_x.get()), p.k = bf(k1.get()), p.v = bf(v1.get()), p.o = mut(o1.get());
+    p.q_token_stride = kWidth, p.q_head_stride = kD, p.o_token_stride = kHq * kD, p.o_head_stride = kD;
+    p.k_slot_stride = p.v_slot_stride = kHkv * kD, p.k_head_stride = p.v_head_stride = kD;
+    p.q_len = 1, p.q_pos0 = pos, p.kv_begin = std::max(0, pos - kWindow + 1), p.kv_end = pos + 1;
+    p.kv_capacity = kCap, p.num_heads = kHq, p.num_kv_heads = kHkv, p.head_dim = kD, p.window = kWindow;
+    sp.k_raw = bf(d_x.get()) + kHq * kD, sp.v_raw = bf(d_x.get()) + (kHq + kHkv) * kD;
+    sp.k_raw_head_stride = sp.v_raw_head_stride = kD;
+    sp.q_weight = bf(d_wq.get()), sp.k_weight = bf(d_wk.get()), sp.eps = 1e-6f;
+    sp.positions = d_pos.get(), sp.rope_theta = 1e4f, sp.rope_pairs = kD / 2;
+    ASSERT_TRUE(SlidingDecodeApplies(sp));
+    LaunchSlidingDecode(sp, nullptr);
+
+    const int64_t slot = int64_t{pos % kCap} * kHkv * kD;
+    RmsNormParams nq = HeadParams(d_x.get(), kWidth, q_normed.get(), d_wq.get(), 1, kHq, kD);
+    RmsNormParams nk = HeadParams(d_x.get() + kHq * kD, kWidth, k2.get() + slot, d_wk.get(), 1, kHkv, kD);
+    RmsNormParams nv = HeadParams(d_x.get() + (kHq + kHkv) * kD, kWidth, v2.get() + slot, nullptr, 1, kHkv, kD);
+    for (RmsNormParams* n : {&nq, &nk}) n->positions = d_pos.get(), n->rope_theta = 1e4f, n->rope_pairs = kD / 2;
+    ASSERT_TRUE(QkvNormApplies(nq, nk, nv));
+    LaunchQkvNorm(nq, nk, nv, nullptr);
+    AttentionParams plain = p;
+    plain.q = bf(q_normed.get()), plain.q_token_stride = kHq * kD;
+    plain.k = bf(k2.get()), plain.v = bf(v2.get()), plain.o = mut(o2.get());
+    LaunchAttention(plain, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(Mismatches(ToHost(k1), ToHost(k2)), 0u);
+    EXPECT_EQ(Mismatches(ToHost(v1), ToHost(v2)), 0u);
+    EXPECT_NE(Mismatches(ToHost(k1), ring_k), 0u);  // the new row was written
+    const auto got = testing::Bf16ToFloat(ToHost(o1)), want = testing::Bf16ToFloat(ToHost(o2));
+    EXPECT_LE(RelErr(got, want), 5e-3);
   }
 }
 
