@@ -65,6 +65,10 @@ struct EngineOptions {
   // Prefill runs in steps of at most this many tokens; sliding-layer KV rings hold
   // sliding_window - 1 + this many positions. A vision block longer than this is refused.
   int prefill_chunk_tokens = kDefaultPrefillChunkTokens;
+  // A fork's sliding-layer rings start with room for steps of this many tokens (a question, its answer's tokens)
+  // instead of prefill_chunk_tokens; its first longer step grows them (engine/model/kv_cache.cc, Note [Fork
+  // rings]). At the 12B shape each question fork then holds 0.42 GB of rings instead of 1.0 GB.
+  int fork_chunk_tokens = 256;
   // Called on the loading thread after each weight tensor is validated and, on a GPU, uploaded: bytes done so
   // far and in all (a 12B checkpoint is ~24 GB: its upload is the time a server waits before serving).
   std::function<void(int64_t bytes_done, int64_t bytes_total)> on_load_progress;

@@ -97,10 +97,11 @@ PromptChunk Join(PromptChunk tail, const PromptChunk& c) {
 
 class SequenceImpl final : public Sequence {
  public:
-  SequenceImpl(Gemma4Model& model, KvCache cache, int chunk_tokens)
+  SequenceImpl(Gemma4Model& model, KvCache cache, int chunk_tokens, int fork_chunk_tokens)
       : model_(model),
         cache_(std::move(cache)),
         chunk_tokens_(chunk_tokens),
+        fork_chunk_tokens_(fork_chunk_tokens),
         provisional_tails_(model.backend().RoundingDependsOnStepEnd()) {}
 
   int64_t length() const override { return length_ + (pending_ >= 0 ? 1 : 0); }
@@ -164,6 +165,7 @@ class SequenceImpl final : public Sequence {
   Gemma4Model& model_;
   KvCache cache_;
   int chunk_tokens_;
+  int fork_chunk_tokens_;  // steps a fork's rings start with (Note [Fork rings] in engine/model/kv_cache.cc)
   const bool provisional_tails_;        // Note [Provisional tail]
   int64_t length_ = 0;                  // positions whose K/V are in the cache (the tail's included)
   int32_t pending_ = -1;                // generated token not yet fed
@@ -257,7 +259,7 @@ void SequenceImpl::KeepTail(const PromptChunk& chunk) {
   int64_t from = std::max<int64_t>(0, length_ / 16 * 16 - base);
   while (from > 0 && from < n && IsVision(chunk.types[from]) && IsVision(chunk.types[from - 1])) --from;
   // The ring of a sliding layer must still hold the window before the tail when it is redone.
-  if (from == n || n - from > chunk_tokens_) return;
+  if (from == n || n - from > cache_.max_chunk()) return;
   tail_ = Slice(chunk, from, n, model_.config().vision.patch_dim, model_.config().audio.frame_dim);
 }
 
@@ -299,6 +301,10 @@ absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end
   in.all_logits = keep_all_;
   in.cancel = cancel;
   in.pass_end = pass_end;
+  if (in.n > cache_.max_chunk()) {  // a fork's rings, made for shorter steps (Note [Fork rings])
+    const absl::Status grown = cache_.GrowRings(model_.backend(), chunk_tokens_, length_);
+    if (!grown.ok()) return absl::ResourceExhaustedError(absl::StrCat("growing the KV rings: ", grown.message()));
+  }
   ASSIGN_OR_RETURN(StepLogits step, model_.Forward(in, cache_));
   if (keep_all_) {
     // Rows before logits_from_ belong to a provisional tail recomputed after keeping started.
@@ -351,9 +357,11 @@ absl::StatusOr<int32_t> SequenceImpl::SampleNext(Sampler& sampler, bool greedy) 
 
 absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
   // The provisional tail's positions are computed again by the next Prefill: only those before it are final.
-  ASSIGN_OR_RETURN(KvCache copy,
-                   cache_.Copy(model_.backend(), length_ - static_cast<int64_t>(tail_.size()), length_));
-  auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_);
+  // Its rings start small (Note [Fork rings]), but hold the tail, which the next Prefill runs again.
+  const int64_t tail = static_cast<int64_t>(tail_.size());
+  ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend(), length_ - tail, length_,
+                                             std::max<int64_t>(fork_chunk_tokens_, tail)));
+  auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_, fork_chunk_tokens_);
   fork->length_ = length_;
   fork->pending_ = pending_;
   fork->last_type_ = last_type_;
@@ -385,7 +393,8 @@ class EngineImpl final : public Engine {
     absl::StatusOr<KvCache> cache = KvCache::Create(*backend_, model_.config(), model_.act_dtype(), max_tokens,
                                                     options_.prefill_chunk_tokens);
     if (!cache.ok()) return absl::ResourceExhaustedError(cache.status().message());
-    return std::make_unique<SequenceImpl>(model_, *std::move(cache), options_.prefill_chunk_tokens);
+    return std::make_unique<SequenceImpl>(model_, *std::move(cache), options_.prefill_chunk_tokens,
+                                          options_.fork_chunk_tokens);
   }
 
   absl::Status Generate(Sequence& seq, const SamplingOptions& options,
@@ -510,6 +519,7 @@ absl::Status EngineImpl::FeedPendingTogether(const std::vector<SequenceImpl*>& s
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.checkpoint_dir));
   if (options.prefill_chunk_tokens <= 0) return absl::InvalidArgumentError("prefill_chunk_tokens must be > 0");
+  if (options.fork_chunk_tokens <= 0) return absl::InvalidArgumentError("fork_chunk_tokens must be > 0");
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(options.backend, options.num_threads));
   ASSIGN_OR_RETURN(ModelWeights weights,
                    LoadWeights(options.checkpoint_dir, config, *backend, options.on_load_progress));

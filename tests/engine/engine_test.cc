@@ -2,6 +2,7 @@
 // limits and lazy feeding of generated tokens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <span>
@@ -112,6 +113,84 @@ TEST_F(EngineTest, ForkIsIndependent) {
   // Same continuation on the original gives the fork's logits.
   ASSERT_TRUE((*seq)->Prefill(Text({130, 131}), nullptr).ok());
   EXPECT_EQ((*seq)->logits(), (*fork)->logits());
+}
+
+// Largest |a - b| over two logit rows (of different lengths: infinity).
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size() || a.empty()) return INFINITY;
+  float m = 0.f;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+// Note [Fork rings] (engine/model/kv_cache.cc): a fork whose rings are made for steps of 6 tokens (the tiny model's
+// window of 8 then needs 13 rows; the question runs again the provisional tail of 5 with it, and generation wraps
+// them) answers as the sequence it was forked from does when given the same tokens, before and after a step of 7
+// tokens grows its rings back; and bit for bit as a fork with full rings (the default fork_chunk_tokens, which
+// here keeps all 64 positions). Against its origin only float rounding may differ (the CPU backend's products
+// differ in the last bits between separately allocated buffers, a fork with full rings alike).
+TEST(EngineForkRingsTest, AForkWithSmallRingsAnswersAsItsOriginAndGrowsForALongStep) {
+  std::unique_ptr<Engine> engines[2];
+  for (int e = 0; e < 2; ++e) {
+    EngineOptions o;
+    o.checkpoint_dir = testing::TinyF32();
+    o.num_threads = 2;
+    if (e == 0) o.fork_chunk_tokens = 6;
+    auto loaded = Engine::Load(o);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    engines[e] = *std::move(loaded);
+  }
+  const auto text = [](std::vector<int32_t> ids) {
+    PromptChunk c;
+    c.types.assign(ids.size(), TokenType::kText);
+    c.ids = std::move(ids);
+    return c;
+  };
+  // 21 positions: the first 16 final, the last 5 a provisional tail (the CPU backend keeps one), which the fork
+  // runs again, reading the window before it from its copied ring.
+  std::vector<int32_t> ids = {2};
+  for (int32_t i = 0; i < 20; ++i) ids.push_back(105 + 3 * i);
+  std::unique_ptr<Sequence> origins[2], forks[2];
+  size_t bytes[2] = {};
+  for (int e = 0; e < 2; ++e) {
+    auto origin = engines[e]->NewSequence(64);
+    ASSERT_TRUE(origin.ok());
+    ASSERT_TRUE((*origin)->Prefill(text(ids), nullptr).ok());
+    auto fork = (*origin)->Fork();
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    bytes[e] = (*fork)->memory_bytes();
+    origins[e] = *std::move(origin);
+    forks[e] = *std::move(fork);
+  }
+  EXPECT_LT(bytes[0], bytes[1]);
+  EXPECT_EQ(bytes[1], origins[1]->memory_bytes());
+  // Every sequence takes the same tokens; `check` compares the small-ring fork with its origin and the other fork.
+  const auto check = [&](const char* when) {
+    SCOPED_TRACE(when);
+    EXPECT_LE(MaxAbsDiff(forks[0]->logits(), origins[0]->logits()), 1e-4f);
+    EXPECT_EQ(forks[0]->logits(), forks[1]->logits());
+  };
+  for (Sequence* seq : {forks[0].get(), forks[1].get(), origins[0].get()}) {
+    ASSERT_TRUE(seq->Prefill(text({140}), nullptr).ok());  // a step of 6 with the tail: no growth
+  }
+  EXPECT_EQ(forks[0]->memory_bytes(), bytes[0]);
+  check("question");
+  for (int i = 0; i < 12; ++i) {  // one position a step, wrapping the 13-row ring
+    const int32_t token = 160 + 7 * i;
+    for (Sequence* seq : {forks[0].get(), forks[1].get(), origins[0].get()}) {
+      ASSERT_TRUE(seq->Prefill(text({token}), nullptr).ok());
+    }
+  }
+  check("after 12 single steps");
+  for (Sequence* seq : {forks[0].get(), forks[1].get(), origins[0].get()}) {
+    ASSERT_TRUE(seq->Prefill(text({150, 151, 152, 153, 154, 155, 156}), nullptr).ok());  // grows the small rings
+  }
+  EXPECT_EQ(forks[0]->memory_bytes(), forks[1]->memory_bytes());
+  check("a step of 7");
+  EngineOptions bad;
+  bad.checkpoint_dir = testing::TinyF32();
+  bad.fork_chunk_tokens = 0;
+  EXPECT_EQ(Engine::Load(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineTest, BatchedGenerationEqualsSeparateRuns) {

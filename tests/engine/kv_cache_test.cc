@@ -1,5 +1,6 @@
-// KvCache forks (engine/model/kv_cache.h): a copy holds the source's computed positions, and SharedWith reports
-// the positions that forks of one original hold alike (what a batched decode step reads once for all of them).
+// KvCache forks (engine/model/kv_cache.h): a copy holds the source's computed positions (in smaller rings for
+// shorter steps, which grow back), and SharedWith reports the positions that forks of one original hold alike
+// (what a batched decode step reads once for all of them).
 #include "engine/model/kv_cache.h"
 
 #include <gtest/gtest.h>
@@ -57,6 +58,45 @@ TEST(KvCacheTest, CopyHoldsTheComputedPositionsOfBothLayerKinds) {
   EXPECT_EQ(Rows(copy->k(1), 0, 26), Rows(src->k(1), 0, 26));
   EXPECT_EQ(Rows(copy->v(1), 0, 26), Rows(src->v(1), 0, 26));
   EXPECT_NE(copy->k(1).data, src->k(1).data);
+}
+
+// Note [Fork rings]: a copy for steps of 2 positions, forked with a provisional tail of 3, gets a ring for steps of
+// 3 (window 4: 6 rows) that holds the last 6 positions, each in its own row; GrowRings brings it back to the
+// source's 19 rows with every position moved to its new row; the memory reported follows both.
+TEST(KvCacheTest, ACopyForShortStepsHoldsTheLastPositionsAndGrowsBack) {
+  auto be = CreateCpuBackend(1);
+  auto src = KvCache::Create(*be, TwoLayers(), DType::kBF16, /*max_tokens=*/64, /*max_chunk=*/16);
+  ASSERT_TRUE(src.ok()) << src.status();
+  for (int l = 0; l < 2; ++l) {
+    Fill(src->k(l), static_cast<uint16_t>(100 * l + 1));
+    Fill(src->v(l), static_cast<uint16_t>(20000 + 100 * l));
+  }
+  const int64_t length = 43;
+  const auto holds_positions = [&](const KvCache& c, int64_t from) {
+    for (int64_t p = from; p < length; ++p) {
+      const int64_t r = p % c.capacity(0), rs = p % src->capacity(0);
+      EXPECT_EQ(Rows(c.k(0), r, r + 1), Rows(src->k(0), rs, rs + 1)) << "position " << p;
+      EXPECT_EQ(Rows(c.v(0), r, r + 1), Rows(src->v(0), rs, rs + 1)) << "position " << p;
+    }
+    EXPECT_EQ(Rows(c.k(1), 0, length), Rows(src->k(1), 0, length));
+  };
+  auto small = src->Copy(*be, /*stable=*/40, length, /*max_chunk=*/2);
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->max_chunk(), 3);
+  EXPECT_EQ(small->capacity(0), 6);
+  EXPECT_EQ(small->capacity(1), 64);
+  EXPECT_LT(small->bytes(), src->bytes());
+  holds_positions(*small, length - 6);
+  ASSERT_TRUE(small->GrowRings(*be, 16, length).ok());
+  EXPECT_EQ(small->max_chunk(), 16);
+  EXPECT_EQ(small->capacity(0), src->capacity(0));
+  EXPECT_EQ(small->bytes(), src->bytes());
+  holds_positions(*small, length - 6);
+  // Never larger than the source's rings.
+  auto same = src->Copy(*be, 40, length, /*max_chunk=*/100);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->capacity(0), src->capacity(0));
+  holds_positions(*same, length - src->capacity(0));
 }
 
 TEST(KvCacheTest, SharedWithFollowsTheLineage) {
