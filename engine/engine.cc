@@ -302,7 +302,7 @@ absl::Status SequenceImpl::Step(const PromptChunk& c, int64_t begin, int64_t end
   in.cancel = cancel;
   in.pass_end = pass_end;
   if (in.n > cache_.max_chunk()) {  // a fork's rings, made for shorter steps (Note [Fork rings])
-    const absl::Status grown = cache_.GrowRings(model_.backend(), chunk_tokens_, length_);
+    const absl::Status grown = cache_.GrowRings(model_.backend(), std::max<int64_t>(chunk_tokens_, in.n), length_);
     if (!grown.ok()) return absl::ResourceExhaustedError(absl::StrCat("growing the KV rings: ", grown.message()));
   }
   ASSIGN_OR_RETURN(StepLogits step, model_.Forward(in, cache_));

@@ -62,7 +62,7 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& con
 absl::StatusOr<KvCache> KvCache::Copy(Backend& backend, int64_t stable, int64_t length, int64_t max_chunk) const {
   length = std::clamp<int64_t>(length, 0, max_tokens_);
   stable = std::clamp<int64_t>(stable, 0, length);
-  max_chunk = max_chunk > 0 ? std::clamp<int64_t>(max_chunk, length - stable, max_chunk_) : max_chunk_;
+  max_chunk = max_chunk > 0 ? std::min(std::max(max_chunk, length - stable), max_chunk_) : max_chunk_;
   KvCache copy;
   copy.max_tokens_ = max_tokens_;
   copy.max_chunk_ = std::max<int64_t>(max_chunk, 1);

@@ -19,13 +19,13 @@
 
 #include <cooperative_groups.h>
 
-#include <algorithm>
 #include <cfloat>
+#include <cstdint>
+#include <cstdlib>
 
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/head_norm.cuh"
-#include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
