@@ -257,8 +257,9 @@ absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& o
 
 // Answers the next questions of `spec` (from outcome.questions.size()) together: up to
 // kDecodeTogether forks of the prefix, each prefilled with its question, then decoded in
-// lockstep (each step reads the weights once for all of them). Each fork holds its own copy of
-// the prefix's KV cache; when memory runs out for another one, the group is the forks made so far.
+// lockstep (each step reads the weights once for all of them). Each fork shares the prefix's full-attention
+// K/V and holds sliding rings sized for its question (engine Note [Fork rings]); when memory runs out for another
+// one (at the fork, or when a long question grows its rings), the group is the forks made so far.
 absl::Status ModelBackend::AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt,
                                           const ForkFn& fork_prefix, AskObserver& observer,
                                           const std::atomic<bool>& cancel, AskOutcome& outcome) {
@@ -272,7 +273,9 @@ absl::Status ModelBackend::AnswerTogether(const AskSpec& spec, const pipeline::M
     if (!fork.ok()) return fork.status();
     ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
     auto t = Clock::now();
-    RETURN_IF_ERROR((*fork)->Prefill(TextChunk(suffix), &cancel));
+    const absl::Status prefilled = (*fork)->Prefill(TextChunk(suffix), &cancel);
+    if (absl::IsResourceExhausted(prefilled) && !forks.empty()) break;  // this question starts the next group
+    RETURN_IF_ERROR(prefilled);
     observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
                                static_cast<int64_t>(suffix.size()));
     outcome.prefill_ms += MsSince(t);
