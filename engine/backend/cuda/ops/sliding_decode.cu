@@ -26,6 +26,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/device_utils.cuh"
 #include "engine/backend/cuda/ops/head_norm.cuh"
+#include "engine/backend/cuda/ops/mma.cuh"
 #include "engine/backend/cuda/ops/pdl.cuh"
 
 namespace avserve::engine::cuda {
@@ -39,17 +40,11 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMaxKeys = 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ void CopyAsync16(void* smem, const void* global) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global) : "memory");
-}
-__device__ __forceinline__ void CopyAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 template <int kSplits, int kGroup>
 struct SlidingSmem {
   static constexpr int kSlice = kMaxKeys / kSplits;
-  bf16 k[kSlice][kD];  // the slice's K rows, then V rows
-  bf16 v[kSlice][kD];
+  bf16 k[kSlice][kD];  // the slice's K rows
+  bf16 v[kSlice][kD];  // and V rows
   bf16 q_normed[kGroup][kD];
   float s[kGroup][kSlice];  // scores, then P
   float o[kGroup][kD];      // this slice's unnormalised O (read by the whole cluster)
@@ -81,8 +76,8 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
     const int kk = i / kPieces, c = (i % kPieces) * 8;
     if (k0 + kk == qpos) continue;
     const int64_t slot = slot0 + kk < p.kv_capacity ? slot0 + kk : slot0 + kk - p.kv_capacity;
-    CopyAsync16(&sm.k[kk][c], p.k + slot * p.k_slot_stride + kv_head * p.k_head_stride + c);
-    CopyAsync16(&sm.v[kk][c], p.v + slot * p.v_slot_stride + kv_head * p.v_head_stride + c);
+    CpAsync16(&sm.k[kk][c], p.k + slot * p.k_slot_stride + kv_head * p.k_head_stride + c);
+    CpAsync16(&sm.v[kk][c], p.v + slot * p.v_slot_stride + kv_head * p.v_head_stride + c);
   }
   FillRopeTables<kD>(sp.positions, 1, sp.rope_theta, sp.rope_pairs, &sm.rope);
   __syncthreads();
@@ -115,7 +110,8 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
       *reinterpret_cast<Bf16x8*>(dst + lane * 8) = *reinterpret_cast<const Bf16x8*>(&h.y[lane * 8]);
     }
   }
-  CopyAsyncWaitAll();
+  CpAsyncCommit();
+  CpAsyncWait<0>();
   __syncthreads();
 
   // 1. Scores: warp w takes keys w, w + 8, ... (kKeys at most), lane l dims [8l, 8l + 8) of each; every (key,
