@@ -59,6 +59,19 @@ absl::StatusOr<KvCache> KvCache::Create(Backend& backend, const ModelConfig& con
   return cache;
 }
 
+absl::StatusOr<KvCache::Layer> KvCache::RingCopy(Backend& backend, const Layer& l, int64_t rows, int64_t length) {
+  const size_t bytes = static_cast<size_t>(rows) * (l.k.bytes() / l.k.dim(0));
+  Layer c;
+  ASSIGN_OR_RETURN(c.k_buf, backend.Allocate(bytes));
+  ASSIGN_OR_RETURN(c.v_buf, backend.Allocate(bytes));
+  c.k = c.k_buf->View(l.k.dtype, {rows, l.k.dim(1), l.k.dim(2)});
+  c.v = c.v_buf->View(l.v.dtype, {rows, l.v.dim(1), l.v.dim(2)});
+  const int64_t from = std::max<int64_t>(0, length - std::min(rows, l.k.dim(0)));
+  CopyRingPositions(backend, l.k, c.k, from, length);
+  CopyRingPositions(backend, l.v, c.v, from, length);
+  return c;
+}
+
 absl::StatusOr<KvCache> KvCache::Copy(Backend& backend, int64_t stable, int64_t length, int64_t max_chunk) const {
   length = std::clamp<int64_t>(length, 0, max_tokens_);
   stable = std::clamp<int64_t>(stable, 0, length);
@@ -71,27 +84,22 @@ absl::StatusOr<KvCache> KvCache::Copy(Backend& backend, int64_t stable, int64_t 
   copy.lineage_len_ = std::min(lineage_len_, stable);
   for (const Layer& l : layers_) {
     Layer c;
-    c.full = l.full;
-    const int64_t rows = l.full ? l.k.dim(0) : RingCapacity(window_, copy.max_chunk_, max_tokens_);
-    const size_t row_bytes = l.k.bytes() / l.k.dim(0);
     if (l.full) {  // row p holds position p: the first `stable` rows are final
-      const size_t prefix = static_cast<size_t>(std::min(stable, l.k.dim(0))) * row_bytes;
+      const int64_t rows = l.k.dim(0);
+      const size_t prefix = static_cast<size_t>(std::min(stable, rows)) * (l.k.bytes() / rows);
       ASSIGN_OR_RETURN(c.k_buf, backend.ForkBuffer(*l.k_buf, prefix));
       ASSIGN_OR_RETURN(c.v_buf, backend.ForkBuffer(*l.v_buf, prefix));
-    } else {
-      ASSIGN_OR_RETURN(c.k_buf, backend.Allocate(static_cast<size_t>(rows) * row_bytes));
-      ASSIGN_OR_RETURN(c.v_buf, backend.Allocate(static_cast<size_t>(rows) * row_bytes));
+      c.k = c.k_buf->View(l.k.dtype, {rows, l.k.dim(1), l.k.dim(2)});
+      c.v = c.v_buf->View(l.v.dtype, {rows, l.v.dim(1), l.v.dim(2)});
+      c.full = true;
+      if (length > stable) {
+        backend.Convert(l.k.Slice(stable, length), c.k.Slice(stable, length));
+        backend.Convert(l.v.Slice(stable, length), c.v.Slice(stable, length));
+      }
+    } else {  // the ring positions the copy can hold
+      ASSIGN_OR_RETURN(c, RingCopy(backend, l, RingCapacity(window_, copy.max_chunk_, max_tokens_), length));
     }
-    c.k = c.k_buf->View(l.k.dtype, {rows, l.k.dim(1), l.k.dim(2)});
-    c.v = c.v_buf->View(l.v.dtype, {rows, l.v.dim(1), l.v.dim(2)});
-    if (!l.full) {  // the ring positions the copy can hold
-      CopyRingPositions(backend, l.k, c.k, std::max<int64_t>(0, length - rows), length);
-      CopyRingPositions(backend, l.v, c.v, std::max<int64_t>(0, length - rows), length);
-    } else if (length > stable) {
-      backend.Convert(l.k.Slice(stable, length), c.k.Slice(stable, length));
-      backend.Convert(l.v.Slice(stable, length), c.v.Slice(stable, length));
-    }
-    copy.bytes_ += 2 * static_cast<size_t>(rows) * row_bytes;
+    copy.bytes_ += c.k.bytes() + c.v.bytes();
     copy.layers_.push_back(std::move(c));
   }
   return copy;
@@ -103,18 +111,9 @@ absl::Status KvCache::GrowRings(Backend& backend, int64_t max_chunk, int64_t len
   const int64_t rows = RingCapacity(window_, max_chunk, max_tokens_);
   for (Layer& l : layers_) {
     if (l.full || l.k.dim(0) >= rows) continue;
-    const size_t row_bytes = l.k.bytes() / l.k.dim(0);
-    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> k_buf, backend.Allocate(static_cast<size_t>(rows) * row_bytes));
-    ASSIGN_OR_RETURN(std::unique_ptr<Buffer> v_buf, backend.Allocate(static_cast<size_t>(rows) * row_bytes));
-    const Tensor k = k_buf->View(l.k.dtype, {rows, l.k.dim(1), l.k.dim(2)});
-    const Tensor v = v_buf->View(l.v.dtype, {rows, l.v.dim(1), l.v.dim(2)});
-    CopyRingPositions(backend, l.k, k, std::max<int64_t>(0, length - l.k.dim(0)), length);
-    CopyRingPositions(backend, l.v, v, std::max<int64_t>(0, length - l.v.dim(0)), length);
-    bytes_ += 2 * static_cast<size_t>(rows - l.k.dim(0)) * row_bytes;
-    l.k_buf = std::move(k_buf);  // the old rings go back once the copies are queued (ops run in order)
-    l.v_buf = std::move(v_buf);
-    l.k = k;
-    l.v = v;
+    ASSIGN_OR_RETURN(Layer grown, RingCopy(backend, l, rows, length));
+    bytes_ += grown.k.bytes() + grown.v.bytes() - l.k.bytes() - l.v.bytes();
+    l = std::move(grown);  // the old ring goes back once the copies are queued (ops run in order)
   }
   max_chunk_ = max_chunk;
   return absl::OkStatus();

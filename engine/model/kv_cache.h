@@ -47,6 +47,9 @@ class KvCache {
     Tensor k, v;
     bool full = false;  // a full-attention layer (row p holds position p), else a sliding layer's ring
   };
+  // A sliding layer's ring of `rows` rows holding the positions before `length` that both it and l's ring hold.
+  static absl::StatusOr<Layer> RingCopy(Backend& backend, const Layer& l, int64_t rows, int64_t length);
+
   std::vector<Layer> layers_;
   int64_t max_tokens_ = 0;
   int64_t max_chunk_ = 0;

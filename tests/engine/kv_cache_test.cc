@@ -40,14 +40,21 @@ std::vector<uint16_t> Rows(const Tensor& t, int64_t begin, int64_t end) {
   return std::vector<uint16_t>(s.ptr<uint16_t>(), s.ptr<uint16_t>() + s.numel());
 }
 
+// A cache of TwoLayers for 64 positions whose every K/V element holds a distinct value.
+absl::StatusOr<KvCache> FilledCache(Backend& be, int64_t max_chunk) {
+  absl::StatusOr<KvCache> cache = KvCache::Create(be, TwoLayers(), DType::kBF16, /*max_tokens=*/64, max_chunk);
+  if (!cache.ok()) return cache;
+  for (int l = 0; l < 2; ++l) {
+    Fill(cache->k(l), static_cast<uint16_t>(100 * l + 1));
+    Fill(cache->v(l), static_cast<uint16_t>(100 * l + 50));
+  }
+  return cache;
+}
+
 TEST(KvCacheTest, CopyHoldsTheComputedPositionsOfBothLayerKinds) {
   auto be = CreateCpuBackend(1);
-  auto src = KvCache::Create(*be, TwoLayers(), DType::kBF16, /*max_tokens=*/64, /*max_chunk=*/8);
+  auto src = FilledCache(*be, /*max_chunk=*/8);
   ASSERT_TRUE(src.ok()) << src.status();
-  for (int l = 0; l < 2; ++l) {
-    Fill(src->k(l), static_cast<uint16_t>(100 * l + 1));
-    Fill(src->v(l), static_cast<uint16_t>(100 * l + 50));
-  }
   auto copy = src->Copy(*be, /*stable=*/20, /*length=*/26);
   ASSERT_TRUE(copy.ok()) << copy.status();
   EXPECT_EQ(copy->capacity(0), src->capacity(0));
@@ -65,12 +72,8 @@ TEST(KvCacheTest, CopyHoldsTheComputedPositionsOfBothLayerKinds) {
 // source's 19 rows with every position moved to its new row; the memory reported follows both.
 TEST(KvCacheTest, ACopyForShortStepsHoldsTheLastPositionsAndGrowsBack) {
   auto be = CreateCpuBackend(1);
-  auto src = KvCache::Create(*be, TwoLayers(), DType::kBF16, /*max_tokens=*/64, /*max_chunk=*/16);
+  auto src = FilledCache(*be, /*max_chunk=*/16);
   ASSERT_TRUE(src.ok()) << src.status();
-  for (int l = 0; l < 2; ++l) {
-    Fill(src->k(l), static_cast<uint16_t>(100 * l + 1));
-    Fill(src->v(l), static_cast<uint16_t>(20000 + 100 * l));
-  }
   const int64_t length = 43;
   const auto holds_positions = [&](const KvCache& c, int64_t from) {
     for (int64_t p = from; p < length; ++p) {
