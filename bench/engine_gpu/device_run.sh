@@ -3,7 +3,8 @@
 # builds the CUDA targets while transformers writes the 12B-shape checkpoint, then runs the GPU tests, the 8K
 # logit parity, the engine's own speeds and the 262,144-token context. From the repository root on the GPU
 # machine, .devdeps carried. Logs go to $OUT (at most 8 files come back): all.log holds everything in order.
-#   STEPS="tests parity bench gemv pdl ab abprefill profile host ncu ncuattn ncudetail long peer" bench/engine_gpu/device_run.sh
+#   STEPS="tests parity bench gemv pdl ab abprefill profile host kernels ncu ncuattn ncudetail long peer" \
+#     bench/engine_gpu/device_run.sh
 #   (default: tests parity bench profile long)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -95,7 +96,8 @@ fi
 if has profile; then
   say "op profile (AVSERVE_OP_TIMES=1: every op synchronised)"
   AVSERVE_OP_TIMES=1 timeout "${PROFILE_TIMEOUT:-120}" "$build/engine/engine_bench" --checkpoint "$work/ckpt" \
-    --backend cuda --chunk 8192 --prefill 32768 --decode_ctx 32768 --decode_tokens 8 --batch 8 --reps 1 2>&1 |
+    --backend cuda --chunk 8192 --prefill "${PROFILE_PREFILL:-32768}" --decode_ctx 32768 --decode_tokens 8 --batch 8 \
+    --reps 1 2>&1 |
     tee -a "$log"
 fi
 if has host; then
@@ -116,6 +118,14 @@ if has ncu; then
     --launch-skip "${NCU_ATTN_SKIP:-0}" --launch-count 400 "$build/engine/engine_bench" "${bench_args[@]}" \
     --decode_ctx 32768 --batch 8 >"$out/ncu_attn.csv" 2>/dev/null
   python3 bench/engine_gpu/ncu_summary.py "$out/ncu_step.csv" "$out/ncu_attn.csv" 2>&1 | tee -a "$log"
+fi
+if has kernels; then  # the ceilings and the attention kernels alone, then ncu's full report of one sliding launch
+  timeout 120 "$build/bench/engine_gpu/engine_gpu_bench" --kernels_only 2>&1 | tee -a "$log"
+  if [ "${NCU_KERNEL:-AttentionKernel}" != none ]; then
+    timeout 200 ncu --set full -k regex:"${NCU_KERNEL:-AttentionKernel}" --launch-skip "${NCU_SKIP:-6}" \
+      --launch-count 1 "$build/bench/engine_gpu/engine_gpu_bench" --kernels_only >"$out/ncu_kernel.txt" 2>&1
+    say "ncu exit $?"
+  fi
 fi
 if has ncuattn; then
   # The decode attention kernels at a 32K context under each setting of NCU_ATTN_CFGS: the forks' one-token

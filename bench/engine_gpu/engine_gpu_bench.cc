@@ -123,12 +123,14 @@ int Main(int argc, char** argv) {
   std::vector<int> prefill = {32768, 65536}, decode_ctx = {32768, 262144};
   std::string peer_path;
   int chunk = 8192;
+  bool kernels_only = false;  // --kernels_only: the ceilings and kernel rows, no model
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--prefill=", 0) == 0) prefill = ParseList(a.substr(10));
     if (a.rfind("--decode_ctx=", 0) == 0) decode_ctx = ParseList(a.substr(13));
     if (a.rfind("--peer=", 0) == 0) peer_path = a.substr(7);
     if (a.rfind("--chunk=", 0) == 0) chunk = std::stoi(a.substr(8));
+    if (a == "--kernels_only") kernels_only = true;
   }
   cudaDeviceProp prop{};
   AVSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -160,6 +162,7 @@ int Main(int argc, char** argv) {
            "useful FLOPs; used for full-layer prefill");
     Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, cublas, false, 8192, 32768), "TFLOP/s");
   }
+  if (kernels_only) return 0;
 
   const int max_ctx = std::max(*std::max_element(prefill.begin(), prefill.end()),
                                *std::max_element(decode_ctx.begin(), decode_ctx.end())) + 64;

@@ -340,6 +340,12 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"SlidingBlocks", 16, 8, 256, 200, 1500, 1700 - 1280, 1280, 1024, true, false},
         AttentionCase{"SlidingBlocksOverride", 16, 8, 256, 200, 1500, 1700 - 1280, 1280, 1024, true, true},
         AttentionCase{"SlidingFirstChunk", 16, 8, 256, 130, 0, 0, 1280, 1024, true, false},
+        // Chunks long enough to fill the GPU without splitting the keys (the warpgroup kernel on Hopper, Note
+        // [Prefill attention on warpgroups]): a ring of 2176 slots that wraps, with and without vision blocks.
+        AttentionCase{"SlidingLongChunk", 16, 8, 256, 1100, 3000, 4100 - 2176, 2176, 1024, false, false},
+        AttentionCase{"SlidingLongChunkBlocks", 16, 8, 256, 1100, 3000, 4100 - 2176, 2176, 1024, true, false},
+        AttentionCase{"SlidingLongChunkBlocksOverride", 16, 8, 256, 1100, 3000, 4100 - 2176, 2176, 1024, true, true},
+        AttentionCase{"SlidingLongFirstChunk", 16, 8, 256, 1100, 0, 0, 2176, 1024, true, false},
         // Full layer: 1 KV head (GQA 16), head_dim 512, linear cache.
         AttentionCase{"FullCausal", 16, 1, 512, 150, 300, 0, 512, 0, false, false},
         AttentionCase{"FullBlocksOverride", 16, 1, 512, 150, 300, 0, 512, 0, true, true},
