@@ -1,12 +1,15 @@
 // CUDA ops that the Backend interface does not expose, against plain CPU loops: GPU sampling, the fused
 // RMSNorm + RoPE + residual + layer-scale kernel, the skinny GEMM at decode shapes, split-KV attention against
 // the single-split result, batched decode attention against one launch per sequence, the q/k/v norms and the
-// post norm + next norm at prefill sizes, and the full layers' GEMM attention against the flash kernel.
+// post norm + next norm at prefill sizes, the full layers' GEMM attention against the flash kernel, and the sliding
+// layers' warpgroup prefill kernel against the mma.sync one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_raii.h"
@@ -192,6 +195,51 @@ TEST(CudaAttentionSplitTest, SplitKvDecodeEqualsSingleSplit) {
   LaunchAttention(p, nullptr);
   const auto a = testing::Bf16ToFloat(ToHost(o1)), b = testing::Bf16ToFloat(ToHost(o2));
   EXPECT_LE(RelErr(b, a), 5e-3);
+}
+
+// The sliding layers' prefill on Hopper's warpgroup kernel against the mma.sync kernel it replaced (same masks
+// and rounding points, Note [Prefill attention on warpgroups]): a 1500-query chunk over a ring of 2624 slots that
+// wraps, with a vision block, at the 12B's shape (GQA 2, head_dim 256, window 1024).
+TEST(CudaWarpgroupAttentionTest, SlidingChunkMatchesTheMmaKernel) {
+  SKIP_WITHOUT_GPU();
+  constexpr int kHeads = 16, kKvHeads = 8, kDim = 256, kQLen = 1500, kPos = 2600, kCapacity = 2624;
+  std::mt19937 rng(12);
+  auto q = ToDevice(RandomBf16(size_t{kQLen} * kHeads * kDim, rng, -0.25f, 0.25f));
+  auto k = ToDevice(RandomBf16(size_t{kCapacity} * kKvHeads * kDim, rng, -0.25f, 0.25f));
+  auto v = ToDevice(RandomBf16(size_t{kCapacity} * kKvHeads * kDim, rng));
+  std::vector<int32_t> block_ids(kQLen, -1);
+  for (int i = 300; i < 556; ++i) block_ids[i] = 0;  // one frame of 256 positions
+  auto blocks = ToDevice(block_ids);
+  auto o1 = ToDevice(std::vector<uint16_t>(size_t{kQLen} * kHeads * kDim, 0));
+  auto o2 = ToDevice(std::vector<uint16_t>(size_t{kQLen} * kHeads * kDim, 0));
+  AttentionParams p;
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
+  p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
+  p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
+  p.q_token_stride = kHeads * kDim, p.q_head_stride = kDim;
+  p.k_slot_stride = p.v_slot_stride = kKvHeads * kDim, p.k_head_stride = p.v_head_stride = kDim;
+  p.o_token_stride = kHeads * kDim, p.o_head_stride = kDim;
+  p.q_len = kQLen, p.q_pos0 = kPos, p.kv_end = kPos + kQLen, p.kv_begin = p.kv_end - kCapacity;
+  p.kv_capacity = kCapacity, p.num_heads = kHeads, p.num_kv_heads = kKvHeads, p.head_dim = kDim, p.window = 1024;
+  p.block_ids = blocks.get(), p.block_pos0 = kPos, p.block_len = kQLen;
+  int device = 0, major = 0, minor = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), cudaSuccess);
+  const char* env = std::getenv("AVSERVE_WGMMA_ATTENTION");
+  if (major != 9 || minor != 0 || (env != nullptr && env[0] == '0')) {
+    GTEST_SKIP() << "the warpgroup kernel runs on compute capability 9.0 only, and AVSERVE_WGMMA_ATTENTION=0 is off";
+  }
+  ASSERT_TRUE(AttentionOnWarpgroups(p)) << "a Hopper build must take the warpgroup kernel for this chunk";
+  p.o = reinterpret_cast<__nv_bfloat16*>(o1.get());
+  LaunchAttention(p, nullptr);
+  p.allow_warpgroup = false;
+  ASSERT_FALSE(AttentionOnWarpgroups(p));
+  p.o = reinterpret_cast<__nv_bfloat16*>(o2.get());
+  LaunchAttention(p, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto a = testing::Bf16ToFloat(ToHost(o1)), b = testing::Bf16ToFloat(ToHost(o2));
+  EXPECT_LE(RelErr(a, b), 5e-3);
 }
 
 struct GemvShape {

@@ -308,25 +308,27 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
   }
 }
 
-
 // Note [Prefill attention on warpgroups]
 // The sliding layers' prefill (head_dim 256, one KV split) on Hopper's warpgroup instructions. The mma.sync kernel
-// above reached ~120 TFLOP/s there: with 8 warps and 245 registers a thread, an SM holds two warps per scheduler,
+// above reached ~127 TFLOP/s there: with 8 warps and 245 registers a thread, an SM holds two warps per scheduler,
 // each warp re-reads whole K and V tiles through ldmatrix for its own 16 rows, and the ~2,100 instructions a warp
 // issues per tile wait on each other (ncu, session 12). Here the same CTA (128 rows = (query position, head)
 // pairs of one KV head, Note [Attention tiling]) is two warpgroups of 64 rows:
 // - S = Q·Kᵀ: 16 wgmma m64n64k16 per tile, Q and K read by the tensor cores from shared memory;
 // - P stays in registers: the m64n64 accumulator of a warp is the mma.m16n8k16 layout, so the online softmax,
 //   masks and rounding points are those of the kernel above (OnlineSoftmaxTile), and its bf16 P fragments are
-//   the A operand of O += P·V: 4 wgmma m64n256k16 per tile, V from shared memory read N-major (transposed).
+//   the A operand of O += P·V: 4 wgmma m64n256k16 per tile, V from shared memory read N-major (transposed);
+// - P·V of tile j runs on the tensor cores while the warps do the softmax of tile j + 1, whose scores were issued
+//   just before it (the step lambda below).
 // Tiles sit in shared memory as core matrices (8 rows x 16 B stored as 128 contiguous bytes; WgmmaDesc): row r,
-// 16-byte chunk c at (r / 8) * 4608 + c * 144 + (r % 8) * 16. Warp w of a load copies row w of each 8 (lane =
-// chunk), so a row is read from L2 as whole 128-byte lines; the 16 bytes between core matrices put a row's
-// consecutive chunks in different banks (with 128, eight of them would share four banks), and the tensor cores
-// read each core matrix as one 128-byte access wherever it starts. (A first layout, thread t copying chunk t / 8
-// of row t % 8, fetched every 32-byte sector twice: 78M L2 sectors for 37.7M sectors of K and V; ncu, session
-// 12.) K and V tiles of 64 keys ring through two
-// stages (cp.async) as in the kernel above.
+// 16-byte chunk c at (r / 8) * 4608 + c * 144 + (r % 8) * 16. Warp w of a load copies row w of each 8, one
+// 16-byte chunk a lane, so it reads whole 128-byte lines; the 16 bytes between core matrices put a row's
+// consecutive chunks in different banks. K and V tiles of 64 keys ring through two stages (cp.async).
+// Measured (engine_gpu_bench --kernels_only, 8K queries, H200): 185 TFLOP/s without the overlap, 210 with it,
+// 215 with the loads' ring slots found once a tile, 217 with ex2.approx (Exp2Ftz). A first layout (128-byte
+// stride, thread t copying chunk t / 8 of row t % 8) ran as fast as this one. What still holds it back (ncu):
+// two warps per scheduler issue one instruction every 3.6 cycles, waiting mostly on the K/V copies and on each
+// other at the tile's barrier; 255 registers leave no room for a third warpgroup or a deeper ring.
 struct WgmmaTraits {
   static constexpr int kHeadDim = 256;
   static constexpr int kThreads = 256;  // two warpgroups
@@ -575,7 +577,7 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
     }
   }
 #else
-  __trap();  // built without sm_90a: LaunchAttention does not pick this kernel (WgmmaAttentionOn)
+  __trap();  // no sm_90a code: LaunchAttention does not pick this kernel (WgmmaAttentionOn)
 #endif
 }
 
@@ -666,10 +668,12 @@ void LaunchFor(const AttentionParams& p, cudaStream_t stream) {
   AVSERVE_CUDA_CHECK_LAUNCH();
 }
 
-// The warpgroup kernel (Note [Prefill attention on warpgroups]) runs on compute capability 9.0, for which the backend
-// builds sm_90a code; AVSERVE_WGMMA_ATTENTION=0 keeps the mma.sync kernel (for measuring).
+// The warpgroup kernel (Note [Prefill attention on warpgroups]) runs on compute capability 9.0 when the backend
+// was built with sm_90a code (engine/backend/cuda/CMakeLists.txt defines AVSERVE_CUDA_SM90A with it);
+// AVSERVE_WGMMA_ATTENTION=0 keeps the mma.sync kernel (for measuring).
 bool WgmmaAttentionApplies(const AttentionParams& p) {
-  return p.head_dim == WgmmaTraits::kHeadDim && p.num_splits == 1 && p.kv_capacity >= WgmmaTraits::kBlockN;
+  return p.allow_warpgroup && p.head_dim == WgmmaTraits::kHeadDim && p.num_splits == 1 &&
+         p.kv_capacity >= WgmmaTraits::kBlockN;
 }
 bool WgmmaAttentionOn() {
   static const bool on = [] {
@@ -677,7 +681,11 @@ bool WgmmaAttentionOn() {
     AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
     AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+#if defined(AVSERVE_CUDA_SM90A)
     return major == 9 && minor == 0 && EnvSwitchOn("AVSERVE_WGMMA_ATTENTION");
+#else
+    return false;
+#endif
   }();
   return on;
 }
@@ -820,6 +828,11 @@ size_t AttentionWorkspaceBytes(const AttentionParams& p) {
   return sizeof(float) * p.num_splits * rows_all * (p.head_dim + 2);
 }
 
+bool AttentionOnWarpgroups(const AttentionParams& p) {
+  return !DecodeMmaApplies(p, p.q_len) && !(DecodeAttentionApplies(p) && DecodeSlicesFit(p)) &&
+         WgmmaAttentionApplies(p) && WgmmaAttentionOn();
+}
+
 void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
   AVSERVE_CHECK(p.num_kv_heads > 0 && p.num_heads % p.num_kv_heads == 0, "Attention: bad GQA grouping");
   AVSERVE_CHECK(p.kv_capacity > 0 && p.kv_end - p.kv_begin <= p.kv_capacity, "Attention: keys exceed the cache");
@@ -837,7 +850,7 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
     LaunchSimpleAttention(p, stream);
     return;
   }
-  if (WgmmaAttentionApplies(p) && WgmmaAttentionOn()) {
+  if (AttentionOnWarpgroups(p)) {
     LaunchWgmmaAttention(p, stream);
     return;
   }

@@ -2,7 +2,9 @@
 // head_dim 256 and 512, any GQA group, causal + optional sliding window + bidirectional vision blocks, over a
 // KV cache addressed by absolute position (slot = position % kv_capacity, so one kernel serves the sliding
 // ring and the linear full-layer cache). The same kernel does prefill (one KV split) and split-KV decode
-// (several splits, merged by a second kernel).
+// (several splits, merged by a second kernel). On Hopper, a prefill of head_dim 256 (the sliding layers) runs on a
+// warpgroup (wgmma) kernel with the same masks and rounding points (attention.cu, Note [Prefill attention on
+// warpgroups]).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -39,6 +41,8 @@ struct AttentionParams {
   // true (plain transformers forward): (window AND causal) OR same block.
   bool block_overrides_window = false;
   float scale = 1.f;    // Gemma 4: 1.0
+  // false: the mma.sync kernel even where the warpgroup kernel applies (tests compare the two).
+  bool allow_warpgroup = true;
   // Split-KV (decode): num_splits > 1 needs `workspace` of AttentionWorkspaceBytes() bytes.
   int num_splits = 1;
   void* workspace = nullptr;
@@ -48,6 +52,8 @@ struct AttentionParams {
 int ChooseAttentionSplits(const AttentionParams& p, int num_sms);
 size_t AttentionWorkspaceBytes(const AttentionParams& p);
 void LaunchAttention(const AttentionParams& p, cudaStream_t stream);
+// Whether LaunchAttention runs p on the warpgroup (wgmma) kernel: Hopper, head_dim 256, one KV split.
+bool AttentionOnWarpgroups(const AttentionParams& p);
 // Merges the fp32 partials of p.num_splits key slices into p.o (used by both split-KV kernels).
 void LaunchCombineSplits(const AttentionParams& p, cudaStream_t stream);
 
