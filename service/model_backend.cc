@@ -15,6 +15,7 @@
 #include "pipeline/token_count.h"
 #include "service/log.h"
 #include "service/prefix_cache.h"
+#include "service/question_group.h"
 
 namespace avserve::service {
 namespace {
@@ -94,9 +95,9 @@ class ModelBackend final : public InferenceBackend {
   // audio frames overlapping it), which is what capacity checks and chunk planning need.
   absl::StatusOr<int64_t> CountWindowTokens(const ingest::MediaProbe& probe, const ingest::IngestOptions& options,
                                             const IngestSpec& spec, const pipeline::StreamOptions& stream) const;
-  using ForkFn = std::function<absl::StatusOr<std::unique_ptr<engine::Sequence>>()>;
-  absl::Status AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt, const ForkFn& fork_prefix,
-                              AskObserver& observer, const std::atomic<bool>& cancel, AskOutcome& outcome);
+  absl::Status AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt,
+                              const ForkFn& fork_prefix, AskObserver& observer, const std::atomic<bool>& cancel,
+                              AskOutcome& outcome);
   // Decodes the answers of seqs (questions first_question, first_question + 1, ...) together,
   // streaming each one's text to the observer as it comes.
   absl::StatusOr<std::vector<QuestionOutcome>> Generate(const std::vector<engine::Sequence*>& seqs, int first_question,
@@ -243,7 +244,8 @@ absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& o
     outcome.prefix_cache_hit = true;
     outcome.prefix_tokens = cache_.CachedLength(key);
   } else {
-    ASSIGN_OR_RETURN(uncached, PrefillMedia(spec, prompt, observer, cancel, &outcome.prefix_tokens, &outcome.ingest_ms));
+    ASSIGN_OR_RETURN(uncached,
+                     PrefillMedia(spec, prompt, observer, cancel, &outcome.prefix_tokens, &outcome.ingest_ms));
     auto keep = uncached->Fork();
     if (keep.ok()) cache_.Insert(key, *std::move(keep));
   }
@@ -255,41 +257,30 @@ absl::StatusOr<AskOutcome> ModelBackend::Ask(const AskSpec& spec, AskObserver& o
   return outcome;
 }
 
-// Answers the next questions of `spec` (from outcome.questions.size()) together: up to
-// kDecodeTogether forks of the prefix, each prefilled with its question, then decoded in
-// lockstep (each step reads the weights once for all of them). Each fork shares the prefix's full-attention
-// K/V and holds sliding rings sized for its question (engine Note [Fork rings]); when memory runs out for another
-// one (at the fork, or when a long question grows its rings), the group is the forks made so far.
+// Answers the next questions of `spec` (from outcome.questions.size()) together: up to kDecodeTogether forks of the
+// prefix, each prefilled with its question (FormQuestionGroup: as many as memory holds), then decoded in lockstep
+// (each step reads the weights once for all of them). Each fork shares the prefix's full-attention K/V and holds
+// sliding rings sized for its question (engine Note [Fork rings]).
 absl::Status ModelBackend::AnswerTogether(const AskSpec& spec, const pipeline::MediaPromptOptions& prompt,
                                           const ForkFn& fork_prefix, AskObserver& observer,
                                           const std::atomic<bool>& cancel, AskOutcome& outcome) {
   const size_t first = outcome.questions.size();
-  const size_t end = std::min(spec.questions.size(), first + kDecodeTogether);
-  std::vector<std::unique_ptr<engine::Sequence>> forks;
-  std::vector<int64_t> suffix_tokens;
-  for (size_t q = first; q < end; ++q) {
-    auto fork = fork_prefix();
-    if (!fork.ok() && absl::IsResourceExhausted(fork.status()) && !forks.empty()) break;
-    if (!fork.ok()) return fork.status();
-    ASSIGN_OR_RETURN(std::vector<int32_t> suffix, pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]));
-    auto t = Clock::now();
-    const absl::Status prefilled = (*fork)->Prefill(TextChunk(suffix), &cancel);
-    if (absl::IsResourceExhausted(prefilled) && !forks.empty()) break;  // this question starts the next group
-    RETURN_IF_ERROR(prefilled);
-    observer.OnPrefillProgress(static_cast<int>(q), static_cast<int64_t>(suffix.size()),
-                               static_cast<int64_t>(suffix.size()));
-    outcome.prefill_ms += MsSince(t);
-    suffix_tokens.push_back(static_cast<int64_t>(suffix.size()));
-    forks.push_back(*std::move(fork));
-  }
-  std::vector<engine::Sequence*> seqs;
-  for (auto& f : forks) seqs.push_back(f.get());
+  const auto suffix = [&](size_t q) { return pipeline::QuestionSuffixIds(*tokenizer_, prompt, spec.questions[q]); };
+  const auto prefilled = [&](size_t q, int64_t tokens) {
+    observer.OnPrefillProgress(static_cast<int>(q), tokens, tokens);
+  };
   auto t = Clock::now();
+  ASSIGN_OR_RETURN(QuestionGroup group, FormQuestionGroup(first, spec.questions.size(), kDecodeTogether, fork_prefix,
+                                                          suffix, cancel, prefilled));
+  outcome.prefill_ms += MsSince(t);
+  std::vector<engine::Sequence*> seqs;
+  for (auto& f : group.forks) seqs.push_back(f.get());
+  t = Clock::now();
   ASSIGN_OR_RETURN(std::vector<QuestionOutcome> answers,
                    Generate(seqs, static_cast<int>(first), spec.sampling, spec.thinking, observer, cancel));
   outcome.decode_ms += MsSince(t);
   for (size_t i = 0; i < answers.size(); ++i) {
-    answers[i].prompt_tokens = suffix_tokens[i];
+    answers[i].prompt_tokens = group.suffix_tokens[i];
     outcome.questions.push_back(std::move(answers[i]));
   }
   return absl::OkStatus();
