@@ -212,13 +212,13 @@ class Backend {
     RmsNorm(residual, &next_weight, eps, next_out);
   }
 
-  // The MLP's gate and up projections in one product, then its GeGLU: gate_up = MatMul(x, w) [n, 2F], whose column
-  // halves are the views gate and up, then h = GeluTanhMul(gate, up) [n, F] (h may alias gate). A fused version
-  // must round exactly as these two calls do.
-  virtual void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& gate,
-                                 const Tensor& up, const Tensor& h) {
-    MatMul(x, w, nullptr, gate_up);
+  // out = MatMul(GeluTanhMul(gate, up), w) (the MLP's down projection over its GeGLU): gate, up [n, F] (strided
+  // rows allowed), w [H, F], out [n, H]. h [n, F] is scratch (it may alias gate); the default writes the GeGLU
+  // product there. A fused version must round the product exactly as GeluTanhMul does.
+  virtual void GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
+                                 const Tensor& out) {
     GeluTanhMul(gate, up, h);
+    MatMul(h, w, nullptr, out);
   }
 
   // One decode step of several sequences (batched questions): row b of q [B, Hq, D], k_new and v_new [B, Hkv, D]

@@ -120,13 +120,6 @@ class OpTimer final : public Backend {
     Time(absl::StrCat("Attention q", Shape(q), " keys<=", keys, p.sliding_window ? " sliding" : " full"),
          [&] { in_->Attention(q, k, v, blocks, p, out); return 0; });
   }
-  void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& gate,
-                         const Tensor& up, const Tensor& h) override {
-    Time(absl::StrCat("MatMulGeluTanhMul ", Shape(x), "x", Shape(w)), [&] {
-      in_->MatMulGeluTanhMul(x, w, gate_up, gate, up, h);
-      return 0;
-    });
-  }
   void GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) override {
     Time(absl::StrCat("GeluTanhMul ", Shape(gate)), [&] { in_->GeluTanhMul(gate, up, out); return 0; });
   }

@@ -394,26 +394,23 @@ absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor&
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
   const int64_t n = xn.dim(0), f = config_.intermediate_size;
-  // h [n, F], the GeGLU product: contiguous, in place on a contiguous gate.
-  const auto product = [&](const Tensor& gate) -> absl::StatusOr<Tensor> {
-    if (gate.is_contiguous()) return gate;
-    return s.New(act, {n, f});
-  };
-  Tensor h;
+  Tensor gate, up;  // [n, F] each
   if (w.gate_up_proj.data != nullptr) {
     ASSIGN_OR_RETURN(Tensor gate_up, s.New(act, {n, 2 * f}));  // [n, 2F]: gate | up
-    const Tensor gate = ColumnsView(gate_up, 0, f), up = ColumnsView(gate_up, f, f);
-    ASSIGN_OR_RETURN(h, product(gate));
-    backend_.MatMulGeluTanhMul(xn, w.gate_up_proj, gate_up, gate, up, h);
+    backend_.MatMul(xn, w.gate_up_proj, nullptr, gate_up);
+    gate = ColumnsView(gate_up, 0, f);
+    up = ColumnsView(gate_up, f, f);
   } else {
-    ASSIGN_OR_RETURN(Tensor gate, s.New(act, {n, f}));
-    ASSIGN_OR_RETURN(Tensor up, s.New(act, {n, f}));
+    ASSIGN_OR_RETURN(gate, s.New(act, {n, f}));
+    ASSIGN_OR_RETURN(up, s.New(act, {n, f}));
     backend_.MatMul(xn, w.gate_proj, nullptr, gate);
     backend_.MatMul(xn, w.up_proj, nullptr, up);
-    ASSIGN_OR_RETURN(h, product(gate));
-    backend_.GeluTanhMul(gate, up, h);
   }
-  backend_.MatMul(h, w.down_proj, nullptr, out);
+  Tensor h = gate;  // [n, F] contiguous: in place on a contiguous gate
+  if (!h.is_contiguous()) {
+    ASSIGN_OR_RETURN(h, s.New(act, {n, f}));
+  }
+  backend_.GeluTanhMulMatMul(gate, up, w.down_proj, h, out);
   return absl::OkStatus();
 }
 

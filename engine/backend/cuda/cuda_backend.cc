@@ -14,7 +14,6 @@
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
-#include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
@@ -264,9 +263,7 @@ void CudaBackend::CancelGraph() {
   GraphPtr graph(raw);
 }
 
-namespace {
-// y = x · wᵀ (+ bias) as a product of the gemm ops.
-GemmParams ProductParams(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
   GemmParams p;
   p.a = Bf16(x);
   p.b = Bf16(w);
@@ -281,33 +278,8 @@ GemmParams ProductParams(const Tensor& x, const Tensor& w, const Tensor* bias, c
   p.lda = RowStride(x);
   p.ldb = RowStride(w);
   p.ldc = RowStride(y);
-  return p;
-}
-}  // namespace
-
-void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
-  const absl::Status st = LaunchGemm(cublas_, ProductParams(x, w, bias, y), stream());
+  const absl::Status st = LaunchGemm(cublas_, p, stream());
   AVSERVE_CHECK(st.ok(), "MatMul: cuBLASLt has no algorithm for this shape");
-}
-
-// At 1-4 tokens the GeGLU runs as the product ends (gemv.cu, Note [GeGLU as the product ends]);
-// AVSERVE_FUSED_GEGLU=0 launches it on its own (for measuring).
-void CudaBackend::MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& gate,
-                                    const Tensor& up, const Tensor& h) {
-  static const bool fused = EnvSwitchOn("AVSERVE_FUSED_GEGLU");
-  const GemmParams p = ProductParams(x, w, nullptr, gate_up);
-  const int64_t f = gate.dim(-1);
-  const bool halves = gate_up.dtype == DType::kBF16 && gate.data == gate_up.data && 2 * f == gate_up.dim(-1) &&
-                      up.data == static_cast<const char*>(gate_up.data) + f * 2 && up.dim(-1) == f;
-  const bool h_ok = h.dtype == DType::kBF16 && h.rows() == p.m && h.dim(-1) == f && h.strides[h.rank - 1] == 1;
-  if (fused && halves && h_ok && GemvGegluApplies(p)) {
-    GemvGeglu g;
-    g.h = MutBf16(h);
-    g.ldh = RowStride(h);
-    LaunchGemvGeglu(p, g, stream());
-    return;
-  }
-  Backend::MatMulGeluTanhMul(x, w, gate_up, gate, up, h);
 }
 
 namespace {

@@ -2,7 +2,7 @@
 // RMSNorm + RoPE + residual + layer-scale kernel, the skinny GEMM at decode shapes, split-KV attention against
 // the single-split result, batched decode attention against one launch per sequence, the q/k/v norms and the
 // post norm + next norm at prefill sizes, the full layers' GEMM attention against the flash kernel, and the sliding
-// layers' warpgroup prefill kernel against the mma.sync one, and the gate|up product with its GeGLU in one launch.
+// layers' warpgroup prefill kernel against the mma.sync one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,7 +15,6 @@
 #include "engine/backend/cuda/cuda_raii.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/decode_mma.cuh"
-#include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
@@ -241,50 +240,6 @@ TEST(CudaWarpgroupAttentionTest, SlidingChunkMatchesTheMmaKernel) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto a = testing::Bf16ToFloat(ToHost(o1)), b = testing::Bf16ToFloat(ToHost(o2));
   EXPECT_LE(RelErr(a, b), 5e-3);
-}
-
-// The MLP's gate|up product with its GeGLU in one launch (Note [GeGLU as the product ends]) at the 12B's shape and
-// 1-4 tokens: the product and h bit for bit as the product launch followed by the GeGLU launch, and again on a
-// second launch (the pair counters must be back at zero, as graph replays need).
-TEST(CudaGemvGegluTest, EqualsTheProductThenItsGeglu) {
-  SKIP_WITHOUT_GPU();
-  constexpr int kHidden = 3840, kF = 15360;
-  std::mt19937 rng(13);
-  auto w = ToDevice(RandomBf16(size_t{2} * kF * kHidden, rng, -0.05f, 0.05f));
-  for (size_t m = 1; m <= 4; ++m) {
-    auto x = ToDevice(RandomBf16(size_t{m} * kHidden, rng));
-    auto fused_c = ToDevice(std::vector<uint16_t>(size_t{m} * 2 * kF, 0));
-    auto plain_c = ToDevice(std::vector<uint16_t>(size_t{m} * 2 * kF, 0));
-    auto fused_h = ToDevice(std::vector<uint16_t>(size_t{m} * kF, 0));
-    auto again_h = ToDevice(std::vector<uint16_t>(size_t{m} * kF, 0));
-    auto plain_h = ToDevice(std::vector<uint16_t>(size_t{m} * kF, 0));
-    GemmParams p;
-    p.a = reinterpret_cast<const __nv_bfloat16*>(x.get());
-    p.b = reinterpret_cast<const __nv_bfloat16*>(w.get());
-    p.m = static_cast<int64_t>(m), p.n = 2 * kF, p.k = kHidden;
-    ASSERT_TRUE(GemvGegluApplies(p)) << m << " tokens";
-    GemvGeglu g;
-    g.ldh = kF;
-    p.c = fused_c.get();
-    g.h = reinterpret_cast<__nv_bfloat16*>(fused_h.get());
-    LaunchGemvGeglu(p, g, nullptr);
-    g.h = reinterpret_cast<__nv_bfloat16*>(again_h.get());
-    LaunchGemvGeglu(p, g, nullptr);
-    p.c = plain_c.get();
-    LaunchGemv(p, nullptr);
-    GegluParams geglu;
-    geglu.gate = reinterpret_cast<const __nv_bfloat16*>(plain_c.get());
-    geglu.up = geglu.gate + kF;
-    geglu.out = reinterpret_cast<__nv_bfloat16*>(plain_h.get());
-    geglu.gate_stride = geglu.up_stride = 2 * kF, geglu.out_stride = kF;
-    geglu.rows = static_cast<int>(m), geglu.cols = kF;
-    LaunchGeglu(geglu, nullptr);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(ToHost(fused_c), ToHost(plain_c)) << m << " tokens: the product";
-    const auto want = ToHost(plain_h);
-    EXPECT_EQ(ToHost(fused_h), want) << m << " tokens: h";
-    EXPECT_EQ(ToHost(again_h), want) << m << " tokens: h of the second launch";
-  }
 }
 
 struct GemvShape {

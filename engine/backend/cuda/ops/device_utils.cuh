@@ -11,12 +11,6 @@ using bf16 = __nv_bfloat16;
 
 __device__ __forceinline__ float Bf16Round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
-// The tanh approximation of GELU (Gemma's hidden activation); GeGLU rounds it to bf16 before the product with up.
-__device__ __forceinline__ float GeluTanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-}
-
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -15,6 +15,11 @@ int GridFor(int64_t vectors) {
   return static_cast<int>(std::min<int64_t>((vectors + kThreads - 1) / kThreads, 65535 * 8));
 }
 
+__device__ __forceinline__ float GeluTanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
 __global__ void GegluKernel(GegluParams p) {
   PdlWait();
   PdlLaunchDependents();

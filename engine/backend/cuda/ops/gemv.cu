@@ -242,40 +242,7 @@ struct RowStreamArgs {
   int* counters;  // [tiles], zero between launches
   float* parts;   // [2 * warps, kM * kRowsPerUnit]
   int prefetch_units;  // launched early (dependent launch): units of weights sent to L2 before the wait
-  // GeGLU as the product ends (LaunchGemvGeglu), else geglu_h == nullptr: c = gate | up, gate's tiles [0,
-  // half_tiles), up's [half_tiles, 2 half_tiles); pair_counters [half_tiles], zero between launches.
-  bf16* geglu_h;
-  int64_t ldh;
-  int half_tiles;
-  int* pair_counters;
 };
-
-// Note [GeGLU as the product ends]
-// The MLP's gate|up product is followed by GeGLU, h = gelu_tanh(gate) · up, a launch of its own (48 a decode step,
-// ~3 µs each plus the gap before the down product). Here the product computes it: output j of gate and output j of
-// up fall in tiles t and t + half_tiles, which different warps finish at different times. Each warp that finishes
-// (writes) a tile makes its outputs visible and counts the pair; the second to arrive reads both halves back from
-// L2 and writes h for the pair's columns, then resets the counter (so graph replays find it zero). The rounding is
-// LaunchGeglu's: bf16 gate and up, gelu rounded to bf16, the product rounded once.
-template <int kM>
-__device__ __forceinline__ void FinishGegluPair(const GemmParams& p, const RowStreamArgs& r, int tile, int lane) {
-  constexpr int kOut = kM * kRowsPerUnit;
-  __threadfence();  // this tile's outputs, before its arrival is counted
-  const int pair = tile < r.half_tiles ? tile : tile - r.half_tiles;
-  int arrived = 0;
-  if (lane == 0) arrived = atomicAdd(&r.pair_counters[pair], 1);
-  arrived = __shfl_sync(0xffffffffu, arrived, 0);
-  if (arrived == 0) return;  // the warp of the pair's other tile finishes it
-  __threadfence();
-  if (lane < kOut) {
-    const int64_t token = lane / kRowsPerUnit, col = int64_t{pair} * kRowsPerUnit + lane % kRowsPerUnit;
-    const bf16* c = static_cast<const bf16*>(p.c) + token * r.ldc;
-    const float gate = __bfloat162float(__ldcg(c + col));
-    const float up = __bfloat162float(__ldcg(c + int64_t{r.half_tiles} * kRowsPerUnit + col));
-    r.geglu_h[token * r.ldh + col] = __float2bfloat16(Bf16Round(GeluTanh(gate)) * up);
-  }
-  if (lane == 0) r.pair_counters[pair] = 0;
-}
 
 // Units each warp of an early row-streaming product sends to L2 before it waits (AVSERVE_PREFETCH_UNITS, to measure).
 int PrefetchUnits() {
@@ -378,7 +345,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
         static_cast<bf16*>(p.c)[token * r.ldc + row] = __float2bfloat16(mine);
       }
     }
-    if (r.geglu_h != nullptr && write) FinishGegluPair<kM>(p, r, tile, lane);  // `write` is the same in all lanes
     seg = seg_end;
   }
 }
@@ -387,7 +353,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
 // hundred KB per stream, allocated at its first row-streaming product and kept for the process.
 struct RowStreamScratch {
   int* counters = nullptr;
-  int* pair_counters = nullptr;  // GeGLU pairs (Note [GeGLU as the product ends])
   float* parts = nullptr;
 };
 constexpr int64_t kRowStreamMaxTiles = int64_t{1} << 19;
@@ -396,26 +361,21 @@ RowStreamScratch ScratchFor(cudaStream_t stream) {
   return PerStreamScratch<RowStreamScratch>(stream, [](cudaStream_t st) {
     RowStreamScratch s;
     const size_t parts = size_t{2} * NumSms() * kRowCtasPerSm<1> * kRowWarps * kRowStreamMaxRows * kRowsPerUnit;
-    AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, 2 * kRowStreamMaxTiles * sizeof(int)));
+    AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, kRowStreamMaxTiles * sizeof(int)));
     AVSERVE_CUDA_CHECK(cudaMalloc(&s.parts, parts * sizeof(float)));
-    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, 2 * kRowStreamMaxTiles * sizeof(int), st));
-    s.pair_counters = s.counters + kRowStreamMaxTiles;
+    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kRowStreamMaxTiles * sizeof(int), st));
     return s;
   });
 }
 
 template <int kM, int kU>
-void LaunchRowStream(const GemmParams& p, cudaStream_t stream, const GemvGeglu* geglu = nullptr) {
-  RowStreamArgs r{};
+void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
+  RowStreamArgs r;
   r.lda = p.lda != 0 ? p.lda : p.k, r.ldb = p.ldb != 0 ? p.ldb : p.k, r.ldc = p.ldc != 0 ? p.ldc : p.n;
   r.units_per_tile = static_cast<int>(p.k / kUnitK);
   r.total_units = static_cast<int>(RowUnits(p));
   const RowStreamScratch s = ScratchFor(stream);
   r.counters = s.counters, r.parts = s.parts;
-  if (geglu != nullptr) {
-    r.geglu_h = geglu->h, r.ldh = geglu->ldh, r.pair_counters = s.pair_counters;
-    r.half_tiles = static_cast<int>(RowTiles(p) / 2);
-  }
   const bool early = ProductPdlEnabled();
   r.prefetch_units = early ? PrefetchUnits() : 0;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
@@ -457,9 +417,8 @@ bool GemvApplies(const GemmParams& p) {
          aligned(p.a) && aligned(p.b);
 }
 
-namespace {
-// The kernel LaunchGemv runs p on.
-GemvKernel ChooseGemvKernel(const GemmParams& p, GemvKernel kernel) {
+void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
+  AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
   if (kernel == GemvKernel::kAuto) kernel = KernelFromEnv();
   if (kernel == GemvKernel::kAuto) {
     // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units
@@ -467,13 +426,7 @@ GemvKernel ChooseGemvKernel(const GemmParams& p, GemvKernel kernel) {
     const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
     kernel = RowUnits(p) >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
   }
-  return kernel == GemvKernel::kRows && RowStreamApplies(p) ? GemvKernel::kRows : GemvKernel::kMma;
-}
-}  // namespace
-
-void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
-  AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
-  if (ChooseGemvKernel(p, kernel) == GemvKernel::kRows) {
+  if (kernel == GemvKernel::kRows && RowStreamApplies(p)) {
     switch (p.m) {
       case 1: return LaunchRowStream<1, 4>(p, stream);
       case 2: return LaunchRowStream<2, 3>(p, stream);
@@ -487,21 +440,6 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
   if (p.m <= kTwoAccsMaxRows && MmaAccsFromEnv() == 2) return LaunchSplit<1, 2>(p, stream);
   if (p.m <= 8) return LaunchSplit<1, 1>(p, stream);
   LaunchSplit<2, 1>(p, stream);
-}
-
-bool GemvGegluApplies(const GemmParams& p) {
-  return GemvApplies(p) && ChooseGemvKernel(p, GemvKernel::kAuto) == GemvKernel::kRows && !p.c_fp32 &&
-         p.bias == nullptr && p.n % (2 * kRowsPerUnit) == 0;
-}
-
-void LaunchGemvGeglu(const GemmParams& p, const GemvGeglu& g, cudaStream_t stream) {
-  AVSERVE_CHECK(GemvGegluApplies(p) && g.h != nullptr, "GemvGeglu: unsupported product");
-  switch (p.m) {
-    case 1: return LaunchRowStream<1, 4>(p, stream, &g);
-    case 2: return LaunchRowStream<2, 3>(p, stream, &g);
-    case 3: return LaunchRowStream<3, 2>(p, stream, &g);
-    default: return LaunchRowStream<4, 2>(p, stream, &g);
-  }
 }
 
 }  // namespace avserve::engine::cuda

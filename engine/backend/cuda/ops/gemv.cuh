@@ -19,16 +19,4 @@ bool GemvApplies(const GemmParams& p);
 enum class GemvKernel { kAuto, kMma, kRows };
 void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto);
 
-// The MLP's gate|up product followed by its GeGLU in one launch (Note [GeGLU as the product ends] in gemv.cu):
-// c [m, n] = gate | up (n = 2F, bf16), and h[t, j] = bf16(bf16(gelu_tanh(gate[t, j])) · up[t, j]) for j < F, as
-// LaunchGeglu rounds it. h (row stride ldh) may alias gate's columns of c.
-struct GemvGeglu {
-  __nv_bfloat16* h = nullptr;
-  int64_t ldh = 0;
-};
-// Whether LaunchGemvGeglu takes p: a product that LaunchGemv would stream by rows, bf16 out, no bias, n = 2F with F
-// even.
-bool GemvGegluApplies(const GemmParams& p);
-void LaunchGemvGeglu(const GemmParams& p, const GemvGeglu& g, cudaStream_t stream);
-
 }  // namespace avserve::engine::cuda
