@@ -357,10 +357,9 @@ absl::StatusOr<int32_t> SequenceImpl::SampleNext(Sampler& sampler, bool greedy) 
 
 absl::StatusOr<std::unique_ptr<Sequence>> SequenceImpl::Fork() const {
   // The provisional tail's positions are computed again by the next Prefill: only those before it are final.
-  // Its rings start small (Note [Fork rings]), but hold the tail, which the next Prefill runs again.
+  // Its rings start small (Note [Fork rings]); Copy sizes them for the tail too, which the next Prefill runs again.
   const int64_t tail = static_cast<int64_t>(tail_.size());
-  ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend(), length_ - tail, length_,
-                                             std::max<int64_t>(fork_chunk_tokens_, tail)));
+  ASSIGN_OR_RETURN(KvCache copy, cache_.Copy(model_.backend(), length_ - tail, length_, fork_chunk_tokens_));
   auto fork = std::make_unique<SequenceImpl>(model_, std::move(copy), chunk_tokens_, fork_chunk_tokens_);
   fork->length_ = length_;
   fork->pending_ = pending_;

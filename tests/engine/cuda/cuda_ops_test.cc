@@ -167,6 +167,19 @@ TEST(CudaRmsNormTest, FusedNormRopeResidualScaleMatchesLoop) {
   EXPECT_LE(RelErr(got, want), 5e-3);
 }
 
+// Attention over dense device buffers: q and the output [tokens, heads, dim], k and v [slots, kv_heads, dim].
+AttentionParams DenseAttention(const DeviceBuffer<uint16_t>& q, const DeviceBuffer<uint16_t>& k,
+                               const DeviceBuffer<uint16_t>& v, int heads, int kv_heads, int dim) {
+  AttentionParams p;
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
+  p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
+  p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
+  p.q_token_stride = p.o_token_stride = int64_t{heads} * dim, p.q_head_stride = p.o_head_stride = dim;
+  p.k_slot_stride = p.v_slot_stride = int64_t{kv_heads} * dim, p.k_head_stride = p.v_head_stride = dim;
+  p.num_heads = heads, p.num_kv_heads = kv_heads, p.head_dim = dim;
+  return p;
+}
+
 // A decode step split over many KV chunks equals the one-split result (same kernel, merged partials).
 TEST(CudaAttentionSplitTest, SplitKvDecodeEqualsSingleSplit) {
   SKIP_WITHOUT_GPU();
@@ -176,15 +189,8 @@ TEST(CudaAttentionSplitTest, SplitKvDecodeEqualsSingleSplit) {
   auto k = ToDevice(RandomBf16(size_t{kCapacity} * kKvHeads * kDim, rng, -0.25f, 0.25f));
   auto v = ToDevice(RandomBf16(size_t{kCapacity} * kKvHeads * kDim, rng));
   auto o1 = ToDevice(std::vector<uint16_t>(kHeads * kDim, 0)), o2 = ToDevice(std::vector<uint16_t>(kHeads * kDim, 0));
-  AttentionParams p;
-  p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
-  p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
-  p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
-  p.q_token_stride = kHeads * kDim, p.q_head_stride = kDim;
-  p.k_slot_stride = p.v_slot_stride = kKvHeads * kDim, p.k_head_stride = p.v_head_stride = kDim;
-  p.o_token_stride = kHeads * kDim, p.o_head_stride = kDim;
+  AttentionParams p = DenseAttention(q, k, v, kHeads, kKvHeads, kDim);
   p.q_len = 1, p.q_pos0 = kPos, p.kv_begin = 0, p.kv_end = kPos + 1, p.kv_capacity = kCapacity;
-  p.num_heads = kHeads, p.num_kv_heads = kKvHeads, p.head_dim = kDim;
   p.o = reinterpret_cast<__nv_bfloat16*>(o1.get());
   LaunchAttention(p, nullptr);
   p.num_splits = 13;
@@ -212,15 +218,9 @@ TEST(CudaWarpgroupAttentionTest, SlidingChunkMatchesTheMmaKernel) {
   auto blocks = ToDevice(block_ids);
   auto o1 = ToDevice(std::vector<uint16_t>(size_t{kQLen} * kHeads * kDim, 0));
   auto o2 = ToDevice(std::vector<uint16_t>(size_t{kQLen} * kHeads * kDim, 0));
-  AttentionParams p;
-  p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
-  p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
-  p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
-  p.q_token_stride = kHeads * kDim, p.q_head_stride = kDim;
-  p.k_slot_stride = p.v_slot_stride = kKvHeads * kDim, p.k_head_stride = p.v_head_stride = kDim;
-  p.o_token_stride = kHeads * kDim, p.o_head_stride = kDim;
+  AttentionParams p = DenseAttention(q, k, v, kHeads, kKvHeads, kDim);
   p.q_len = kQLen, p.q_pos0 = kPos, p.kv_end = kPos + kQLen, p.kv_begin = p.kv_end - kCapacity;
-  p.kv_capacity = kCapacity, p.num_heads = kHeads, p.num_kv_heads = kKvHeads, p.head_dim = kDim, p.window = 1024;
+  p.kv_capacity = kCapacity, p.window = 1024;
   p.block_ids = blocks.get(), p.block_pos0 = kPos, p.block_len = kQLen;
   int device = 0, major = 0, minor = 0;
   ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
@@ -639,14 +639,9 @@ TEST(CudaGemmAttentionTest, MatchesFlashKernel) {
     const size_t elems = size_t{1} * c.q_len * kHeads * kDim;
     auto q = ToDevice(RandomBf16(elems, rng, -0.5f, 0.5f));
     auto o_gemm = ToDevice(std::vector<uint16_t>(elems, 0)), o_flash = ToDevice(std::vector<uint16_t>(elems, 0));
-    AttentionParams p;
-    p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
-    p.k = reinterpret_cast<const __nv_bfloat16*>(k.get());
-    p.v = reinterpret_cast<const __nv_bfloat16*>(v.get());
-    p.q_token_stride = p.o_token_stride = kHeads * kDim, p.q_head_stride = p.o_head_stride = kDim;
-    p.k_slot_stride = p.v_slot_stride = p.k_head_stride = p.v_head_stride = kDim;
+    AttentionParams p = DenseAttention(q, k, v, kHeads, 1, kDim);
     p.q_len = c.q_len, p.q_pos0 = c.q_pos0, p.kv_begin = c.kv_begin, p.kv_end = c.q_pos0 + c.q_len;
-    p.kv_capacity = kCapacity, p.num_heads = kHeads, p.num_kv_heads = 1, p.head_dim = kDim;
+    p.kv_capacity = kCapacity;
     ASSERT_TRUE(GemmAttentionApplies(p));
     const size_t ws_bytes = size_t{6} * kHeads * (p.kv_end - p.kv_begin + 8) * c.positions_per_block;
     auto ws = DeviceBuffer<unsigned char>::Create(ws_bytes);

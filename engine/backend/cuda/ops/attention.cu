@@ -65,6 +65,48 @@ __device__ void TileKeyRange(const AttentionParams& p, int qp_min, int qp_max, i
   *hi = min(k_hi, p.kv_end);
 }
 
+// The keys that a CTA's query rows [row0, row0 + block_m) may see, in tiles of block_n keys from tile0 (rows past
+// total_rows are padding), and the query positions qp_min..qp_max those rows hold.
+struct CtaKeyTiles {
+  int qp_min, qp_max, tile0, num_tiles;
+};
+__device__ __forceinline__ CtaKeyTiles KeyTilesOf(const AttentionParams& p, int row0, int block_m, int block_n,
+                                                  int group, int total_rows) {
+  CtaKeyTiles kt;
+  const int last_row = min(row0 + block_m, total_rows) - 1;
+  kt.qp_min = p.q_pos0 + row0 / group;
+  kt.qp_max = p.q_pos0 + last_row / group;
+  int k_lo, k_hi;
+  TileKeyRange(p, kt.qp_min, kt.qp_max, &k_lo, &k_hi);
+  kt.tile0 = (k_lo >= 0 ? k_lo / block_n : 0) * block_n;
+  kt.num_tiles = k_hi > kt.tile0 ? (k_hi - kt.tile0 + block_n - 1) / block_n : 0;
+  return kt;
+}
+
+// Query row `row` of KV head kv_head's tile: position row / group, head kv_head * group + row % group; nullptr
+// past the last row.
+__device__ __forceinline__ const bf16* QueryRow(const AttentionParams& p, int row, int group, int kv_head,
+                                               int total_rows) {
+  if (row >= total_rows) return nullptr;
+  return p.q + (row / group) * p.q_token_stride + (kv_head * group + row % group) * p.q_head_stride;
+}
+
+// A thread's two rows in the m16n8 accumulator layout, g and g + 8 of its warp's 16: tile row, query position
+// and vision block of each.
+struct ThreadRows {
+  int row[2], qpos[2], block[2];
+};
+__device__ __forceinline__ ThreadRows RowsOfThread(const AttentionParams& p, int row0, int warp, int g, int group) {
+  ThreadRows r;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    r.row[i] = row0 + warp * 16 + g + 8 * i;
+    r.qpos[i] = p.q_pos0 + r.row[i] / group;
+    r.block[i] = BlockIdAt(p, r.qpos[i]);
+  }
+  return r;
+}
+
 // Copies `rows` rows of `cols` bf16 from global to shared (16 B per cp.async); rows flagged invalid are zeroed.
 template <int kCols, int kThreads, typename RowPtr>
 __device__ __forceinline__ void LoadTile(bf16* smem, int smem_stride, int rows, RowPtr row_ptr) {
@@ -101,20 +143,12 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
   const int g = lane / 4, t = lane % 4;
 
   // Query rows -> Q tile (rows past the end are zero).
-  LoadTile<Tr::kHeadDim, Tr::kThreads>(q_s, Tr::kQkStride, Tr::kBlockM, [&](int r) -> const bf16* {
-    const int row = row0 + r;
-    if (row >= total_rows) return nullptr;
-    return p.q + (row / group) * p.q_token_stride + (kv_head * group + row % group) * p.q_head_stride;
-  });
+  LoadTile<Tr::kHeadDim, Tr::kThreads>(q_s, Tr::kQkStride, Tr::kBlockM,
+                                       [&](int r) { return QueryRow(p, row0 + r, group, kv_head, total_rows); });
   CpAsyncCommit();
 
-  const int last_row = min(row0 + Tr::kBlockM, total_rows) - 1;
-  const int qp_min = p.q_pos0 + row0 / group;
-  const int qp_max = p.q_pos0 + last_row / group;
-  int k_lo, k_hi;
-  TileKeyRange(p, qp_min, qp_max, &k_lo, &k_hi);
-  const int tile0 = (k_lo >= 0 ? k_lo / Tr::kBlockN : 0) * Tr::kBlockN;
-  const int num_tiles = k_hi > tile0 ? (k_hi - tile0 + Tr::kBlockN - 1) / Tr::kBlockN : 0;
+  const CtaKeyTiles kt = KeyTilesOf(p, row0, Tr::kBlockM, Tr::kBlockN, group, total_rows);
+  const int qp_min = kt.qp_min, qp_max = kt.qp_max, tile0 = kt.tile0, num_tiles = kt.num_tiles;
   const int per_split = (num_tiles + p.num_splits - 1) / p.num_splits;
   const int tile_begin = split * per_split;
   const int tile_end = min(num_tiles, tile_begin + per_split);
@@ -138,14 +172,7 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
                                     key_ptr(p.v, p.v_slot_stride, p.v_head_stride, dchunk * Tr::kDv, key0));
   };
 
-  // Per thread: rows g and g + 8 of this warp's 16.
-  int my_row[2], my_qpos[2], my_block[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    my_row[i] = row0 + warp * 16 + g + 8 * i;
-    my_qpos[i] = p.q_pos0 + my_row[i] / group;
-    my_block[i] = BlockIdAt(p, my_qpos[i]);
-  }
+  const ThreadRows mine = RowsOfThread(p, row0, warp, g, group);
   const bool warp_active = row0 + warp * 16 < total_rows;
   float o_acc[Tr::kDv / 8][4];
 #pragma unroll
@@ -183,7 +210,7 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
       for (int e = 0; e < 4; ++e) {
         const int i = e / 2;
         const int kcol = j * 8 + 2 * t + (e % 2);
-        if (!full_tile && !Allowed(p, my_qpos[i], key0 + kcol, my_block[i], key_block[kcol])) s[j][e] = -INFINITY;
+        if (!full_tile && !Allowed(p, mine.qpos[i], key0 + kcol, mine.block[i], key_block[kcol])) s[j][e] = -INFINITY;
       }
     }
     float corr[2];
@@ -280,7 +307,7 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
   }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int row = my_row[i];
+    const int row = mine.row[i];
     if (row >= total_rows) continue;
     const int qi = row / group, head = kv_head * group + row % group;
     if (p.num_splits == 1) {
@@ -402,13 +429,8 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
   const int g = lane / 4, t = lane % 4;
   const int wg = warp / 4;
 
-  const int last_row = min(row0 + Tr::kBlockM, total_rows) - 1;
-  const int qp_min = p.q_pos0 + row0 / group;
-  const int qp_max = p.q_pos0 + last_row / group;
-  int k_lo, k_hi;
-  TileKeyRange(p, qp_min, qp_max, &k_lo, &k_hi);
-  const int tile0 = (k_lo >= 0 ? k_lo / Tr::kBlockN : 0) * Tr::kBlockN;
-  const int num_tiles = k_hi > tile0 ? (k_hi - tile0 + Tr::kBlockN - 1) / Tr::kBlockN : 0;
+  const CtaKeyTiles kt = KeyTilesOf(p, row0, Tr::kBlockM, Tr::kBlockN, group, total_rows);
+  const int qp_min = kt.qp_min, qp_max = kt.qp_max, tile0 = kt.tile0, num_tiles = kt.num_tiles;
   const bf16* k_head = p.k + kv_head * p.k_head_stride;
   const bf16* v_head = p.v + kv_head * p.v_head_stride;
   auto k_stage = [&](int tile) { return k_ring + (tile & 1) * Tr::kTileBytes; };
@@ -420,11 +442,7 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
   };
 
   // Loads: Q and K of tile 0, then K of tile 1 and V of tile 0; step j loads K of j + 2 and V of j + 1.
-  LoadCoreTile(q_s, Tr::kBlockM / 8, [&](int r) -> const bf16* {
-    const int row = row0 + r;
-    if (row >= total_rows) return nullptr;
-    return p.q + (row / group) * p.q_token_stride + (kv_head * group + row % group) * p.q_head_stride;
-  });
+  LoadCoreTile(q_s, Tr::kBlockM / 8, [&](int r) { return QueryRow(p, row0 + r, group, kv_head, total_rows); });
   if (num_tiles > 0) LoadKeyCoreTile(p, k_head, p.k_slot_stride, tile0, k_stage(0));
   CpAsyncCommit();
   if (num_tiles > 1) LoadKeyCoreTile(p, k_head, p.k_slot_stride, tile0 + Tr::kBlockN, k_stage(1));
@@ -432,13 +450,7 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
   CpAsyncCommit();
   set_key_blocks(0);
 
-  int my_row[2], my_qpos[2], my_block[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    my_row[i] = row0 + warp * 16 + g + 8 * i;
-    my_qpos[i] = p.q_pos0 + my_row[i] / group;
-    my_block[i] = BlockIdAt(p, my_qpos[i]);
-  }
+  const ThreadRows mine = RowsOfThread(p, row0, warp, g, group);
   float o_acc[Tr::kHeadDim / 8][4];
 #pragma unroll
   for (int j = 0; j < Tr::kHeadDim / 8; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.f;
@@ -478,7 +490,7 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int kcol = j * 8 + 2 * t + (e % 2);
-          if (!Allowed(p, my_qpos[e / 2], key0 + kcol, my_block[e / 2], key_block[tile & 1][kcol])) {
+          if (!Allowed(p, mine.qpos[e / 2], key0 + kcol, mine.block[e / 2], key_block[tile & 1][kcol])) {
             s[j][e] = -INFINITY;
           }
         }
@@ -566,7 +578,7 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
   for (int i = 0; i < 2; ++i) {
     row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 1);
     row_sum[i] += __shfl_xor_sync(0xffffffffu, row_sum[i], 2);
-    const int row = my_row[i];
+    const int row = mine.row[i];
     if (row >= total_rows) continue;
     const float inv = row_sum[i] > 0.f ? 1.f / row_sum[i] : 0.f;
     bf16* out = p.o + (row / group) * p.o_token_stride + (kv_head * group + row % group) * p.o_head_stride;
@@ -850,7 +862,7 @@ void LaunchAttention(const AttentionParams& p, cudaStream_t stream) {
     LaunchSimpleAttention(p, stream);
     return;
   }
-  if (AttentionOnWarpgroups(p)) {
+  if (WgmmaAttentionApplies(p) && WgmmaAttentionOn()) {  // the decode kernels are ruled out above
     LaunchWgmmaAttention(p, stream);
     return;
   }
