@@ -212,13 +212,16 @@ class Backend {
     RmsNorm(residual, &next_weight, eps, next_out);
   }
 
-  // out = MatMul(GeluTanhMul(gate, up), w) (the MLP's down projection over its GeGLU): gate, up [n, F] (strided
-  // rows allowed), w [H, F], out [n, H]. h [n, F] is scratch (it may alias gate); the default writes the GeGLU
-  // product there. A fused version must round the product exactly as GeluTanhMul does.
-  virtual void GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
-                                 const Tensor& out) {
+  // h [n, F] = GeluTanhMul(gate, up) of gate | up = MatMul(x, w) (the MLP's first product, w [2F, H]: the gate
+  // rows, then the up rows). gate_up [n, 2F] is scratch: the default writes the product there. A fused version
+  // keeps the default's rounding points: each sum rounded to the activation type, then GeluTanhMul's.
+  virtual void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& h) {
+    MatMul(x, w, nullptr, gate_up);
+    const int64_t f = gate_up.dim(-1) / 2;
+    Tensor gate = gate_up, up = gate_up;
+    gate.shape[gate.rank - 1] = up.shape[up.rank - 1] = f;
+    up.data = static_cast<char*>(gate_up.data) + f * static_cast<int64_t>(DTypeSize(gate_up.dtype));
     GeluTanhMul(gate, up, h);
-    MatMul(h, w, nullptr, out);
   }
 
   // One decode step of several sequences (batched questions): row b of q [B, Hq, D], k_new and v_new [B, Hkv, D]

@@ -82,6 +82,12 @@ class OpTimer final : public Backend {
       return 0;
     });
   }
+  void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& h) override {
+    Time(absl::StrCat("MatMulGeluTanhMul ", Shape(x), "x", Shape(w)), [&] {
+      in_->MatMulGeluTanhMul(x, w, gate_up, h);
+      return 0;
+    });
+  }
   void QkvNorms(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& q_weight, const Tensor& k_weight,
                 float eps, const Tensor& positions, const RopeParams& rope, const Tensor& q_out, const Tensor& k_out,
                 const Tensor& v_out) override {

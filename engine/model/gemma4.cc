@@ -282,14 +282,6 @@ Tensor HeadsView(const Tensor& t, int64_t col0, int64_t heads, int64_t d) {
   v.data = static_cast<char*>(t.data) + col0 * static_cast<int64_t>(DTypeSize(t.dtype));
   return v;
 }
-
-// Columns [col0, col0 + cols) of t [n, width].
-Tensor ColumnsView(const Tensor& t, int64_t col0, int64_t cols) {
-  Tensor v = t;
-  v.shape[1] = cols;
-  v.data = static_cast<char*>(t.data) + col0 * static_cast<int64_t>(DTypeSize(t.dtype));
-  return v;
-}
 }  // namespace
 
 // The raw Q, K, V projections of xn [n, H]: one product over qkv_proj where the weights are stored together
@@ -388,29 +380,23 @@ absl::Status Gemma4Model::SelfAttention(int l, const Tensor& xn, const Tensor& p
   return absl::OkStatus();
 }
 
-// GeGLU MLP (§5.3): out [n, H] = down(gelu_tanh(gate(xn)) · up(xn)); gate and up in one product where their
-// weights are stored together.
+// GeGLU MLP (§5.3): out [n, H] = down(gelu_tanh(gate(xn)) · up(xn)); gate and up in one product (which may
+// write the GeGLU itself) where their weights are stored together.
 absl::Status Gemma4Model::Mlp(int l, const Tensor& xn, Scratch& s, const Tensor& out) {
   const LayerWeights& w = weights_.layers[l];
   const DType act = weights_.act_dtype;
   const int64_t n = xn.dim(0), f = config_.intermediate_size;
-  Tensor gate, up;  // [n, F] each
+  ASSIGN_OR_RETURN(Tensor h, s.New(act, {n, f}));
   if (w.gate_up_proj.data != nullptr) {
     ASSIGN_OR_RETURN(Tensor gate_up, s.New(act, {n, 2 * f}));  // [n, 2F]: gate | up
-    backend_.MatMul(xn, w.gate_up_proj, nullptr, gate_up);
-    gate = ColumnsView(gate_up, 0, f);
-    up = ColumnsView(gate_up, f, f);
+    backend_.MatMulGeluTanhMul(xn, w.gate_up_proj, gate_up, h);
   } else {
-    ASSIGN_OR_RETURN(gate, s.New(act, {n, f}));
-    ASSIGN_OR_RETURN(up, s.New(act, {n, f}));
-    backend_.MatMul(xn, w.gate_proj, nullptr, gate);
+    ASSIGN_OR_RETURN(Tensor up, s.New(act, {n, f}));
+    backend_.MatMul(xn, w.gate_proj, nullptr, h);
     backend_.MatMul(xn, w.up_proj, nullptr, up);
+    backend_.GeluTanhMul(h, up, h);
   }
-  Tensor h = gate;  // [n, F] contiguous: in place on a contiguous gate
-  if (!h.is_contiguous()) {
-    ASSIGN_OR_RETURN(h, s.New(act, {n, f}));
-  }
-  backend_.GeluTanhMulMatMul(gate, up, w.down_proj, h, out);
+  backend_.MatMul(h, w.down_proj, nullptr, out);
   return absl::OkStatus();
 }
 

@@ -55,10 +55,6 @@ class RecordingCpu final : public testing::ForwardingBackend {
                         float scale, const Tensor& next_weight, const Tensor& next_out) override {
     inner().RmsNormAddToNorm(x, weight, eps, residual, scaled, scale, next_weight, next_out);
   }
-  void GeluTanhMulMatMul(const Tensor& gate, const Tensor& up, const Tensor& w, const Tensor& h,
-                         const Tensor& out) override {
-    inner().GeluTanhMulMatMul(gate, up, w, h, out);
-  }
   void AttendDecodeRows(const Tensor& q, const Tensor& k_new, const Tensor& v_new, const std::vector<DecodeKv>& seqs,
                         const Tensor& out) override {
     std::vector<int64_t> row;

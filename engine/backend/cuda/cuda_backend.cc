@@ -14,6 +14,7 @@
 #include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
+#include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/host_utils.cuh"
 #include "engine/backend/cuda/ops/layer_norm.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
@@ -263,7 +264,9 @@ void CudaBackend::CancelGraph() {
   GraphPtr graph(raw);
 }
 
-void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+namespace {
+// y = x · wᵀ (+ bias) as the kernels' parameters; y has `y_cols` columns (w's rows unless a fused form says).
+GemmParams ProductParams(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y, int64_t y_cols) {
   GemmParams p;
   p.a = Bf16(x);
   p.b = Bf16(w);
@@ -274,12 +277,31 @@ void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, c
   p.m = x.rows();
   p.k = x.dim(-1);
   p.n = w.dim(0);
-  AVSERVE_CHECK(w.rank == 2 && w.dim(1) == p.k && y.dim(-1) == p.n && y.rows() == p.m, "MatMul: shape mismatch");
+  AVSERVE_CHECK(w.rank == 2 && w.dim(1) == p.k && y.dim(-1) == y_cols && y.rows() == p.m, "MatMul: shape mismatch");
   p.lda = RowStride(x);
   p.ldb = RowStride(w);
   p.ldc = RowStride(y);
-  const absl::Status st = LaunchGemm(cublas_, p, stream());
+  return p;
+}
+}  // namespace
+
+void CudaBackend::MatMul(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) {
+  const absl::Status st = LaunchGemm(cublas_, ProductParams(x, w, bias, y, w.dim(0)), stream());
   AVSERVE_CHECK(st.ok(), "MatMul: cuBLASLt has no algorithm for this shape");
+}
+
+// Decode rows take the gate|up product that writes the GeGLU itself (Note [GeGLU in the product] in gemv.cu);
+// AVSERVE_FUSED_GEGLU=0 keeps the two launches (to measure).
+void CudaBackend::MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& h) {
+  static const bool fused = EnvSwitchOn("AVSERVE_FUSED_GEGLU");
+  if (fused && h.dtype == DType::kBF16 && w.dim(0) % 2 == 0) {
+    const GemmParams p = ProductParams(x, w, nullptr, h, w.dim(0) / 2);
+    if (GemvGegluApplies(p)) {
+      LaunchGemvGeglu(p, stream());
+      return;
+    }
+  }
+  Backend::MatMulGeluTanhMul(x, w, gate_up, h);
 }
 
 namespace {

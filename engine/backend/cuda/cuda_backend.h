@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
   void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                  const engine::AttentionParams& params, const Tensor& out) override;
   void GeluTanhMul(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& h) override;
   void Add(const Tensor& a, const Tensor& b, const Tensor& out) override;
   void Scale(const Tensor& x, float s, const Tensor& out) override;
   void Embed(const Tensor& table, const Tensor& ids, float scale, const Tensor& out) override;

@@ -1,8 +1,9 @@
 // CUDA ops that the Backend interface does not expose, against plain CPU loops: GPU sampling, the fused
 // RMSNorm + RoPE + residual + layer-scale kernel, the skinny GEMM at decode shapes, split-KV attention against
 // the single-split result, batched decode attention against one launch per sequence, the q/k/v norms and the
-// post norm + next norm at prefill sizes, the full layers' GEMM attention against the flash kernel, and the sliding
-// layers' warpgroup prefill kernel against the mma.sync one.
+// post norm + next norm at prefill sizes, the decode gate|up product that writes the GeGLU against the two
+// launches it replaces, the full layers' GEMM attention against the flash kernel, and the sliding layers'
+// warpgroup prefill kernel against the mma.sync one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "engine/backend/cuda/cuda_raii.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/decode_mma.cuh"
+#include "engine/backend/cuda/ops/elementwise.cuh"
 #include "engine/backend/cuda/ops/gemm_attention.cuh"
 #include "engine/backend/cuda/ops/gemv.cuh"
 #include "engine/backend/cuda/ops/rms_norm.cuh"
@@ -311,6 +313,66 @@ TEST(CudaSkinnyGemmTest, MatchesLoop) {
       SCOPED_TRACE(::testing::Message() << "m=" << sh.m << " n=" << sh.n << " k=" << sh.k << " kernel "
                                         << static_cast<int>(kernel));
       CheckGemv(sh, kernel, rng);
+    }
+  }
+}
+
+// The decode gate|up product that writes the GeGLU itself (Note [GeGLU in the product] in gemv.cu) against the
+// two launches it replaces, at the 12B's shape.
+class CudaFusedDecodeProductTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+  static const __nv_bfloat16* Bf(const DeviceBuffer<uint16_t>& b) {
+    return reinterpret_cast<const __nv_bfloat16*>(b.get());
+  }
+  static __nv_bfloat16* MutBf(DeviceBuffer<uint16_t>& b) { return reinterpret_cast<__nv_bfloat16*>(b.get()); }
+  static DeviceBuffer<uint16_t> Zeros(size_t n) {
+    auto b = DeviceBuffer<uint16_t>::Create(n);
+    EXPECT_TRUE(b.ok());
+    EXPECT_EQ(cudaMemset(b->get(), 0, b->bytes()), cudaSuccess);
+    return std::move(*b);
+  }
+  std::mt19937 rng_{21};
+};
+
+// The MLP's gate|up product of 1, 2 and 4 tokens (F = 15,360: each warp's run of units starts and ends inside
+// tiles, so shared tiles are summed by their last warp), twice each (the tile counters are reset). Where a run
+// ends inside a tile, the fused product splits that row's sum at another k than the plain one, so a few values
+// may round one bf16 step apart; anything more (a wrong row, a wrong pairing, a missed rounding) fails.
+TEST_F(CudaFusedDecodeProductTest, GegluProductEqualsProductThenGeglu) {
+  constexpr int kF = 15360, kK = 3840;
+  const auto w = ToDevice(RandomBf16(size_t{2} * kF * kK, rng_, -0.05f, 0.05f));
+  for (const int m : {1, 2, 4}) {
+    SCOPED_TRACE(::testing::Message() << "tokens " << m);
+    const auto x = ToDevice(RandomBf16(size_t{1} * m * kK, rng_, -2.f, 2.f));
+    auto gate_up = Zeros(size_t{2} * m * kF), want = Zeros(size_t{1} * m * kF);
+    GemmParams p;
+    p.a = Bf(x), p.b = Bf(w), p.c = gate_up.get(), p.m = m, p.n = 2 * kF, p.k = kK;
+    LaunchGemv(p, nullptr);
+    GegluParams g;
+    g.gate = Bf(gate_up), g.up = Bf(gate_up) + kF, g.out = MutBf(want);
+    g.gate_stride = g.up_stride = 2 * kF, g.out_stride = kF, g.rows = m, g.cols = kF;
+    LaunchGeglu(g, nullptr);
+    for (int run = 0; run < 2; ++run) {
+      auto got = Zeros(size_t{1} * m * kF);
+      GemmParams f = p;
+      f.c = got.get();
+      ASSERT_TRUE(GemvGegluApplies(f));
+      LaunchGemvGeglu(f, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto a = testing::Bf16ToFloat(ToHost(got)), b = testing::Bf16ToFloat(ToHost(want));
+      float scale = 0.f;  // a near-zero gate sum may land far off relatively, but not against the row's values
+      for (const float v : b) scale = std::max(scale, std::fabs(v));
+      size_t differ = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (a[i] == b[i]) continue;
+        ++differ;
+        EXPECT_LE(std::fabs(a[i] - b[i]), std::fabs(b[i]) / 64 + scale * 1e-4f) << "value " << i << ", run " << run;
+      }
+      EXPECT_LE(differ, a.size() / 1000) << "run " << run;
+      EXPECT_GT(std::count_if(a.begin(), a.end(), [](float v) { return v != 0.f; }), kF * m / 2);
     }
   }
 }

@@ -11,6 +11,15 @@ using bf16 = __nv_bfloat16;
 
 __device__ __forceinline__ float Bf16Round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+__device__ __forceinline__ float GeluTanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
+// One GeGLU value from bf16 gate and up values (spec §5.3): bf16(gelu_tanh(gate)) · up, before the caller's
+// rounding of the result to bf16. Every kernel that forms the MLP's hidden row takes it from here.
+__device__ __forceinline__ float GegluProduct(float gate, float up) { return Bf16Round(GeluTanh(gate)) * up; }
+
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -15,11 +15,6 @@ int GridFor(int64_t vectors) {
   return static_cast<int>(std::min<int64_t>((vectors + kThreads - 1) / kThreads, 65535 * 8));
 }
 
-__device__ __forceinline__ float GeluTanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-}
-
 __global__ void GegluKernel(GegluParams p) {
   PdlWait();
   PdlLaunchDependents();
@@ -32,7 +27,7 @@ __global__ void GegluKernel(GegluParams p) {
     LoadBf16x8(p.gate + r * p.gate_stride + c, g);
     LoadBf16x8(p.up + r * p.up_stride + c, u);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) g[k] = Bf16Round(GeluTanh(g[k])) * u[k];
+    for (int k = 0; k < 8; ++k) g[k] = GegluProduct(g[k], u[k]);
     StoreBf16x8(p.out + r * p.out_stride + c, g);
   }
 }

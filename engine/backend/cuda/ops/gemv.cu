@@ -213,6 +213,19 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 // timing. Measured on the H200 (bench/RESULTS.md, session 7): a decode step's 193 products and the head back to
 // back, m = 1, 6.15 ms against 7.24 ms on the mma kernel; the engine's decode step at 32K, with the size rule of
 // LaunchGemv, 8.48 / 8.55 ms against 9.00 / 9.04 ms (two alternating rounds in one run).
+//
+// Note [GeGLU in the product]
+// A decode step's MLP took three launches: gate|up, the GeGLU of its two halves, down. The GeGLU launch costs
+// more than its work: a few microseconds of start-up and drain for 15,360 values. Here the gate|up product's unit
+// pairs gate row t with up row t (b's rows t and F + t) instead of two neighbouring rows, so the warp that ends
+// tile t holds both sums of every token and writes the hidden value itself, rounded as the GeGLU kernel rounds
+// (each sum to bf16 first, then GegluProduct): no second launch, no extra traffic. The values are not always
+// the plain product's bits: where a warp's run of units ends inside a tile, that tile's two fp32 sums are split
+// between warps at another k than the same rows are in the plain layout, so a sum can round to the neighbouring
+// bf16 value (1-3 of 15,360 hidden values at the 12B shape). Session 12 folded the GeGLU into the end of the
+// product the other way, keeping the two halves in separate tiles, so each pair's second tile had to find the
+// first through a fence and an atomic; that cost more than the launch.
+
 constexpr int kRowsPerUnit = 2;
 constexpr int kUnitK = 256;  // 32 lanes x 8 elements
 constexpr int kRowWarps = 8;
@@ -236,12 +249,16 @@ __device__ __forceinline__ float Dot8(const U32x4& w, const U32x4& x, float acc)
 int64_t RowTiles(const GemmParams& p) { return (p.n + kRowsPerUnit - 1) / kRowsPerUnit; }
 int64_t RowUnits(const GemmParams& p) { return RowTiles(p) * (p.k / kUnitK); }
 
+// What a row-streaming product writes: its sums, or the GeGLU of each pair (Note [GeGLU in the product]).
+enum RowEpilogue { kPlainRows, kGegluRows };
+
 struct RowStreamArgs {
   int64_t lda, ldb, ldc;
   int units_per_tile, total_units;  // RowStreamApplies keeps the count of units below 2^31
   int* counters;  // [tiles], zero between launches
   float* parts;   // [2 * warps, kM * kRowsPerUnit]
   int prefetch_units;  // launched early (dependent launch): units of weights sent to L2 before the wait
+  int64_t pair_rows = 0;  // kGegluRows: tile t is rows t (gate) and pair_rows + t (up) of b
 };
 
 // Units each warp of an early row-streaming product sends to L2 before it waits (AVSERVE_PREFETCH_UNITS, to measure).
@@ -253,7 +270,14 @@ int PrefetchUnits() {
   return units;
 }
 
-template <int kM, int kU>
+// Row j of b in tile `tile` (a row past n reads the last one, unused).
+template <int kEpi>
+__device__ __forceinline__ const bf16* TileRow(const GemmParams& p, const RowStreamArgs& r, int tile, int j) {
+  const int64_t row = kEpi == kGegluRows ? tile + j * r.pair_rows : min(int64_t{tile} * kRowsPerUnit + j, p.n - 1);
+  return p.b + row * r.ldb;
+}
+
+template <int kM, int kU, int kEpi>
 __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKernel(GemmParams p, RowStreamArgs r) {
   constexpr int kOut = kM * kRowsPerUnit;  // sums per unit: (token, row)
   const int lane = threadIdx.x % 32;
@@ -268,7 +292,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
     const int64_t k0 = int64_t{u_begin - tile * ut} * kUnitK + 8 * lane;
 #pragma unroll
     for (int j = 0; j < kRowsPerUnit; ++j) {
-      const bf16* w = p.b + min(int64_t{tile} * kRowsPerUnit + j, p.n - 1) * r.ldb + k0;
+      const bf16* w = TileRow<kEpi>(p, r, tile, j) + k0;
       for (int u = 0; u < units; ++u) PrefetchL2(w + u * kUnitK);
     }
   }
@@ -280,9 +304,7 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
     const int64_t row0 = int64_t{tile} * kRowsPerUnit;
     const bf16* w_row[kRowsPerUnit];
 #pragma unroll
-    for (int j = 0; j < kRowsPerUnit; ++j) {
-      w_row[j] = p.b + min(row0 + j, p.n - 1) * r.ldb + 8 * lane;  // a row past n reads the last one, unused
-    }
+    for (int j = 0; j < kRowsPerUnit; ++j) w_row[j] = TileRow<kEpi>(p, r, tile, j) + 8 * lane;
     float acc[kM][kRowsPerUnit] = {};
     // Batches of kU units; the last batch of a run loads only the units that are in it.
     const int k_end = (seg_end - tile * ut) * kUnitK;
@@ -337,7 +359,15 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
       }
     }
     const int64_t row = row0 + lane % kRowsPerUnit, token = lane / kRowsPerUnit;
-    if (write && lane < kOut && row < p.n) {
+    if constexpr (kEpi == kGegluRows) {
+      if (write) {  // lane 2i holds token i's gate sum, lane 2i + 1 its up sum
+        const float up = __shfl_down_sync(0xffffffffu, mine, 1);
+        if (lane < kOut && lane % 2 == 0) {
+          static_cast<bf16*>(p.c)[token * r.ldc + tile] =
+              __float2bfloat16(GegluProduct(Bf16Round(mine), Bf16Round(up)));
+        }
+      }
+    } else if (write && lane < kOut && row < p.n) {
       if (p.bias != nullptr) mine += __bfloat162float(p.bias[row]);
       if (p.c_fp32) {
         static_cast<float*>(p.c)[token * r.ldc + row] = mine;
@@ -368,9 +398,9 @@ RowStreamScratch ScratchFor(cudaStream_t stream) {
   });
 }
 
-template <int kM, int kU>
-void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
-  RowStreamArgs r;
+// `r` brings the epilogue's fields; the rest is filled here.
+template <int kM, int kU, int kEpi>
+void LaunchRowStream(const GemmParams& p, RowStreamArgs r, cudaStream_t stream) {
   r.lda = p.lda != 0 ? p.lda : p.k, r.ldb = p.ldb != 0 ? p.ldb : p.k, r.ldc = p.ldc != 0 ? p.ldc : p.n;
   r.units_per_tile = static_cast<int>(p.k / kUnitK);
   r.total_units = static_cast<int>(RowUnits(p));
@@ -380,14 +410,31 @@ void LaunchRowStream(const GemmParams& p, cudaStream_t stream) {
   r.prefetch_units = early ? PrefetchUnits() : 0;
   // Every warp gets at least one unit (the tile bookkeeping counts on it).
   const int64_t blocks = std::min<int64_t>(int64_t{NumSms()} * kRowCtasPerSm<kM>, r.total_units / kRowWarps);
-  LaunchPdlWhen(early, RowStreamKernel<kM, kU>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
+  LaunchPdlWhen(early, RowStreamKernel<kM, kU, kEpi>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
                 stream, p, r);
+}
+
+template <int kEpi>
+void LaunchRowStreamFor(const GemmParams& p, const RowStreamArgs& r, cudaStream_t stream) {
+  switch (p.m) {
+    case 1: return LaunchRowStream<1, 4, kEpi>(p, r, stream);
+    case 2: return LaunchRowStream<2, 3, kEpi>(p, r, stream);
+    case 3: return LaunchRowStream<3, 2, kEpi>(p, r, stream);
+    default: return LaunchRowStream<4, 2, kEpi>(p, r, stream);
+  }
 }
 
 bool RowStreamApplies(const GemmParams& p) {
   const int64_t units = RowUnits(p);
   return p.m <= kRowStreamMaxRows && p.k % kUnitK == 0 && RowTiles(p) <= kRowStreamMaxTiles && units >= kRowWarps &&
          units < (int64_t{1} << 31);
+}
+
+// Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units a
+// warp); on the 31-67 MB ones (7-15 units) the mma kernel's whole tiles per warp were faster.
+bool RowStreamPays(const GemmParams& p) {
+  const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
+  return RowUnits(p) >= kMinRowStreamUnitsPerWarp * warps;
 }
 
 // AVSERVE_GEMV=mma or =rows picks that kernel wherever it applies instead of choosing by size (to measure).
@@ -420,19 +467,9 @@ bool GemvApplies(const GemmParams& p) {
 void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
   AVSERVE_CHECK(GemvApplies(p), "Gemv: unsupported shape");
   if (kernel == GemvKernel::kAuto) kernel = KernelFromEnv();
-  if (kernel == GemvKernel::kAuto) {
-    // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units
-    // a warp); on the 31-67 MB ones (7-15 units) the mma kernel's whole tiles per warp were faster.
-    const int64_t warps = int64_t{NumSms()} * kRowCtasPerSm<1> * kRowWarps;
-    kernel = RowUnits(p) >= kMinRowStreamUnitsPerWarp * warps ? GemvKernel::kRows : GemvKernel::kMma;
-  }
+  if (kernel == GemvKernel::kAuto) kernel = RowStreamPays(p) ? GemvKernel::kRows : GemvKernel::kMma;
   if (kernel == GemvKernel::kRows && RowStreamApplies(p)) {
-    switch (p.m) {
-      case 1: return LaunchRowStream<1, 4>(p, stream);
-      case 2: return LaunchRowStream<2, 3>(p, stream);
-      case 3: return LaunchRowStream<3, 2>(p, stream);
-      default: return LaunchRowStream<4, 2>(p, stream);
-    }
+    return LaunchRowStreamFor<kPlainRows>(p, RowStreamArgs{}, stream);
   }
   // Two accumulator sets for 1-4 tokens (H200, gemv_bench: a step's products on this kernel 7.17 against
   // 7.23 ms at one token) and one beyond (6.87 against 7.10 ms at 8 tokens; two spill at 9-16).
@@ -440,6 +477,22 @@ void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel) {
   if (p.m <= kTwoAccsMaxRows && MmaAccsFromEnv() == 2) return LaunchSplit<1, 2>(p, stream);
   if (p.m <= 8) return LaunchSplit<1, 1>(p, stream);
   LaunchSplit<2, 1>(p, stream);
+}
+
+// Taken only for products that would stream rows anyway (and not while AVSERVE_GEMV=mma says otherwise), so
+// fusing never changes which kernel reads the weights.
+bool GemvGegluApplies(const GemmParams& p) {
+  return GemvApplies(p) && RowStreamApplies(p) && RowStreamPays(p) && KernelFromEnv() != GemvKernel::kMma &&
+         p.n % 2 == 0 && p.bias == nullptr && !p.c_fp32;
+}
+
+void LaunchGemvGeglu(const GemmParams& p, cudaStream_t stream) {
+  AVSERVE_CHECK(GemvGegluApplies(p), "GemvGeglu: unsupported shape");
+  GemmParams q = p;
+  if (q.ldc == 0) q.ldc = p.n / 2;
+  RowStreamArgs r;
+  r.pair_rows = p.n / 2;
+  LaunchRowStreamFor<kGegluRows>(q, r, stream);
 }
 
 }  // namespace avserve::engine::cuda

@@ -19,4 +19,12 @@ bool GemvApplies(const GemmParams& p);
 enum class GemvKernel { kAuto, kMma, kRows };
 void LaunchGemv(const GemmParams& p, cudaStream_t stream, GemvKernel kernel = GemvKernel::kAuto);
 
+// The MLP's hidden rows straight from its gate|up product (decode, 1-4 tokens; Note [GeGLU in the product] in
+// gemv.cu): b [n, k] is the gate rows, then the up rows (n = 2F), and c [m, F] (row stride ldc, default F) gets
+//   c = bf16(bf16(gelu_tanh(bf16(a · gateᵀ))) · bf16(a · upᵀ)),
+// the rounding points of LaunchGemv followed by LaunchGeglu (a few values in 10^4 differ by a bf16 step: the
+// note says why). Applies where LaunchGemv would stream rows.
+bool GemvGegluApplies(const GemmParams& p);
+void LaunchGemvGeglu(const GemmParams& p, cudaStream_t stream);
+
 }  // namespace avserve::engine::cuda
