@@ -35,9 +35,12 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kD = 256;
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 constexpr int kMaxKeys = 1024;
+// 16 warps: the launch is bound by its chain of dependent steps more than by issue, but twice session 11's 8 warps
+// still took it from 11.4 to 11.2 us (ncu) and decode at 32K from 7.419 / 7.434 to 7.381 / 7.421 ms (session 13).
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kParts = kThreads / (kD / 2);  // thread groups that split P·V's keys
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kSplits, int kGroup>
@@ -48,6 +51,7 @@ struct SlidingSmem {
   bf16 q_normed[kGroup][kD];
   float s[kGroup][kSlice];  // scores, then P
   float o[kGroup][kD];      // this slice's unnormalised O (read by the whole cluster)
+  float o_part[kParts - 1][kGroup][kD];  // P·V of key groups 1.. before they are added to group 0's
   float m[kGroup], l[kGroup];
   RopeTable<kD> rope;
 };
@@ -178,12 +182,12 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
   }
   __syncthreads();
 
-  // 3. P·V: thread t owns dims 2(t % 128), +1 over keys of parity t / 128; the two halves meet in sm.o.
+  // 3. P·V: thread t owns dims 2(t % 128), +1 over keys kk ≡ t / 128 (mod kParts); the parts are added in order.
   {
-    const int d = 2 * (threadIdx.x % (kD / 2)), half = threadIdx.x / (kD / 2);
+    const int d = 2 * (threadIdx.x % (kD / 2)), part = threadIdx.x / (kD / 2);
     float acc[kGroup][2] = {};
 #pragma unroll 8
-    for (int kk = half; kk < n; kk += 2) {
+    for (int kk = part; kk < n; kk += kParts) {
       const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&sm.v[kk][d]));
 #pragma unroll
       for (int h = 0; h < kGroup; ++h) {
@@ -191,14 +195,20 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
         acc[h][1] += sm.s[h][kk] * v.y;
       }
     }
-    if (half == 1) {
-      for (int h = 0; h < kGroup; ++h) *reinterpret_cast<float2*>(&sm.o[h][d]) = make_float2(acc[h][0], acc[h][1]);
+    if (part > 0) {
+      for (int h = 0; h < kGroup; ++h) {
+        *reinterpret_cast<float2*>(&sm.o_part[part - 1][h][d]) = make_float2(acc[h][0], acc[h][1]);
+      }
     }
     __syncthreads();
-    if (half == 0) {
+    if (part == 0) {
       for (int h = 0; h < kGroup; ++h) {
-        float2& o = *reinterpret_cast<float2*>(&sm.o[h][d]);
-        o = make_float2(acc[h][0] + o.x, acc[h][1] + o.y);
+        float2 o = make_float2(acc[h][0], acc[h][1]);
+        for (int q = 0; q < kParts - 1; ++q) {
+          const float2 other = *reinterpret_cast<const float2*>(&sm.o_part[q][h][d]);
+          o = make_float2(o.x + other.x, o.y + other.y);
+        }
+        *reinterpret_cast<float2*>(&sm.o[h][d]) = o;
       }
     }
   }
