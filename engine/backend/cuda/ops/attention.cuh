@@ -3,8 +3,8 @@
 // KV cache addressed by absolute position (slot = position % kv_capacity, so one kernel serves the sliding
 // ring and the linear full-layer cache). The same kernel does prefill (one KV split) and split-KV decode
 // (several splits, merged by a second kernel). On Hopper, a prefill of head_dim 256 (the sliding layers) runs on a
-// warpgroup (wgmma) kernel with the same masks and rounding points (attention.cu, Note [Prefill attention on
-// warpgroups]).
+// warpgroup (wgmma) kernel with the same masks and rounding points (attention_wgmma.cu, Note [Prefill attention
+// on warpgroups]).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -1,6 +1,6 @@
-// The online-softmax step that the tensor-core attention kernels share (attention.cu, decode_mma.cu), on the
-// mma.m16n8k16 accumulator layout: a thread holds rows g and g + 8 of its warp's 16 (element e of an n8 tile is
-// row e / 2), and the four threads of a quad hold the rest of those rows. Rounding contract of attention.cuh:
+// The online-softmax step that the tensor-core attention kernels share (attention.cu, attention_wgmma.cu,
+// decode_mma.cu), on the mma.m16n8k16 accumulator layout: a thread holds rows g and g + 8 of its warp's 16
+// (element e of an n8 tile is row e / 2), and the four threads of a quad hold the rest of those rows. Rounding contract of attention.cuh:
 // fp32 scores and statistics, P rounded to bf16 against the running max, the denominator summing the unrounded
 // values. Included by .cu files only.
 #pragma once
