@@ -111,11 +111,8 @@ __global__ void __launch_bounds__(Tr::kThreads) AttentionKernel(AttentionParams 
 
   const ThreadRows mine = RowsOfThread(p, row0, warp, g, group);
   const bool warp_active = row0 + warp * 16 < total_rows;
-  float o_acc[Tr::kDv / 8][4];
-#pragma unroll
-  for (int j = 0; j < Tr::kDv / 8; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.f;
-  float row_max[2] = {-FLT_MAX, -FLT_MAX};
-  float row_sum[2] = {0.f, 0.f};
+  float o_acc[Tr::kDv / 8][4], row_max[2], row_sum[2];
+  StartOnlineRows(o_acc, row_max, row_sum);
   const float scale_log2 = p.scale * kLog2e;
 
   // S = Q·Kᵀ of this warp's 16 rows and the tile's keys.

@@ -18,9 +18,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Note [Prefill attention on warpgroups]
 // The sliding layers' prefill (head_dim 256, one KV split) on Hopper's warpgroup instructions. The mma.sync
 // kernel of attention.cu reached ~127 TFLOP/s there: with 8 warps and 245 registers a thread, an SM holds two
-// warps per scheduler, each warp re-reads whole K and V tiles through ldmatrix for its own 16 rows, and the ~2,100
-// instructions a warp issues per tile wait on each other (ncu, session 12). Here the same CTA (128 rows = (query position, head)
-// pairs of one KV head, Note [Attention tiling] in attention.cu) is two warpgroups of 64 rows:
+// warps per scheduler, each warp re-reads whole K and V tiles through ldmatrix for its own 16 rows, and the
+// ~2,100 instructions a warp issues per tile wait on each other (ncu, session 12). Here the same CTA (128 rows =
+// (query position, head) pairs of one KV head, Note [Attention tiling] in attention.cu) is two warpgroups of 64
+// rows:
 // - S = Q·Kᵀ: 16 wgmma m64n64k16 per tile, Q and K read by the tensor cores from shared memory;
 // - P stays in registers: the m64n64 accumulator of a warp is the mma.m16n8k16 layout, so the online softmax,
 //   masks and rounding points are those of the mma.sync kernel (OnlineSoftmaxTile), and its bf16 P fragments are
@@ -131,11 +132,8 @@ __global__ void __launch_bounds__(WgmmaTraits::kThreads, 1)
   set_key_blocks(0);
 
   const ThreadRows mine = RowsOfThread(p, row0, warp, g, group);
-  float o_acc[Tr::kHeadDim / 8][4];
-#pragma unroll
-  for (int j = 0; j < Tr::kHeadDim / 8; ++j) o_acc[j][0] = o_acc[j][1] = o_acc[j][2] = o_acc[j][3] = 0.f;
-  float row_max[2] = {-FLT_MAX, -FLT_MAX};
-  float row_sum[2] = {0.f, 0.f};
+  float o_acc[Tr::kHeadDim / 8][4], row_max[2], row_sum[2];
+  StartOnlineRows(o_acc, row_max, row_sum);
   const float scale_log2 = p.scale * kLog2e;
   const unsigned char* q_wg = q_s + wg * (Tr::kQBytes / 2);
   float s[Tr::kBlockN / 8][4];

@@ -1,8 +1,8 @@
 // The online-softmax step that the tensor-core attention kernels share (attention.cu, attention_wgmma.cu,
 // decode_mma.cu), on the mma.m16n8k16 accumulator layout: a thread holds rows g and g + 8 of its warp's 16
-// (element e of an n8 tile is row e / 2), and the four threads of a quad hold the rest of those rows. Rounding contract of attention.cuh:
-// fp32 scores and statistics, P rounded to bf16 against the running max, the denominator summing the unrounded
-// values. Included by .cu files only.
+// (element e of an n8 tile is row e / 2), and the four threads of a quad hold the rest of those rows. Rounding
+// contract of attention.cuh: fp32 scores and statistics, P rounded to bf16 against the running max, the
+// denominator summing the unrounded values. Included by .cu files only.
 #pragma once
 
 #include <cfloat>
@@ -19,6 +19,16 @@ __device__ __forceinline__ float Exp2Ftz(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// A row tile's state before its first key tile: the O accumulators (kN8 n8 tiles) zero, and both rows' running
+// max and sum empty.
+template <int kN8>
+__device__ __forceinline__ void StartOnlineRows(float (&o)[kN8][4], float (&row_max)[2], float (&row_sum)[2]) {
+#pragma unroll
+  for (int j = 0; j < kN8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  row_max[0] = row_max[1] = -FLT_MAX;
+  row_sum[0] = row_sum[1] = 0.f;
 }
 
 // Given the masked scores s of a tile (kN8 n8 tiles): updates the running max and sum of both rows, returns
