@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,14 @@ struct PromptChunk {
   std::vector<float> audio_frames;        // [num_audio, 640] 16 kHz mono samples
   size_t size() const { return ids.size(); }
 };
+
+// A chunk of text tokens only (a question, a chat turn).
+inline PromptChunk TextChunk(std::vector<int32_t> ids) {
+  PromptChunk chunk;
+  chunk.types.assign(ids.size(), TokenType::kText);
+  chunk.ids = std::move(ids);
+  return chunk;
+}
 
 // Ids and sizes read from the checkpoint's config.json / generation_config.json (never hard-coded:
 // small test checkpoints remap them).

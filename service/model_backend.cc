@@ -47,13 +47,6 @@ pipeline::Layout ToLayout(PromptLayout layout) {
   return layout == PromptLayout::kReference ? pipeline::Layout::kReference : pipeline::Layout::kInterleaved;
 }
 
-engine::PromptChunk TextChunk(const std::vector<int32_t>& ids) {
-  engine::PromptChunk chunk;
-  chunk.ids = ids;
-  chunk.types.assign(ids.size(), engine::TokenType::kText);
-  return chunk;
-}
-
 // Room every sequence keeps after the media for a question and its answer.
 constexpr int64_t kQuestionReserveTokens = 2048;
 // Questions of one request decoded in lockstep, one batched model step per token.
@@ -147,7 +140,7 @@ absl::StatusOr<std::unique_ptr<engine::Sequence>> ModelBackend::PrefillMedia(
   }
   ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(
                                  std::min(engine_->info().max_context, total + kQuestionReserveTokens + 8192)));
-  RETURN_IF_ERROR(seq->Prefill(TextChunk(prefix_ids), &cancel));
+  RETURN_IF_ERROR(seq->Prefill(engine::TextChunk(prefix_ids), &cancel));
   int64_t next_index = 0;
   // Runs on a TBB worker: the reader is used there only. The window's segments keep their media
   // indices; they are renumbered from 0 (Note [Chunk timestamps] in summarizer.h).
@@ -296,7 +289,7 @@ absl::StatusOr<QuestionOutcome> ModelBackend::Complete(const std::string& prompt
     return absl::OutOfRangeError("the summary notes do not fit the context; use a longer chunk_us");
   }
   ASSIGN_OR_RETURN(auto seq, engine_->NewSequence(need));
-  RETURN_IF_ERROR(seq->Prefill(TextChunk(ids), &cancel));
+  RETURN_IF_ERROR(seq->Prefill(engine::TextChunk(ids), &cancel));
   ASSIGN_OR_RETURN(std::vector<QuestionOutcome> out, Generate({seq.get()}, 0, sampling, false, observer, cancel));
   out[0].prompt_tokens = static_cast<int64_t>(ids.size());
   return std::move(out[0]);

@@ -19,9 +19,7 @@ absl::StatusOr<QuestionGroup> FormQuestionGroup(size_t first, size_t end, size_t
     if (!seq.ok()) return seq.status();
     absl::StatusOr<std::vector<int32_t>> ids = suffix(q);
     if (!ids.ok()) return ids.status();
-    engine::PromptChunk chunk;
-    chunk.ids = *std::move(ids);
-    chunk.types.assign(chunk.ids.size(), engine::TokenType::kText);
+    const engine::PromptChunk chunk = engine::TextChunk(*std::move(ids));
     const absl::Status prefilled = (*seq)->Prefill(chunk, &cancel);
     if (absl::IsResourceExhausted(prefilled) && can_stop) break;
     if (!prefilled.ok()) return prefilled;

@@ -67,6 +67,13 @@ std::vector<int> Questions(const QuestionGroup& group) {
   return out;
 }
 
+// The questions of the group that r forms from [first, end), at most max_size; none if it failed.
+std::vector<int> GroupOf(Request& r, size_t first, size_t end, size_t max_size) {
+  auto group = r.Group(first, end, max_size);
+  EXPECT_TRUE(group.ok()) << group.status();
+  return group.ok() ? Questions(*group) : std::vector<int>{};
+}
+
 TEST(QuestionGroupTest, HoldsUpToMaxSizeQuestionsEachPrefilledWithItsSuffix) {
   Request r;
   auto group = r.Group(0, 5, 3);
@@ -74,29 +81,22 @@ TEST(QuestionGroupTest, HoldsUpToMaxSizeQuestionsEachPrefilledWithItsSuffix) {
   EXPECT_EQ(Questions(*group), (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(group->suffix_tokens, (std::vector<int64_t>{1, 2, 3}));
   EXPECT_EQ(r.prefilled, (std::vector<std::pair<size_t, int64_t>>{{0, 1}, {1, 2}, {2, 3}}));
-  auto rest = r.Group(3, 5, 3);
-  ASSERT_TRUE(rest.ok()) << rest.status();
-  EXPECT_EQ(Questions(*rest), (std::vector<int>{3, 4}));
+  EXPECT_EQ(GroupOf(r, 3, 5, 3), (std::vector<int>{3, 4}));
 }
 
 TEST(QuestionGroupTest, AQuestionWhosePrefillRunsOutOfMemoryStartsTheNextGroup) {
   Request r;
   r.prefill_fails[2] = absl::ResourceExhaustedError("no room to grow the fork's rings");
-  auto group = r.Group(0, 4, 8);
-  ASSERT_TRUE(group.ok()) << group.status();
-  EXPECT_EQ(Questions(*group), (std::vector<int>{0, 1}));
+  EXPECT_EQ(GroupOf(r, 0, 4, 8), (std::vector<int>{0, 1}));
   EXPECT_EQ(r.prefilled.size(), 2u);  // no progress reported for the question that did not fit
-  auto next = r.Group(2, 4, 8);       // the next group, once the first has answered and freed its forks
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(Questions(*next), (std::vector<int>{2, 3}));
+  // The next group, once the first has answered and freed its forks.
+  EXPECT_EQ(GroupOf(r, 2, 4, 8), (std::vector<int>{2, 3}));
 }
 
 TEST(QuestionGroupTest, AFailedForkEndsTheGroup) {
   Request r;
   r.fork_fails[1] = absl::ResourceExhaustedError("no room for another fork");
-  auto group = r.Group(0, 3, 8);
-  ASSERT_TRUE(group.ok()) << group.status();
-  EXPECT_EQ(Questions(*group), (std::vector<int>{0}));
+  EXPECT_EQ(GroupOf(r, 0, 3, 8), (std::vector<int>{0}));
 }
 
 TEST(QuestionGroupTest, TheFirstQuestionOfAGroupNotFittingIsAnError) {
