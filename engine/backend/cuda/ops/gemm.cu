@@ -35,17 +35,17 @@ UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld, cudaDataType_t
 struct AlgoKey {
   const void* handle;
   int64_t m, n, k, lda, ldb, ldc;
-  bool b_kn, c_fp32, bias;
+  bool b_kn, c_fp32, bias, timed;
   bool operator==(const AlgoKey& o) const {
     return handle == o.handle && m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
-           b_kn == o.b_kn && c_fp32 == o.c_fp32 && bias == o.bias;
+           b_kn == o.b_kn && c_fp32 == o.c_fp32 && bias == o.bias && timed == o.timed;
   }
 };
 struct AlgoKeyHash {
   size_t operator()(const AlgoKey& key) const {
     size_t h = std::hash<const void*>()(key.handle);
     for (int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc}) h = h * 1000003u ^ std::hash<int64_t>()(v);
-    return h * 31u + (key.b_kn ? 1u : 0u) + (key.c_fp32 ? 2u : 0u) + (key.bias ? 4u : 0u);
+    return h * 31u + (key.b_kn ? 1u : 0u) + (key.c_fp32 ? 2u : 0u) + (key.bias ? 4u : 0u) + (key.timed ? 8u : 0u);
   }
 };
 struct CachedAlgo {
@@ -167,7 +167,8 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
   UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc, p.c_fp32 ? CUDA_R_32F : CUDA_R_16BF);  // cᵀ, n x m
   const uint64_t ws = handle.workspace_bytes();
   const LtCall call{&handle, desc.get(), layout_w.get(), layout_x.get(), layout_c.get(), &p, ws, stream};
-  const AlgoKey key{handle.get(), p.m, p.n, p.k, lda, ldb, ldc, p.b_kn, p.c_fp32, p.bias != nullptr};
+  const bool tune = ShouldTune(p, stream);
+  const AlgoKey key{handle.get(), p.m, p.n, p.k, lda, ldb, ldc, p.b_kn, p.c_fp32, p.bias != nullptr, tune};
   CachedAlgo chosen;
   {
     std::lock_guard<std::mutex> lock(algo_mutex);
@@ -180,7 +181,6 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
       UniquePreference pref(pref_raw);
       AVSERVE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                 &ws, sizeof(ws)));
-      const bool tune = ShouldTune(p, stream);
       cublasLtMatmulHeuristicResult_t candidates[kTuneCandidates] = {};
       int found = 0;
       const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle.get(), desc.get(), layout_w.get(),
