@@ -281,7 +281,6 @@ GemmParams ProductParams(const Tensor& x, const Tensor& w, const Tensor* bias, c
   p.lda = RowStride(x);
   p.ldb = RowStride(w);
   p.ldc = RowStride(y);
-  p.tune = true;  // weights: the shape recurs every layer (Note [Timed algorithms] in gemm.cu)
   return p;
 }
 }  // namespace

@@ -22,7 +22,6 @@ struct GemmParams {
   const __nv_bfloat16* bias = nullptr;  // [n] or nullptr (fused epilogue)
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;    // 0 means dense (k, k, n)
-  bool tune = false;                    // a weight product whose shape recurs (Note [Timed algorithms] in gemm.cu)
 };
 
 // Runs on `stream`; returns an error only when cuBLASLt finds no algorithm for the shape.
