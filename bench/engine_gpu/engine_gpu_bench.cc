@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bench/engine_gpu/gemma4_shape.h"
+#include "bench/engine_gpu/l2_read.h"
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/ops/attention.cuh"
 #include "engine/backend/cuda/ops/gemm.cuh"
@@ -161,6 +162,13 @@ int Main(int argc, char** argv) {
     Report("attention full d512 g16, 8K q @32K, GEMM", AttentionTflops(s, cublas, true, 8192, 32768, true), "TFLOP/s",
            "useful FLOPs; used for full-layer prefill");
     Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, cublas, false, 8192, 32768), "TFLOP/s");
+    // What a full layer's flash kernel would stream K/V against: 16 MB (256 key tiles of 64 KB) read from L2.
+    for (int per_sm : {1, 2}) {
+      Report("ceiling: L2 read, 16 MB, same order, " + std::to_string(per_sm) + " CTA/SM",
+             L2ReadTbps(s, size_t{16} << 20, per_sm, 4, true), "TB/s", "every CTA reads the same rows (one KV head)");
+      Report("ceiling: L2 read, 16 MB, own offsets, " + std::to_string(per_sm) + " CTA/SM",
+             L2ReadTbps(s, size_t{16} << 20, per_sm, 4, false), "TB/s");
+    }
   }
   if (kernels_only) return 0;
 
