@@ -77,10 +77,12 @@ double GemmTflops(const CublasHandle& cublas, cudaStream_t stream, int64_t m, in
 }
 
 // Attention kernel alone: `q_len` queries ending at `kv_end` over a full (head_dim 512, 1 KV head) or sliding
-// (256, 8 KV heads, window 1024) layer. Returns useful TFLOP/s (visible query-key pairs only).
+// (256, 8 KV heads, window 1024) layer. Returns useful TFLOP/s (visible query-key pairs only). half_full: a full
+// layer's causal shape (one KV head, 16 heads, no window) at head_dim 256, which the warpgroup kernel takes: what
+// one half of head_dim costs that kernel's layout (each CTA of a pair that split head_dim 512 would do this work).
 double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, bool full, int q_len, int kv_end,
-                       bool gemm_path = false) {
-  const int d = full ? 512 : 256, kvh = full ? 1 : 8, heads = 16, window = full ? 0 : 1024;
+                       bool gemm_path = false, bool half_full = false) {
+  const int d = full && !half_full ? 512 : 256, kvh = full ? 1 : 8, heads = 16, window = full ? 0 : 1024;
   const int capacity = full ? kv_end : (q_len + 1024 + 63) / 64 * 64;
   auto q = *DeviceBuffer<bf16>::Create(static_cast<size_t>(q_len) * heads * d);
   auto k = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d), v = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d);
@@ -94,7 +96,9 @@ double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, bool ful
   p.k_head_stride = p.v_head_stride = d, p.o_token_stride = heads * d, p.o_head_stride = d;
   p.q_len = q_len, p.q_pos0 = kv_end - q_len, p.kv_end = kv_end, p.kv_begin = std::max(0, kv_end - capacity);
   p.kv_capacity = capacity, p.num_heads = heads, p.num_kv_heads = kvh, p.head_dim = d, p.window = window;
-  auto ws = *DeviceBuffer<unsigned char>::Create(size_t{1} << 30);
+  // The GEMM path's workspace as the backend sizes it: scores and probabilities of up to 512 query positions.
+  const size_t per_position = size_t{6} * heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
+  auto ws = *DeviceBuffer<unsigned char>::Create(per_position * std::min(q_len, 512));
   const double ms = TimeMs(stream, 5, [&] {
     if (gemm_path) {
       AVSERVE_CHECK(engine::cuda::LaunchGemmAttention(cublas, p, ws.get(), ws.bytes(), stream).ok());
@@ -162,6 +166,8 @@ int Main(int argc, char** argv) {
     Report("attention full d512 g16, 8K q @32K, GEMM", AttentionTflops(s, cublas, true, 8192, 32768, true), "TFLOP/s",
            "useful FLOPs; used for full-layer prefill");
     Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, cublas, false, 8192, 32768), "TFLOP/s");
+    Report("attention causal d256 g16, 8K q @32K", AttentionTflops(s, cublas, true, 8192, 32768, false, true),
+           "TFLOP/s", "a full layer's shape at half its head_dim (warpgroup kernel)");
     // What a full layer's flash kernel would stream K/V against: 16 MB (256 key tiles of 64 KB) read from L2.
     for (int per_sm : {1, 2}) {
       Report("ceiling: L2 read, 16 MB, same order, " + std::to_string(per_sm) + " CTA/SM",
