@@ -96,9 +96,9 @@ double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, bool ful
   p.k_head_stride = p.v_head_stride = d, p.o_token_stride = heads * d, p.o_head_stride = d;
   p.q_len = q_len, p.q_pos0 = kv_end - q_len, p.kv_end = kv_end, p.kv_begin = std::max(0, kv_end - capacity);
   p.kv_capacity = capacity, p.num_heads = heads, p.num_kv_heads = kvh, p.head_dim = d, p.window = window;
-  // The GEMM path's workspace as the backend sizes it: scores and probabilities of up to 512 query positions.
-  const size_t per_position = size_t{6} * heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
-  auto ws = *DeviceBuffer<unsigned char>::Create(per_position * std::min(q_len, 512));
+  // The GEMM path's workspace as the backend sizes it.
+  const size_t positions = std::min(q_len, engine::cuda::kGemmAttentionPositions);
+  auto ws = *DeviceBuffer<unsigned char>::Create(engine::cuda::GemmAttentionBytesPerPosition(p) * positions);
   const double ms = TimeMs(stream, 5, [&] {
     if (gemm_path) {
       AVSERVE_CHECK(engine::cuda::LaunchGemmAttention(cublas, p, ws.get(), ws.bytes(), stream).ok());

@@ -47,6 +47,7 @@ double L2ReadTbps(cudaStream_t stream, size_t bytes, int ctas_per_sm, int passes
   for (int rep = 0; rep < 4; ++rep) {  // the first run fills L2; the best of the rest
     AVSERVE_CUDA_CHECK(cudaEventRecord(start.get(), stream));
     L2ReadKernel<<<ctas, kThreads, 0, stream>>>(buf.get(), vectors, passes, same_order, sink.get());
+    AVSERVE_CUDA_CHECK_LAUNCH();
     AVSERVE_CUDA_CHECK(cudaEventRecord(stop.get(), stream));
     AVSERVE_CUDA_CHECK(cudaEventSynchronize(stop.get()));
     float ms = 0.f;

@@ -527,9 +527,8 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   }
   // Prefill of a full layer (one KV head): two cuBLASLt GEMMs around a masked softmax (gemm_attention.cuh).
   if (GemmAttentionApplies(p) && int64_t{p.q_len} * p.num_heads >= 1024) {
-    // fp32 scores + bf16 probabilities of up to 512 query positions at a time (fewer when memory is short).
-    const size_t per_position = size_t{6} * p.num_heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
-    auto ws = AttentionWorkspace(per_position * std::min(p.q_len, 512), per_position);
+    const size_t per_position = GemmAttentionBytesPerPosition(p);
+    auto ws = AttentionWorkspace(per_position * std::min(p.q_len, kGemmAttentionPositions), per_position);
     const absl::Status st = LaunchGemmAttention(cublas_, p, ws->data(), ws->bytes(), stream());
     AVSERVE_CHECK(st.ok(), "Attention: GEMM path failed");
     return;

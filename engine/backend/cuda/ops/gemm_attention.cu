@@ -99,6 +99,10 @@ bool GemmAttentionApplies(const AttentionParams& p) {
          p.k_slot_stride == p.head_dim && p.v_slot_stride == p.head_dim;
 }
 
+size_t GemmAttentionBytesPerPosition(const AttentionParams& p) {
+  return size_t{6} * p.num_heads * static_cast<size_t>(p.kv_end - p.kv_begin + 8);
+}
+
 absl::Status LaunchGemmAttention(const CublasHandle& cublas, const AttentionParams& p, void* workspace,
                                  size_t workspace_bytes, cudaStream_t stream) {
   AVSERVE_CHECK(GemmAttentionApplies(p), "GemmAttention: unsupported layout");

@@ -19,6 +19,11 @@ namespace avserve::engine::cuda {
 
 // Whether the GEMM path applies: one KV head, linear cache (no wrap), contiguous q and out, no window.
 bool GemmAttentionApplies(const AttentionParams& p);
+// Workspace bytes per query position: fp32 scores and bf16 probabilities of its heads over the call's keys. The
+// backend gives the path kGemmAttentionPositions positions' worth (fewer when memory is short; block heights of
+// 256 and 1,024 measured slower, bench/RESULTS.md session 10).
+constexpr int kGemmAttentionPositions = 512;
+size_t GemmAttentionBytesPerPosition(const AttentionParams& p);
 // Runs `p` in blocks of query positions that fit `workspace_bytes` (at least 64 MiB advised).
 absl::Status LaunchGemmAttention(const CublasHandle& cublas, const AttentionParams& p, void* workspace,
                                  size_t workspace_bytes, cudaStream_t stream);
