@@ -24,14 +24,14 @@ __device__ __forceinline__ void OnlineUpdate(float v, float scale_log2, float* m
   }
 }
 
-// Causal rows without vision blocks see a prefix of the keys: [0, visible). Vectorised (16-byte loads of S,
-// 8-byte stores of P), no per-key predicate. Each thread has kInFlight loads of 16 bytes in flight before it uses
-// any, and takes the scores in the same order as one load at a time would, so the bits are those of the one-load
-// loop. S's second read and P's stores are streaming (.cs), so that they do not push out of L2 the lines of S that
-// other rows' first reads left there for their second: the P·V product reads P back only after the whole block's
-// rows (up to 1 GB). On the H200 (session 14): the full layer's GEMM path at 8K queries over
-// 32K keys 370 → 397 TFLOP/s (one load at a time → eight; sixteen: 355), prefill 64K 4.280 / 4.287 s → 4.254 /
-// 4.246, 32K 1.720 / 1.715 → 1.697 / 1.695 (alternated in one run). Without the softmax the path would run at 668.
+// Causal rows without vision blocks see a prefix of the keys: [0, visible). Vectorised (16-byte loads of S, 8-byte
+// stores of P), no per-key predicate. Each thread has kInFlight loads of 16 bytes in flight before it uses any, and
+// takes the scores in the same order as one load at a time would, so the bits are those of the one-load loop. S's
+// second read and P's stores are streaming (.cs), so that they do not push out of L2 the lines of S that other rows'
+// first reads left there for their second: the P·V product reads P back only after the whole block's rows (up to 1 GB).
+// On the H200 (session 14): the full layer's GEMM path at 8K queries over 32K keys 370 → 397 TFLOP/s (one load at a
+// time → eight; sixteen: 355), prefill 64K 4.280 / 4.287 s → 4.254 / 4.246, 32K 1.720 / 1.715 → 1.697 / 1.695
+// (alternated in one run). Without the softmax the path would run at 668.
 constexpr int kInFlight = 8;
 
 __device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int keys, float scale_log2, float* scratch) {
