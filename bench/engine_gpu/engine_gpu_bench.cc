@@ -76,13 +76,29 @@ double GemmTflops(const CublasHandle& cublas, cudaStream_t stream, int64_t m, in
   return 2.0 * m * n * k / (ms * 1e-3) / 1e12;
 }
 
-// Attention kernel alone: `q_len` queries ending at `kv_end` over a full (head_dim 512, 1 KV head) or sliding
-// (256, 8 KV heads, window 1024) layer. Returns useful TFLOP/s (visible query-key pairs only). half_full: a full
-// layer's causal shape (one KV head, 16 heads, no window) at head_dim 256, which the warpgroup kernel takes: what
-// one half of head_dim costs that kernel's layout (each CTA of a pair that split head_dim 512 would do this work).
-double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, bool full, int q_len, int kv_end,
-                       bool gemm_path = false, bool half_full = false) {
-  const int d = full && !half_full ? 512 : 256, kvh = full ? 1 : 8, heads = 16, window = full ? 0 : 1024;
+// TB/s that `ctas` CTAs read from a 16 MB buffer held in L2, 4 passes each (LaunchL2Read; TimeMs's untimed first
+// launch fills L2).
+double L2ReadTbps(cudaStream_t stream, int ctas, bool same_order) {
+  auto buf = *DeviceBuffer<unsigned char>::Create(size_t{16} << 20), sink = *DeviceBuffer<unsigned char>::Create(16);
+  AVSERVE_CUDA_CHECK(cudaMemset(buf.get(), 0x11, buf.bytes()));
+  int64_t bytes_read = 0;
+  const double ms = TimeMs(stream, 3, [&] {
+    bytes_read = LaunchL2Read(stream, buf.get(), buf.bytes(), ctas, 4, same_order, sink.get());
+  });
+  return bytes_read / (ms * 1e-3) / 1e12;
+}
+
+// The layer shapes the attention rows time: a full layer (head_dim 512, 1 KV head, causal), the same at half its
+// head_dim (256: what each CTA of a pair that split head_dim 512 between them would do, on the warpgroup kernel),
+// and a sliding layer (256, 8 KV heads, window 1024).
+enum class AttentionShape { kFull, kFullHalfDim, kSliding };
+
+// Attention kernel alone: `q_len` queries ending at `kv_end` over a layer of `shape`. Returns useful TFLOP/s
+// (visible query-key pairs only).
+double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, AttentionShape shape, int q_len, int kv_end,
+                       bool gemm_path = false) {
+  const bool full = shape != AttentionShape::kSliding;
+  const int d = shape == AttentionShape::kFull ? 512 : 256, kvh = full ? 1 : 8, heads = 16, window = full ? 0 : 1024;
   const int capacity = full ? kv_end : (q_len + 1024 + 63) / 64 * 64;
   auto q = *DeviceBuffer<bf16>::Create(static_cast<size_t>(q_len) * heads * d);
   auto k = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d), v = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d);
@@ -161,19 +177,23 @@ int Main(int argc, char** argv) {
     Report("gemm qkv  [8192x3840]x[8192]", GemmTflops(cublas, s, 8192, 8192, 3840), "TFLOP/s");
     Report("gemm gate|up [8192x3840]x[30720]", GemmTflops(cublas, s, 8192, 30720, 3840), "TFLOP/s");
     Report("gemm down [8192x15360]x[3840]", GemmTflops(cublas, s, 8192, 3840, 15360), "TFLOP/s");
-    Report("attention full d512 g16, 8K q @32K, flash", AttentionTflops(s, cublas, true, 8192, 32768), "TFLOP/s",
+    const auto attention = [&](AttentionShape shape, bool gemm_path = false) {
+      return AttentionTflops(s, cublas, shape, 8192, 32768, gemm_path);
+    };
+    Report("attention full d512 g16, 8K q @32K, flash", attention(AttentionShape::kFull), "TFLOP/s",
            "useful FLOPs (kernel recomputes QK per 256-d V half)");
-    Report("attention full d512 g16, 8K q @32K, GEMM", AttentionTflops(s, cublas, true, 8192, 32768, true), "TFLOP/s",
+    Report("attention full d512 g16, 8K q @32K, GEMM", attention(AttentionShape::kFull, true), "TFLOP/s",
            "useful FLOPs; used for full-layer prefill");
-    Report("attention sliding d256 g2 w1024, 8K q", AttentionTflops(s, cublas, false, 8192, 32768), "TFLOP/s");
-    Report("attention causal d256 g16, 8K q @32K", AttentionTflops(s, cublas, true, 8192, 32768, false, true),
-           "TFLOP/s", "a full layer's shape at half its head_dim (warpgroup kernel)");
+    Report("attention sliding d256 g2 w1024, 8K q", attention(AttentionShape::kSliding), "TFLOP/s");
+    Report("attention causal d256 g16, 8K q @32K", attention(AttentionShape::kFullHalfDim), "TFLOP/s",
+           "a full layer's shape at half its head_dim (warpgroup kernel)");
     // What a full layer's flash kernel would stream K/V against: 16 MB (256 key tiles of 64 KB) read from L2.
     for (int per_sm : {1, 2}) {
+      const int ctas = prop.multiProcessorCount * per_sm;
       Report("ceiling: L2 read, 16 MB, same order, " + std::to_string(per_sm) + " CTA/SM",
-             L2ReadTbps(s, size_t{16} << 20, per_sm, 4, true), "TB/s", "every CTA reads the same rows (one KV head)");
-      Report("ceiling: L2 read, 16 MB, own offsets, " + std::to_string(per_sm) + " CTA/SM",
-             L2ReadTbps(s, size_t{16} << 20, per_sm, 4, false), "TB/s");
+             L2ReadTbps(s, ctas, true), "TB/s", "every CTA reads the same rows (one KV head)");
+      Report("ceiling: L2 read, 16 MB, own offsets, " + std::to_string(per_sm) + " CTA/SM", L2ReadTbps(s, ctas, false),
+             "TB/s");
     }
   }
   if (kernels_only) return 0;

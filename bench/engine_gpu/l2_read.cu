@@ -1,9 +1,6 @@
 #include "bench/engine_gpu/l2_read.h"
 
-#include <cstdint>
-
 #include "engine/backend/cuda/check.h"
-#include "engine/backend/cuda/cuda_raii.h"
 
 namespace avserve::bench {
 namespace {
@@ -28,33 +25,19 @@ __global__ void __launch_bounds__(kThreads) L2ReadKernel(const int4* buf, int64_
       for (int u = 0; u < kInFlight; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
     }
   }
-  if (acc == 0x7fffffff) sink[0] = make_int4(acc, 0, 0, 0);  // keeps the loads; never true for the fill below
+  if (acc == 0x7fffffff) sink[0] = make_int4(acc, 0, 0, 0);  // keeps the loads; never true for a repeated fill
 }
 
 }  // namespace
 
-double L2ReadTbps(cudaStream_t stream, size_t bytes, int ctas_per_sm, int passes, bool same_order) {
-  const int64_t vectors = static_cast<int64_t>(bytes / sizeof(int4)) / (kThreads * kInFlight) * (kThreads * kInFlight);
-  auto buf = *engine::cuda::DeviceBuffer<int4>::Create(static_cast<size_t>(vectors));
-  auto sink = *engine::cuda::DeviceBuffer<int4>::Create(1);
-  AVSERVE_CUDA_CHECK(cudaMemsetAsync(buf.get(), 0x11, buf.bytes(), stream));
-  int device = 0, sms = 0;
-  AVSERVE_CUDA_CHECK(cudaGetDevice(&device));
-  AVSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int ctas = sms * ctas_per_sm;
-  auto start = *engine::cuda::CudaEvent::Create(), stop = *engine::cuda::CudaEvent::Create();
-  float best = 0.f;
-  for (int rep = 0; rep < 4; ++rep) {  // the first run fills L2; the best of the rest
-    AVSERVE_CUDA_CHECK(cudaEventRecord(start.get(), stream));
-    L2ReadKernel<<<ctas, kThreads, 0, stream>>>(buf.get(), vectors, passes, same_order, sink.get());
-    AVSERVE_CUDA_CHECK_LAUNCH();
-    AVSERVE_CUDA_CHECK(cudaEventRecord(stop.get(), stream));
-    AVSERVE_CUDA_CHECK(cudaEventSynchronize(stop.get()));
-    float ms = 0.f;
-    AVSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-    if (rep > 0 && (best == 0.f || ms < best)) best = ms;
-  }
-  return static_cast<double>(ctas) * passes * vectors * sizeof(int4) / (best * 1e-3) / 1e12;
+int64_t LaunchL2Read(cudaStream_t stream, const void* buf, size_t bytes, int ctas, int passes, bool same_order,
+                     void* sink) {
+  constexpr int64_t kStep = int64_t{kThreads} * kInFlight;  // vectors a CTA's threads cover per loop iteration
+  const int64_t vectors = static_cast<int64_t>(bytes / sizeof(int4)) / kStep * kStep;
+  L2ReadKernel<<<ctas, kThreads, 0, stream>>>(static_cast<const int4*>(buf), vectors, passes, same_order,
+                                              static_cast<int4*>(sink));
+  AVSERVE_CUDA_CHECK_LAUNCH();
+  return int64_t{ctas} * passes * vectors * static_cast<int64_t>(sizeof(int4));
 }
 
 }  // namespace avserve::bench

@@ -63,6 +63,15 @@ Tensor Tensor::Slice(int64_t begin, int64_t end) const {
   return t;
 }
 
+Tensor Tensor::Columns(int64_t begin, int64_t end) const {
+  AVSERVE_CHECK(rank >= 1 && strides[rank - 1] == 1 && 0 <= begin && begin <= end && end <= shape[rank - 1],
+                "bad column range");
+  Tensor t = *this;
+  t.shape[rank - 1] = end - begin;
+  t.data = static_cast<char*>(data) + begin * static_cast<int64_t>(DTypeSize(dtype));
+  return t;
+}
+
 Tensor Buffer::View(DType dtype, std::initializer_list<int64_t> shape) const {
   Tensor t = Tensor::Contiguous(data(), dtype, device(), shape);
   AVSERVE_CHECK(t.bytes() <= bytes(), "view larger than its buffer");

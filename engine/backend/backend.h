@@ -54,6 +54,8 @@ struct Tensor {
   Tensor Reshape(std::initializer_list<int64_t> new_shape) const;
   // Rows [begin, end) of dim 0 (shares storage).
   Tensor Slice(int64_t begin, int64_t end) const;
+  // Columns [begin, end) of the last dim (shares storage; the rows keep their stride).
+  Tensor Columns(int64_t begin, int64_t end) const;
   template <typename T>
   T* ptr() const { return static_cast<T*>(data); }
 };
@@ -218,10 +220,7 @@ class Backend {
   virtual void MatMulGeluTanhMul(const Tensor& x, const Tensor& w, const Tensor& gate_up, const Tensor& h) {
     MatMul(x, w, nullptr, gate_up);
     const int64_t f = gate_up.dim(-1) / 2;
-    Tensor gate = gate_up, up = gate_up;
-    gate.shape[gate.rank - 1] = up.shape[up.rank - 1] = f;
-    up.data = static_cast<char*>(gate_up.data) + f * static_cast<int64_t>(DTypeSize(gate_up.dtype));
-    GeluTanhMul(gate, up, h);
+    GeluTanhMul(gate_up.Columns(0, f), gate_up.Columns(f, 2 * f), h);
   }
 
   // One decode step of several sequences (batched questions): row b of q [B, Hq, D], k_new and v_new [B, Hkv, D]

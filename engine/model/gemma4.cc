@@ -275,11 +275,10 @@ absl::Status Gemma4Model::Layer(int l, const Tensor& x, const Tensor& xn, const 
 namespace {
 // Heads [n, heads, d] of columns [col0, col0 + heads·d) of t [n, width] (token stride: t's row stride).
 Tensor HeadsView(const Tensor& t, int64_t col0, int64_t heads, int64_t d) {
-  Tensor v = t;
+  Tensor v = t.Columns(col0, col0 + heads * d);
   v.rank = 3;
   v.shape = {t.dim(0), heads, d, 0};
   v.strides = {t.strides[0], d, 1, 0};
-  v.data = static_cast<char*>(t.data) + col0 * static_cast<int64_t>(DTypeSize(t.dtype));
   return v;
 }
 }  // namespace

@@ -37,6 +37,12 @@ constexpr int kInFlight = 8;
 __device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int keys, float scale_log2, float* scratch) {
   float mx = -FLT_MAX, sum = 0.f;
   const float4* s4 = reinterpret_cast<const float4*>(s);
+  const auto take = [&](const float4 v) {
+    OnlineUpdate(v.x, scale_log2, &mx, &sum);
+    OnlineUpdate(v.y, scale_log2, &mx, &sum);
+    OnlineUpdate(v.z, scale_log2, &mx, &sum);
+    OnlineUpdate(v.w, scale_log2, &mx, &sum);
+  };
   const int n4 = visible / 4;
   int i = threadIdx.x;
   for (; i + (kInFlight - 1) * kThreads < n4; i += kInFlight * kThreads) {
@@ -44,20 +50,9 @@ __device__ void PrefixSoftmaxRow(const float* s, bf16* out, int visible, int key
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) v[u] = s4[i + u * kThreads];
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      OnlineUpdate(v[u].x, scale_log2, &mx, &sum);
-      OnlineUpdate(v[u].y, scale_log2, &mx, &sum);
-      OnlineUpdate(v[u].z, scale_log2, &mx, &sum);
-      OnlineUpdate(v[u].w, scale_log2, &mx, &sum);
-    }
+    for (int u = 0; u < kInFlight; ++u) take(v[u]);
   }
-  for (; i < n4; i += kThreads) {
-    const float4 v = s4[i];
-    OnlineUpdate(v.x, scale_log2, &mx, &sum);
-    OnlineUpdate(v.y, scale_log2, &mx, &sum);
-    OnlineUpdate(v.z, scale_log2, &mx, &sum);
-    OnlineUpdate(v.w, scale_log2, &mx, &sum);
-  }
+  for (; i < n4; i += kThreads) take(s4[i]);
   for (int k = n4 * 4 + threadIdx.x; k < visible; k += kThreads) OnlineUpdate(s[k], scale_log2, &mx, &sum);
   const float block_max = BlockMax(mx, scratch);
   sum = BlockSum(sum * exp2f((mx - block_max) * scale_log2), scratch);
