@@ -21,7 +21,9 @@ absl::StatusOr<std::unique_ptr<AudioDecoder>> AudioDecoder::Open(const AVStream*
   }
   std::unique_ptr<AudioDecoder> dec(new AudioDecoder());
   dec->codec_.reset(avcodec_alloc_context3(codec));
-  if (dec->codec_ == nullptr || dec->frame_ == nullptr) return absl::ResourceExhaustedError("cannot allocate audio decoder");
+  if (dec->codec_ == nullptr || dec->frame_ == nullptr) {
+    return absl::ResourceExhaustedError("cannot allocate audio decoder");
+  }
   int ret = avcodec_parameters_to_context(dec->codec_.get(), stream->codecpar);
   if (ret < 0) return absl::InvalidArgumentError(absl::StrCat("bad audio parameters: ", AvErrorString(ret)));
   dec->codec_->pkt_timebase = stream->time_base;
@@ -96,7 +98,10 @@ absl::Status AudioDecoder::Decode(const AVPacket* packet, AudioFramer* framer) {
     ret = avcodec_receive_frame(codec_.get(), frame_.get());
     if (ret == AVERROR(EAGAIN)) return absl::OkStatus();
     if (ret == AVERROR_EOF) return Convert(nullptr, framer);  // drain the resampler
-    if (ret < 0) return absl::DataLossError(absl::StrCat("audio decoding failed (corrupt or truncated data): ", AvErrorString(ret)));
+    if (ret < 0) {
+      return absl::DataLossError(
+          absl::StrCat("audio decoding failed (corrupt or truncated data): ", AvErrorString(ret)));
+    }
     absl::Status status = ConfigureResampler(frame_.get());
     // Place the frame by its timestamp; the resampler's output continues from there.
     const int64_t pts = frame_->best_effort_timestamp;

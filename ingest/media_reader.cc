@@ -358,7 +358,8 @@ absl::Status MediaReaderImpl::HandleVideoPacket(AVPacket* packet) {
   ++stats_.video_packets;
   // The video's end comes from the packets: skipped ones (keyframe mode) count too.
   if (packet->pts != AV_NOPTS_VALUE) {
-    packets_end_ticks_ = std::max(packets_end_ticks_, packet->pts - video_origin_ + std::max<int64_t>(packet->duration, 0));
+    packets_end_ticks_ =
+        std::max(packets_end_ticks_, packet->pts - video_origin_ + std::max<int64_t>(packet->duration, 0));
   }
   filter_->Push(packet);
   while (UniqueAVPacket next = filter_->Pop()) {

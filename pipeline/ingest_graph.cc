@@ -136,7 +136,9 @@ void GraphRun::Produce() {
   }
   Item last;
   last.status = FirstError();
-  if (last.status.ok() && cancel_ != nullptr && cancel_->load()) last.status = absl::CancelledError("request cancelled");
+  if (last.status.ok() && cancel_ != nullptr && cancel_->load()) {
+    last.status = absl::CancelledError("request cancelled");
+  }
   last.kind = last.status.ok() ? Item::Kind::kDone : Item::Kind::kError;
   queue_.push(std::move(last));
 }

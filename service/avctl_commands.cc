@@ -57,8 +57,12 @@ void PrintMedia(const v1::MediaInfo& m) {
   const auto& p = m.probe();
   std::printf("%s\n  name: %s\n  size: %lld bytes\n  duration: %.3f s\n", m.media_id().c_str(),
               m.display_name().c_str(), static_cast<long long>(m.size_bytes()), p.duration_us() / 1e6);
-  if (p.has_video()) std::printf("  video: %s %dx%d %.3f fps\n", p.video_codec().c_str(), p.width(), p.height(), p.avg_frame_rate());
-  if (p.has_audio()) std::printf("  audio: %s %d Hz %d ch\n", p.audio_codec().c_str(), p.audio_sample_rate_hz(), p.audio_channels());
+  if (p.has_video()) {
+    std::printf("  video: %s %dx%d %.3f fps\n", p.video_codec().c_str(), p.width(), p.height(), p.avg_frame_rate());
+  }
+  if (p.has_audio()) {
+    std::printf("  audio: %s %d Hz %d ch\n", p.audio_codec().c_str(), p.audio_sample_rate_hz(), p.audio_channels());
+  }
 }
 
 const char* StateName(v1::JobState s) {
@@ -210,9 +214,10 @@ class EventPrinter {
  private:
   void Progress() {
     if (!progress_) return;
-    std::fprintf(stderr, "\ringest %s %.1f/%.1f s  prefill %s %lld/%lld tok", Bar(ingest_.first, ingest_.second).c_str(),
-                 ingest_.first / 1e6, ingest_.second / 1e6, Bar(prefill_.first, prefill_.second).c_str(),
-                 static_cast<long long>(prefill_.first), static_cast<long long>(prefill_.second));
+    std::fprintf(stderr, "\ringest %s %.1f/%.1f s  prefill %s %lld/%lld tok",
+                 Bar(ingest_.first, ingest_.second).c_str(), ingest_.first / 1e6, ingest_.second / 1e6,
+                 Bar(prefill_.first, prefill_.second).c_str(), static_cast<long long>(prefill_.first),
+                 static_cast<long long>(prefill_.second));
     std::fflush(stderr);
     bar_shown_ = true;
   }
@@ -386,7 +391,8 @@ int Client::Health(const std::string& service) {
   std::string bytes;
   for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   int code = bytes.size() >= 2 && bytes[0] == 0x08 ? bytes[1] : 0;
-  static const std::map<int, const char*> kNames = {{0, "UNKNOWN"}, {1, "SERVING"}, {2, "NOT_SERVING"}, {3, "SERVICE_UNKNOWN"}};
+  static const std::map<int, const char*> kNames = {
+      {0, "UNKNOWN"}, {1, "SERVING"}, {2, "NOT_SERVING"}, {3, "SERVICE_UNKNOWN"}};
   const char* name = kNames.count(code) ? kNames.at(code) : "UNKNOWN";
   if (options_.json) {
     std::printf("{\"status\":\"%s\"}\n", name);

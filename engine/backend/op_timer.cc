@@ -66,7 +66,10 @@ class OpTimer final : public Backend {
   }
   void RmsNormRope(const Tensor& x, const Tensor& weight, float eps, const Tensor& positions, const RopeParams& rope,
                    const Tensor& y) override {
-    Time(absl::StrCat("RmsNormRope ", Shape(x)), [&] { in_->RmsNormRope(x, weight, eps, positions, rope, y); return 0; });
+    Time(absl::StrCat("RmsNormRope ", Shape(x)), [&] {
+      in_->RmsNormRope(x, weight, eps, positions, rope, y);
+      return 0;
+    });
   }
   void RmsNormAddTo(const Tensor& x, const Tensor& weight, float eps, const Tensor& residual, bool scaled,
                     float scale) override {
@@ -160,7 +163,8 @@ class OpTimer final : public Backend {
  private:
   void Print() const {
     std::vector<std::pair<std::string, Row>> rows(rows_.begin(), rows_.end());
-    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
     double total = 0;
     for (const auto& [key, r] : rows) total += r.seconds;
     std::fprintf(stderr, "op times (%s; %s): total %.3f s\n", in_->Name().c_str(),

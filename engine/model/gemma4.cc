@@ -432,7 +432,8 @@ absl::StatusOr<StepLogits> Gemma4Model::Logits(const Tensor& x, bool all, Scratc
   ASSIGN_OR_RETURN(Tensor lg, s.New(act, {rows, vocab}));  // [rows, V]
   backend_.MatMul(h, weights_.embed, nullptr, lg);
   if (config_.final_softcap > 0.0f) backend_.Softcap(lg, config_.final_softcap, lg);
-  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer, backend_.Allocate(static_cast<size_t>(rows * vocab) * sizeof(float)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Buffer> buffer,
+                   backend_.Allocate(static_cast<size_t>(rows * vocab) * sizeof(float)));
   StepLogits out;
   out.rows = buffer->View(DType::kF32, {rows, vocab});  // [rows, V]
   out.buffer = std::move(buffer);

@@ -365,7 +365,9 @@ absl::Status Tokenizer::BuildVocab(const BigParts& parts, const Json& added) {
   if (parts.vocab.empty()) return absl::InvalidArgumentError("tokenizer.json: no vocab");
   size_t size = 0;
   for (const auto& [piece, id] : parts.vocab) {
-    if (id < 0 || id >= (1 << 24)) return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: bad id for ", piece));
+    if (id < 0 || id >= (1 << 24)) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: bad id for ", piece));
+    }
     size = std::max(size, static_cast<size_t>(id) + 1);
   }
   for (const Json& token : added) {

@@ -91,14 +91,16 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
     cudaGetLastError();
-    return absl::UnavailableError(absl::StrCat("no CUDA device: ", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices"));
+    return absl::UnavailableError(
+        absl::StrCat("no CUDA device: ", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices"));
   }
   if (device_index < 0 || device_index >= count) return absl::InvalidArgumentError("CUDA device index out of range");
   RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_index), "cudaSetDevice"));
   cudaDeviceProp prop{};
   RETURN_IF_ERROR(CudaStatus(cudaGetDeviceProperties(&prop, device_index), "cudaGetDeviceProperties"));
   if (prop.major < 9) {
-    return absl::FailedPreconditionError(absl::StrCat("CUDA backend is built for sm_90; device is sm_", prop.major, prop.minor));
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA backend is built for sm_90; device is sm_", prop.major, prop.minor));
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->name_ = absl::StrCat("cuda:", prop.name);

@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionKernel(AttentionParam
     for (int u = 0; u < kU; ++u) {
       const int kpos = k0 + kk0 + u;
       visible[u] = kk0 + u < n && Allowed(p, qpos, kpos, bq, BlockIdAt(p, kpos));
-      const bf16* krow =
-          p.k + static_cast<int64_t>((kk0 + u < n ? kpos : k0) % p.kv_capacity) * p.k_slot_stride + kv_head * p.k_head_stride;
+      const bf16* krow = p.k + static_cast<int64_t>((kk0 + u < n ? kpos : k0) % p.kv_capacity) * p.k_slot_stride +
+                         kv_head * p.k_head_stride;
 #pragma unroll
       for (int j = 0; j < kD / 256; ++j) LoadBf16x8(krow + j * 256 + lane * 8, kv[u] + j * 8);
     }

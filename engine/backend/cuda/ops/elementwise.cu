@@ -34,7 +34,8 @@ __global__ void GegluKernel(GegluParams p) {
 
 __global__ void AddScaleKernel(AddScaleParams p) {
   const float scale = p.scale != nullptr ? __bfloat162float(p.scale[0]) : 1.f;
-  for (int64_t v = (blockIdx.x * int64_t{kThreads} + threadIdx.x) * 8; v < p.n; v += int64_t{gridDim.x} * kThreads * 8) {
+  for (int64_t v = (blockIdx.x * int64_t{kThreads} + threadIdx.x) * 8; v < p.n;
+       v += int64_t{gridDim.x} * kThreads * 8) {
     float a[8], b[8];
     LoadBf16x8(p.a + v, a);
     if (p.b != nullptr) LoadBf16x8(p.b + v, b);
@@ -63,7 +64,8 @@ __global__ void EmbedKernel(EmbedParams p) {
 }
 
 __global__ void SoftcapKernel(SoftcapParams p) {
-  for (int64_t v = (blockIdx.x * int64_t{kThreads} + threadIdx.x) * 8; v < p.n; v += int64_t{gridDim.x} * kThreads * 8) {
+  for (int64_t v = (blockIdx.x * int64_t{kThreads} + threadIdx.x) * 8; v < p.n;
+       v += int64_t{gridDim.x} * kThreads * 8) {
     float x[8];
     LoadBf16x8(p.x + v, x);
 #pragma unroll

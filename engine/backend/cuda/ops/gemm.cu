@@ -115,7 +115,8 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
 
 // c[r, :] += bias (fallback when cuBLASLt has no bias epilogue for the types).
 __global__ void AddBiasKernel(GemmParams p, int64_t ldc) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < p.m * p.n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < p.m * p.n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / p.n, c = i % p.n;
     const float b = __bfloat162float(p.bias[c]);
     if (p.c_fp32) {

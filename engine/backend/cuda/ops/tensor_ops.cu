@@ -87,7 +87,8 @@ __global__ void AddPosition2dKernel(AddPosition2dParams p) {
 __global__ void CopyRowsKernel(CopyRowsParams p) {
   const int64_t r = blockIdx.x;
   const int4* src = reinterpret_cast<const int4*>(static_cast<const char*>(p.src) + r * p.src_stride_bytes);
-  int4* dst = reinterpret_cast<int4*>(static_cast<char*>(p.dst) + ((p.first_pos + r) % p.capacity) * p.dst_stride_bytes);
+  int4* dst =
+      reinterpret_cast<int4*>(static_cast<char*>(p.dst) + ((p.first_pos + r) % p.capacity) * p.dst_stride_bytes);
   for (int64_t i = threadIdx.x; i < p.row_bytes / 16; i += blockDim.x) dst[i] = src[i];
 }
 
