@@ -58,6 +58,9 @@ class MediaReaderImpl {
       // An out-of-range fps is rejected by Init(); the clock only needs a valid placeholder.
       : options_(options), demuxer_(std::move(demuxer)),
         clock_(options.fps > 0.0 && options.fps <= kMaxFps ? options.fps : 1.0), seek_path_(std::move(seek_path)) {}
+  // The conversions still queued (a reader dropped mid-stream: a cancelled request) use video_, hook_ and the
+  // grid, so they finish before any member goes.
+  ~MediaReaderImpl() { converter_.reset(); }
   absl::Status Init();
   absl::StatusOr<std::optional<Segment>> Next();
   // A failure now may be the seek's: reading from the start instead can still give the window.
@@ -69,8 +72,7 @@ class MediaReaderImpl {
   int grid_rows_ = 0, grid_cols_ = 0;
   MediaReader::NativeFrameHook hook_;
   MediaReader::Stats stats_;
-  // Declared last so that it is destroyed (its jobs finished) before everything its jobs use.
-  std::unique_ptr<SerialWorker> converter_;
+  std::unique_ptr<SerialWorker> converter_;  // reset first by the destructor
 
  private:
   absl::Status InitWindow();
