@@ -1,5 +1,7 @@
 #include "ingest/video_decoder.h"
 
+#include <cstddef>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -71,11 +73,23 @@ absl::StatusOr<RgbImage> VideoDecoder::ToRgb(const AVFrame* frame) {
   const int src_full_range = frame->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
   sws_setColorspaceDetails(sws_.get(), coefficients, src_full_range, sws_getCoefficients(SWS_CS_DEFAULT),
                            /*dstRange=*/1, 0, 1 << 16, 1 << 16);
-  RgbImage image{h, w, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
-  uint8_t* dst[4] = {image.pixels.data(), nullptr, nullptr, nullptr};
-  const int dst_stride[4] = {w * 3, 0, 0, 0};
-  const int rows = sws_scale(sws_.get(), frame->data, frame->linesize, 0, h, dst, dst_stride);
+  // swscale's SIMD code writes whole blocks of pixels, past the end of a row whose width is not a multiple of the
+  // block (valgrind: 8 bytes past a 200x100 RGB buffer, so a 200- or 854-pixel-wide video corrupted the heap). It
+  // writes into a frame buffer with FFmpeg's own row alignment and padding; the rows are then copied out.
+  UniqueAVFrame rgb = MakeFrame();
+  if (rgb == nullptr) return absl::ResourceExhaustedError("cannot allocate an RGB frame");
+  rgb->format = AV_PIX_FMT_RGB24;
+  rgb->width = w;
+  rgb->height = h;
+  if (av_frame_get_buffer(rgb.get(), 0) < 0) return absl::ResourceExhaustedError("cannot allocate an RGB frame");
+  const int rows = sws_scale(sws_.get(), frame->data, frame->linesize, 0, h, rgb->data, rgb->linesize);
   if (rows != h) return absl::InternalError("pixel format conversion failed");
+  const size_t row_bytes = static_cast<size_t>(w) * 3;
+  RgbImage image{h, w, std::vector<uint8_t>(row_bytes * h)};
+  for (int y = 0; y < h; ++y) {
+    std::memcpy(image.pixels.data() + y * row_bytes, rgb->data[0] + static_cast<ptrdiff_t>(y) * rgb->linesize[0],
+                row_bytes);
+  }
   return RotateClockwise(std::move(image), rotation_deg_);
 }
 

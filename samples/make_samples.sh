@@ -17,7 +17,7 @@ X264=(-c:v libx264 -preset medium -crf 12 -pix_fmt yuv420p -x264-params bframes=
 BITS="geq=lum='255*mod(floor(round(T*100)/pow(2\,floor(X/12)))\,2)':cb=128:cr=128"
 SMALL=(cfr25.mp4 cfr30.mp4 cfr60.mp4 vfr.mp4 offset.mp4 offset.ts rotated.mp4 audio_only.m4a
        tone44k.wav tone48k.mkv tone48k_aac.mp4 truncated.mp4 corrupt.mp4 corrupt.ts vp9.webm hevc.mp4 av1.mkv
-       huge.y4m random.bin empty.bin nostreams.srt unsupported.avi long_duration.mp4)
+       huge.y4m random.bin empty.bin nostreams.srt unsupported.avi long_duration.mp4 w426.mp4)
 
 timed_video() {  # rate duration -> lavfi graph of a 192x96 clip whose frames encode their time
   echo "color=black:s=192x96:r=$1:d=$2,format=yuv420p,$BITS"
@@ -44,6 +44,9 @@ make_one() {
         "${X264[@]}" -fps_mode vfr -c:a aac -b:a 64k -f mp4 "$tmp" ;;
     offset.ts) "${FF[@]}" -f lavfi -i "$(timed_video 25 4.5)" -f lavfi -i "sine=f=440:r=48000:d=4.5" \
                  "${X264[@]}" -c:a aac -b:a 64k -f mpegts "$tmp" ;;
+    w426.mp4)  # 240p at 426 px: a width that swscale's SIMD rows overrun (not a multiple of its block)
+      "${FF[@]}" -f lavfi -i "testsrc=s=426x240:r=25:d=3" -f lavfi -i "sine=f=440:r=48000:d=3" \
+        "${X264[@]}" -c:a aac -b:a 64k -f mp4 "$tmp" ;;
     rotated.mp4)  # a phone video: stored 192x96, tkhd matrix says rotate 90 degrees clockwise
       "${FF[@]}" -f lavfi -i "$(timed_video 25 3)" "${X264[@]}" -f mp4 "$tmp.src"
       /usr/bin/python3 - "$tmp.src" "$tmp" <<'PY'

@@ -103,7 +103,7 @@ TEST_P(CliParityTest, SampledFramesEqualTheCliPixelForPixel) {
 
 INSTANTIATE_TEST_SUITE_P(Media, CliParityTest,
                          ::testing::Values("cfr25.mp4", "cfr60.mp4", "vfr.mp4", "offset.mp4", "offset.ts",
-                                           "vp9.webm", "hevc.mp4", "rotated.mp4"),
+                                           "vp9.webm", "hevc.mp4", "rotated.mp4", "w426.mp4"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
