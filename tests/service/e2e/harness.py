@@ -23,6 +23,16 @@ def generate_stubs(proto_dir, out_dir):
     return pb, rpc
 
 
+def module_dirs(prefix, proto_dir):
+    """A test module's temporary folder: (folder, pb, rpc, media_root), with the stubs generated into it and
+    an empty media root for RegisterPath."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    pb, rpc = generate_stubs(proto_dir, os.path.join(tmp, "stubs"))
+    media_root = os.path.join(tmp, "media_root")
+    os.makedirs(media_root)
+    return tmp, pb, rpc, media_root
+
+
 def make_clip(path, seconds, audio=True, size="160x120"):
     """H.264 (+AAC) test pattern with a sine tone, via the ffmpeg CLI."""
     cmd = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=10:duration={seconds}"]

@@ -6,7 +6,6 @@ Environment: AVSERVE_BIN, AVCTL_BIN, AVSERVE_PROTO_DIR, AVSERVE_TEST_CHECKPOINT.
 import json
 import os
 import subprocess
-import tempfile
 import unittest
 
 import grpc
@@ -14,10 +13,7 @@ import grpc
 import harness
 
 ENV = os.environ
-TMP = tempfile.mkdtemp(prefix="avserve_model_")
-pb, rpc = harness.generate_stubs(ENV["AVSERVE_PROTO_DIR"], os.path.join(TMP, "stubs"))
-MEDIA_ROOT = os.path.join(TMP, "media_root")
-os.makedirs(MEDIA_ROOT)
+TMP, pb, rpc, MEDIA_ROOT = harness.module_dirs("avserve_model_", ENV["AVSERVE_PROTO_DIR"])
 CLIP = harness.make_clip(os.path.join(MEDIA_ROOT, "clip.mp4"), 4, size="96x64")
 SAMPLING = pb.SamplingOptions(max_new_tokens=6)
 

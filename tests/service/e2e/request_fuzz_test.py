@@ -12,7 +12,6 @@ Environment: AVSERVE_BIN, AVSERVE_PROTO_DIR, AVSERVE_TEST_CHECKPOINT."""
 import os
 import random
 import subprocess
-import tempfile
 import threading
 import unittest
 
@@ -21,10 +20,7 @@ import grpc
 import harness
 
 ENV = os.environ
-TMP = tempfile.mkdtemp(prefix="avserve_fuzz_")
-pb, rpc = harness.generate_stubs(ENV["AVSERVE_PROTO_DIR"], os.path.join(TMP, "stubs"))
-MEDIA_ROOT = os.path.join(TMP, "media_root")
-os.makedirs(MEDIA_ROOT)
+TMP, pb, rpc, MEDIA_ROOT = harness.module_dirs("avserve_fuzz_", ENV["AVSERVE_PROTO_DIR"])
 harness.make_clip(os.path.join(MEDIA_ROOT, "av.mp4"), 3, size="96x64")
 harness.make_clip(os.path.join(MEDIA_ROOT, "silent.mp4"), 2, audio=False, size="64x48")
 harness.make_clip(os.path.join(MEDIA_ROOT, "wide.mp4"), 5, size="200x100")

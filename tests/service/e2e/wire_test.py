@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -16,10 +15,7 @@ import grpc
 import harness
 
 ENV = os.environ
-TMP = tempfile.mkdtemp(prefix="avserve_wire_")
-pb, rpc = harness.generate_stubs(ENV["AVSERVE_PROTO_DIR"], os.path.join(TMP, "stubs"))
-MEDIA_ROOT = os.path.join(TMP, "media_root")
-os.makedirs(MEDIA_ROOT)
+TMP, pb, rpc, MEDIA_ROOT = harness.module_dirs("avserve_wire_", ENV["AVSERVE_PROTO_DIR"])
 CLIP = harness.make_clip(os.path.join(MEDIA_ROOT, "clip.mp4"), 6)
 CLIP2 = harness.make_clip(os.path.join(MEDIA_ROOT, "clip2.mp4"), 3, size="128x96")
 # Fake model timing: prefill 300 us/token (~0.25 s for the 6 s clip), decode 5 ms/token.
