@@ -74,7 +74,7 @@ absl::StatusOr<RgbImage> VideoDecoder::ToRgb(const AVFrame* frame) {
   sws_setColorspaceDetails(sws_.get(), coefficients, src_full_range, sws_getCoefficients(SWS_CS_DEFAULT),
                            /*dstRange=*/1, 0, 1 << 16, 1 << 16);
   // swscale's SIMD code writes whole blocks of pixels, past the end of a row whose width is not a multiple of the
-  // block (valgrind: 8 bytes past a 200x100 RGB buffer, so a 200- or 854-pixel-wide video corrupted the heap). It
+  // block (valgrind: 8 bytes past a 200x100 RGB buffer; 426-pixel-wide 240p video too: heap corruption). It
   // writes into a frame buffer with FFmpeg's own row alignment and padding; the rows are then copied out.
   UniqueAVFrame rgb = MakeFrame();
   if (rgb == nullptr) return absl::ResourceExhaustedError("cannot allocate an RGB frame");
