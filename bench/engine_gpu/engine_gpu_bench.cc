@@ -66,10 +66,25 @@ void Report(const std::string& what, double value, const std::string& unit, cons
   std::fflush(stdout);
 }
 
+// Random bf16 in [-1, 1) (xorshift, seeded): matrix products draw more power, and so run slower, on random data
+// than on constant or zero data (METHOD.md; about 790 against 880 TFLOP/s on an H200), and the engine's data is
+// not constant.
+void FillRandom(DeviceBuffer<bf16>& buf, uint32_t seed) {
+  std::vector<uint16_t> host(buf.size());
+  uint32_t x = seed | 1u;
+  for (uint16_t& h : host) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    const float f = static_cast<float>(x >> 8) * (2.f / 16777216.f) - 1.f;
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof(bits));
+    h = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);  // round to nearest even
+  }
+  AVSERVE_CUDA_CHECK(cudaMemcpy(buf.get(), host.data(), host.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+}
+
 double GemmTflops(const CublasHandle& cublas, cudaStream_t stream, int64_t m, int64_t n, int64_t k) {
   auto a = *DeviceBuffer<bf16>::Create(m * k), b = *DeviceBuffer<bf16>::Create(n * k), c = *DeviceBuffer<bf16>::Create(m * n);
-  AVSERVE_CUDA_CHECK(cudaMemset(a.get(), 0x3c, a.bytes()));  // non-zero data (zeros run faster, METHOD.md)
-  AVSERVE_CUDA_CHECK(cudaMemset(b.get(), 0x3b, b.bytes()));
+  FillRandom(a, 1), FillRandom(b, 2);
   engine::cuda::GemmParams p;
   p.a = a.get(), p.b = b.get(), p.c = c.get(), p.m = m, p.n = n, p.k = k;
   const double ms = TimeMs(stream, 10, [&] { AVSERVE_CHECK(engine::cuda::LaunchGemm(cublas, p, stream).ok()); });
@@ -103,9 +118,7 @@ double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, Attentio
   auto q = *DeviceBuffer<bf16>::Create(static_cast<size_t>(q_len) * heads * d);
   auto k = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d), v = *DeviceBuffer<bf16>::Create(static_cast<size_t>(capacity) * kvh * d);
   auto o = *DeviceBuffer<bf16>::Create(static_cast<size_t>(q_len) * heads * d);
-  AVSERVE_CUDA_CHECK(cudaMemset(q.get(), 0x3c, q.bytes()));
-  AVSERVE_CUDA_CHECK(cudaMemset(k.get(), 0x3b, k.bytes()));
-  AVSERVE_CUDA_CHECK(cudaMemset(v.get(), 0x3a, v.bytes()));
+  FillRandom(q, 3), FillRandom(k, 4), FillRandom(v, 5);
   engine::cuda::AttentionParams p;
   p.q = q.get(), p.k = k.get(), p.v = v.get(), p.o = o.get();
   p.q_token_stride = heads * d, p.q_head_stride = d, p.k_slot_stride = p.v_slot_stride = kvh * d;
@@ -113,8 +126,8 @@ double AttentionTflops(cudaStream_t stream, const CublasHandle& cublas, Attentio
   p.q_len = q_len, p.q_pos0 = kv_end - q_len, p.kv_end = kv_end, p.kv_begin = std::max(0, kv_end - capacity);
   p.kv_capacity = capacity, p.num_heads = heads, p.num_kv_heads = kvh, p.head_dim = d, p.window = window;
   // The GEMM path's workspace as the backend sizes it.
-  const size_t positions = std::min(q_len, engine::cuda::kGemmAttentionPositions);
-  auto ws = *DeviceBuffer<unsigned char>::Create(engine::cuda::GemmAttentionBytesPerPosition(p) * positions);
+  const int positions = std::min(q_len, engine::cuda::kGemmAttentionPositions);
+  auto ws = *DeviceBuffer<unsigned char>::Create(engine::cuda::GemmAttentionWorkspaceBytes(p, positions));
   const double ms = TimeMs(stream, 5, [&] {
     if (gemm_path) {
       AVSERVE_CHECK(engine::cuda::LaunchGemmAttention(cublas, p, ws.get(), ws.bytes(), stream).ok());
@@ -164,7 +177,7 @@ int Main(int argc, char** argv) {
   // Ceilings on this card.
   {
     auto cublas = *CublasHandle::Create();
-    Report("ceiling: bf16 GEMM 8192^3", GemmTflops(cublas, s, 8192, 8192, 8192), "TFLOP/s");
+    Report("ceiling: bf16 GEMM 8192^3", GemmTflops(cublas, s, 8192, 8192, 8192), "TFLOP/s", "random data");
     auto src = *DeviceBuffer<unsigned char>::Create(size_t{2} << 30), dst = *DeviceBuffer<unsigned char>::Create(size_t{2} << 30);
     AVSERVE_CUDA_CHECK(cudaMemset(src.get(), 1, src.bytes()));
     const double ms = TimeMs(s, 10, [&] { AVSERVE_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), src.bytes(), cudaMemcpyDeviceToDevice, s)); });

@@ -529,8 +529,8 @@ void CudaBackend::Attention(const Tensor& q, const Tensor& k, const Tensor& v, c
   }
   // Prefill of a full layer (one KV head): two cuBLASLt GEMMs around a masked softmax (gemm_attention.cuh).
   if (GemmAttentionApplies(p) && int64_t{p.q_len} * p.num_heads >= 1024) {
-    const size_t per_position = GemmAttentionBytesPerPosition(p);
-    auto ws = AttentionWorkspace(per_position * std::min(p.q_len, kGemmAttentionPositions), per_position);
+    auto ws = AttentionWorkspace(GemmAttentionWorkspaceBytes(p, std::min(p.q_len, kGemmAttentionPositions)),
+                                 GemmAttentionWorkspaceBytes(p, 1));
     const absl::Status st = LaunchGemmAttention(cublas_, p, ws->data(), ws->bytes(), stream());
     AVSERVE_CHECK(st.ok(), "Attention: GEMM path failed");
     return;

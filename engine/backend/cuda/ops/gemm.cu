@@ -32,17 +32,17 @@ UniqueLayout MakeLayout(uint64_t rows, uint64_t cols, int64_t ld, cudaDataType_t
 struct AlgoKey {
   const void* handle;
   int64_t m, n, k, lda, ldb, ldc;
-  bool b_kn, c_fp32, bias;
+  bool b_kn, c_fp32, bias, fp16;
   bool operator==(const AlgoKey& o) const {
     return handle == o.handle && m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc &&
-           b_kn == o.b_kn && c_fp32 == o.c_fp32 && bias == o.bias;
+           b_kn == o.b_kn && c_fp32 == o.c_fp32 && bias == o.bias && fp16 == o.fp16;
   }
 };
 struct AlgoKeyHash {
   size_t operator()(const AlgoKey& key) const {
     size_t h = std::hash<const void*>()(key.handle);
     for (int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc}) h = h * 1000003u ^ std::hash<int64_t>()(v);
-    return h * 31u + (key.b_kn ? 1u : 0u) + (key.c_fp32 ? 2u : 0u) + (key.bias ? 4u : 0u);
+    return h * 31u + (key.b_kn ? 1u : 0u) + (key.c_fp32 ? 2u : 0u) + (key.bias ? 4u : 0u) + (key.fp16 ? 8u : 0u);
   }
 };
 struct CachedAlgo {
@@ -78,11 +78,12 @@ bool TryGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t strea
     AVSERVE_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof(p.bias)));
   }
-  UniqueLayout layout_w = p.b_kn ? MakeLayout(p.n, p.k, ldb) : MakeLayout(p.k, p.n, ldb);
-  UniqueLayout layout_x = MakeLayout(p.k, p.m, lda);  // aᵀ, column-major k x m
-  UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc, p.c_fp32 ? CUDA_R_32F : CUDA_R_16BF);  // cᵀ, n x m
+  const cudaDataType_t in = p.fp16 ? CUDA_R_16F : CUDA_R_16BF;
+  UniqueLayout layout_w = p.b_kn ? MakeLayout(p.n, p.k, ldb, in) : MakeLayout(p.k, p.n, ldb, in);
+  UniqueLayout layout_x = MakeLayout(p.k, p.m, lda, in);  // aᵀ, column-major k x m
+  UniqueLayout layout_c = MakeLayout(p.n, p.m, ldc, p.c_fp32 ? CUDA_R_32F : in);  // cᵀ, n x m
   const uint64_t ws = handle.workspace_bytes();
-  const AlgoKey key{handle.get(), p.m, p.n, p.k, lda, ldb, ldc, p.b_kn, p.c_fp32, p.bias != nullptr};
+  const AlgoKey key{handle.get(), p.m, p.n, p.k, lda, ldb, ldc, p.b_kn, p.c_fp32, p.bias != nullptr, p.fp16};
   CachedAlgo chosen;
   {
     std::lock_guard<std::mutex> lock(algo_mutex);
@@ -132,12 +133,12 @@ __global__ void AddBiasKernel(GemmParams p, int64_t ldc) {
 
 absl::Status LaunchGemm(const CublasHandle& handle, const GemmParams& p, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
-  if (GemvApplies(p)) {  // decode: a few rows, weight-streaming bound
+  if (!p.fp16 && GemvApplies(p)) {  // decode: a few rows, weight-streaming bound
     LaunchGemv(p, stream);
     return absl::OkStatus();
   }
   if (TryGemm(handle, p, stream)) return absl::OkStatus();
-  if (p.bias != nullptr) {
+  if (p.bias != nullptr && !p.fp16) {
     GemmParams plain = p;
     plain.bias = nullptr;
     if (TryGemm(handle, plain, stream)) {
@@ -146,7 +147,8 @@ absl::Status LaunchGemm(const CublasHandle& handle, const GemmParams& p, cudaStr
       return absl::OkStatus();
     }
   }
-  return absl::InternalError("cuBLASLt found no bf16 matmul algorithm for this shape");
+  return absl::InternalError(p.fp16 ? "cuBLASLt found no fp16 matmul algorithm for this shape"
+                                    : "cuBLASLt found no bf16 matmul algorithm for this shape");
 }
 
 }  // namespace avserve::engine::cuda

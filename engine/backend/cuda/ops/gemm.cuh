@@ -19,6 +19,7 @@ struct GemmParams {
   bool b_kn = false;                    // b stored [k, n] row-major (e.g. V in P·V)
   void* c = nullptr;                    // [m, n] bf16 (or fp32 when c_fp32), row stride ldc (>= n)
   bool c_fp32 = false;
+  bool fp16 = false;                    // a, b and (unless c_fp32) c hold fp16, not bf16 (cuBLASLt only)
   const __nv_bfloat16* bias = nullptr;  // [n] or nullptr (fused epilogue)
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;    // 0 means dense (k, k, n)
