@@ -177,7 +177,7 @@ bool Fp32Scores() {
 // Note [fp16 scores]
 // The path is bound by S's round trip through memory: written by the Q·Kᵀ product, read by the softmax (twice, the
 // second mostly from L2), P written and read by P·V. fp32 S made that 12 bytes a score; fp16 S with P written over
-// it in place makes it 6. cuBLASLt takes bf16 operands only to bf16 or fp32 results, so Q and K are converted to
+// it in place makes it 8. cuBLASLt takes bf16 operands only to bf16 or fp32 results, so Q and K are converted to
 // fp16 first (K once a call, Q once a block of queries: under 1% of the path's bytes).
 // - Precision: the converted values are exact (bf16's 8-bit significand fits fp16's 11) for |x| ≥ 2^-6; below, fp16
 //   subnormals round with an absolute error under 5e-7. The scores keep 11 significant bits, where bf16 scores
