@@ -178,9 +178,9 @@ bool Fp32Scores() {
 // The path is bound by S's round trip through memory: written by the Q·Kᵀ product, read by the softmax (twice, the
 // second mostly from L2), P written and read by P·V. fp32 S made that 12 bytes a score; fp16 S with P written over
 // it in place makes it 8. cuBLASLt takes bf16 operands only to bf16 or fp32 results, so Q and K are converted to
-// fp16 first (K once a call, Q once a block of queries: under 1% of the path's bytes).
-// - Precision: the converted values are exact (bf16's 8-bit significand fits fp16's 11) for |x| ≥ 2^-6; below, fp16
-//   subnormals round with an absolute error under 5e-7. The scores keep 11 significant bits, where bf16 scores
+// fp16 first: K once a call, Q once a block of queries (256 / keys as many bytes as the scores move: 3% at 8K keys).
+// - Precision: the converted values are exact (bf16's 8-bit significand fits fp16's 11) for |x| ≥ 2^-10; below,
+//   fp16 subnormals round with an absolute error under 5e-7. The scores keep 11 significant bits, where bf16 scores
 //   (measured too) keep 8 and miss the 1e-2 test against the flash kernel's fp32 scores (CudaGemmAttentionTest).
 // - Range: each operand is scaled by 2^-4 (exactly, a power of two), so S carries 2^-8, which the softmax's scale
 //   undoes: |x| up to 2^20 converts (saturated beyond) and |s| up to 1.6e7 is stored; RMS-normed q and k of head_dim
