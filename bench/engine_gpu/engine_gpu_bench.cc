@@ -197,6 +197,11 @@ int Main(int argc, char** argv) {
            "useful FLOPs (kernel recomputes QK per 256-d V half)");
     Report("attention full d512 g16, 8K q @32K, GEMM", attention(AttentionShape::kFull, true), "TFLOP/s",
            "useful FLOPs; used for full-layer prefill");
+    // A prefill's first and second chunks of a full layer (the op profile times the first as long as the second).
+    for (int kv_end : {8192, 16384}) {
+      Report("attention full d512 g16, 8K q @" + std::to_string(kv_end / 1024) + "K, GEMM",
+             AttentionTflops(s, cublas, AttentionShape::kFull, 8192, kv_end, true), "TFLOP/s", "useful FLOPs");
+    }
     Report("attention sliding d256 g2 w1024, 8K q", attention(AttentionShape::kSliding), "TFLOP/s");
     Report("attention causal d256 g16, 8K q @32K", attention(AttentionShape::kFullHalfDim), "TFLOP/s",
            "a full layer's shape at half its head_dim (warpgroup kernel)");
