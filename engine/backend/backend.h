@@ -151,7 +151,9 @@ class Backend {
   // out[n, Hq, D] = softmax(q·kᵀ·scale + mask) · v with GQA (query head h reads kv head
   // h / (Hq/Hkv)). q[n, Hq, D]; k, v[kv_capacity, Hkv, D]. fp32 scores and softmax statistics;
   // as in flash attention, the probabilities are rounded to V's dtype before P·V (fp32 accumulate)
-  // while the softmax denominator sums the unrounded values; one rounding of the output.
+  // while the softmax denominator sums the unrounded values; one rounding of the output. One exception: the CUDA
+  // backend's prefill path for one KV head stores the scores in fp16 between its two products (11 significant bits;
+  // Note [fp16 scores] in cuda/ops/gemm_attention.cu).
   // q_block_ids: [n] int32 or nullptr (no vision blocks in this chunk).
   virtual void Attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_block_ids,
                          const AttentionParams& params, const Tensor& out) = 0;
