@@ -66,20 +66,11 @@ void Report(const std::string& what, double value, const std::string& unit, cons
   std::fflush(stdout);
 }
 
-// Random bf16 in [-1, 1) (xorshift, seeded): matrix products draw more power, and so run slower, on random data
-// than on constant or zero data (METHOD.md; about 790 against 880 TFLOP/s on an H200), and the engine's data is
-// not constant.
-void FillRandom(DeviceBuffer<bf16>& buf, uint32_t seed) {
-  std::vector<uint16_t> host(buf.size());
-  uint32_t x = seed | 1u;
-  for (uint16_t& h : host) {
-    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-    const float f = static_cast<float>(x >> 8) * (2.f / 16777216.f) - 1.f;
-    uint32_t bits;
-    std::memcpy(&bits, &f, sizeof(bits));
-    h = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);  // round to nearest even
-  }
-  AVSERVE_CUDA_CHECK(cudaMemcpy(buf.get(), host.data(), host.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+// Random data in [-1, 1): matrix products draw more power, and so run slower, on random data than on constant or
+// zero data (METHOD.md; about 790 against 880 TFLOP/s on an H200), and the engine's data is not constant.
+void FillRandom(DeviceBuffer<bf16>& buf, uint64_t seed) {
+  FillRandomBf16(buf.get(), buf.size(), 1.f, seed);
+  AVSERVE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 double GemmTflops(const CublasHandle& cublas, cudaStream_t stream, int64_t m, int64_t n, int64_t k) {

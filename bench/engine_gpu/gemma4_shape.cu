@@ -39,6 +39,11 @@ __global__ void Iota(int32_t* p, int n, int start) {
 
 }  // namespace
 
+void FillRandomBf16(bf16* p, size_t n, float amp, uint64_t seed) {
+  FillRandom<<<4096, 256>>>(p, n, amp, seed);
+  AVSERVE_CUDA_CHECK_LAUNCH();
+}
+
 absl::StatusOr<Gemma4Shape> Gemma4Shape::Create(const ModelShape& s, int max_context, int chunk, int max_batch) {
   Gemma4Shape m;
   m.shape_ = s;

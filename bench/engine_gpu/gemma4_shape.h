@@ -82,4 +82,7 @@ class Gemma4Shape {
   std::vector<LayerWeights> layers_;
 };
 
+// p[0, n) = uniform values in [-amp, amp) from a hash of the index and seed, on the default stream.
+void FillRandomBf16(bf16* p, size_t n, float amp, uint64_t seed);
+
 }  // namespace avserve::bench
