@@ -10,9 +10,21 @@
 // (g, t) loads 16 bytes of w rows g and g+8 and of x token g at k = 8t..8t+7, and feeds elements 8t..8t+3 to
 // one mma (as its k slots 2t, 2t+1, 2t+8, 2t+9) and 8t+4..8t+7 to the next. A and B use the same permutation,
 // so the sum is the same dot product, with 16-byte coalesced loads straight from global memory into registers
-// (no shared-memory staging). Eight chunks (256 k) are loaded before any is used, so each thread has 256 bytes
-// of w in flight; the first eight are loaded before the kernel waits for its input (Note [Dependent launch] in
-// pdl.cuh). fp32 throughout, one rounding of the output (plus bias) at the end.
+// (no shared-memory staging but Note [Staged second round]'s). Eight chunks (256 k) are loaded before any is used,
+// so each thread has 256 bytes of w in flight; the first eight are loaded before the kernel waits for its input
+// (Note [Dependent launch] in pdl.cuh). fp32 throughout, one rounding of the output (plus bias) at the end.
+//
+// Note [Staged second round]
+// A decode step's o product waits behind the attention, a launch bound by its chain of dependent steps that leaves
+// DRAM mostly idle for about 10 us; the q|k|v product waits behind a post norm (about 3.5 us). Launched early, each
+// warp already held its first round of weights (8 KB) in registers before it waited. It now also copies its second
+// round into shared memory (cp.async, 8 KB a warp, 64 KB a CTA) before the wait. So every CTA resident during the
+// attention holds its whole share of a sliding layer's o product (k 4,096 split 8 ways: two rounds a warp) when the
+// attention ends, and the q|k|v products (3.75 rounds a warp) start with half of theirs. Each lane reads back only
+// the 16-byte pieces it copied, so no barrier is needed, and the sums are the same. Taken for 1-4 tokens and products
+// of at most 4 rounds a warp (StageMaxRounds). On the H200 (session 17, alternated in one run): decode at 32K 7.327 /
+// 7.320 ms against 7.470 / 7.482 without, 7.482 / 7.383 with the o products alone staged; staging every mma product
+// (the 8-question step's long ones too) took that step from 8.50 to 8.73 ms.
 #include "engine/backend/cuda/ops/gemv.cuh"
 
 #include <algorithm>
@@ -75,11 +87,14 @@ __device__ __forceinline__ void ChunkMma(const U32x4& lo, const U32x4& hi, const
 // kSplit parts of a tile meet in shared memory (kSplit 1: each warp owns its tile and writes it directly).
 // kAccs sets of accumulators take the round's chunks in turn, so the round's mmas form kAccs shorter chains of
 // dependent instructions instead of one; the sets are added in order at the end (LaunchGemv says which pays).
-template <int kN8, int kSplit, int kAccs>
+// kStage: the warp's second round of weights is also copied before the wait, into shared memory (Note [Staged
+// second round]).
+template <int kN8, int kSplit, int kAccs, bool kStage>
 __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p, int64_t lda, int64_t ldb,
                                                                    int64_t ldc) {
   constexpr int kTilesPerCta = kWarps / kSplit;
   __shared__ float partial[kSplit > 1 ? kWarps : 1][kN8][32][4];
+  extern __shared__ U32x4 staged[];  // kStage: [kWarps][2][kUnroll][32], the warp's lo then hi rows
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4, kp = warp % kSplit;
   const int64_t row0 = (blockIdx.x * int64_t{kTilesPerCta} + warp / kSplit) * kRowsPerCta;
@@ -99,6 +114,18 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
   // The first round of weights is read before waiting for the previous kernel (Note [Dependent launch]).
   int64_t k0 = int64_t{kp} * kStep;
   if (k0 + kStep <= p.k) load_round(k0);
+  const int64_t k_staged = k0 + int64_t{kSplit} * kStep;
+  const bool has_staged = kStage && k_staged + kStep <= p.k;
+  U32x4* my_stage = staged + warp * 2 * kUnroll * 32 + lane;
+  if (has_staged) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      // A row past n reads row 0, as load_round's zero fill stands for: its sums land in rows not stored.
+      CpAsync16(my_stage + u * 32, w_lo + k_staged + u * kChunk);
+      CpAsync16(my_stage + (kUnroll + u) * 32, w_hi + k_staged + u * kChunk);
+    }
+    CpAsyncCommit();
+  }
   PdlWait();
   PdlLaunchDependents();
   const bf16* x_row[kN8];
@@ -118,7 +145,16 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
       ChunkMma<kN8>(lo[u], hi[u], xs, accs[u % kAccs]);
     }
     k0 += int64_t{kSplit} * kStep;
-    if (k0 + kStep <= p.k) load_round(k0);
+    if (has_staged && k0 == k_staged) {
+      CpAsyncWait<0>();  // this thread's own copies: no barrier needed
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        lo[u] = lo_ok ? my_stage[u * 32] : zero;
+        hi[u] = hi_ok ? my_stage[(kUnroll + u) * 32] : zero;
+      }
+    } else if (k0 + kStep <= p.k) {
+      load_round(k0);
+    }
   }
   // Tail: the chunks of the last partial 256-wide step, one per k part in turn.
   const int64_t tail0 = (p.k / kStep) * kStep;
@@ -175,14 +211,40 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
   }
 }
 
+// The mma kernel stages its second round in products of at most this many rounds a warp (AVSERVE_GEMV_STAGE, to
+// measure; 0: never). Longer products gain little from one round in shared memory and may lose L1 to it.
+int StageMaxRounds() {
+  static const int rounds = [] {
+    const char* env = std::getenv("AVSERVE_GEMV_STAGE");
+    return env != nullptr ? std::max(0, std::atoi(env)) : 4;
+  }();
+  return rounds;
+}
+constexpr size_t kStageBytes = size_t{kWarps} * 2 * kUnroll * 32 * sizeof(U32x4);  // 64 KB
+
 template <int kN8, int kSplit, int kAccs>
 void Launch(const GemmParams& p, cudaStream_t stream) {
   const int64_t lda = p.lda != 0 ? p.lda : p.k, ldb = p.ldb != 0 ? p.ldb : p.k, ldc = p.ldc != 0 ? p.ldc : p.n;
   const int64_t tiles = (p.n + kRowsPerCta - 1) / kRowsPerCta;
   constexpr int kTilesPerCta = kWarps / kSplit;
   const unsigned blocks = static_cast<unsigned>((tiles + kTilesPerCta - 1) / kTilesPerCta);
-  LaunchPdlWhen(ProductPdlEnabled(), SkinnyGemmKernel<kN8, kSplit, kAccs>, dim3(blocks), dim3(kWarps * 32), 0, stream,
-                p, lda, ldb, ldc);
+  // Staging pays only where the warp has a second round and the kernel launches early.
+  constexpr int64_t kRoundK = int64_t{kSplit} * kChunk * kUnroll;  // k of one round of all of a tile's warps
+  const int64_t rounds = (p.k + kRoundK - 1) / kRoundK;
+  const bool stage = ProductPdlEnabled() && p.m <= kTwoAccsMaxRows && rounds >= 2 && rounds <= StageMaxRounds();
+  if (!stage) {
+    LaunchPdlWhen(ProductPdlEnabled(), SkinnyGemmKernel<kN8, kSplit, kAccs, false>, dim3(blocks), dim3(kWarps * 32), 0,
+                  stream, p, lda, ldb, ldc);
+    return;
+  }
+  const auto kernel = SkinnyGemmKernel<kN8, kSplit, kAccs, true>;
+  static const bool attributes_set = [kernel] {
+    AVSERVE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStageBytes)));
+    return true;
+  }();
+  (void)attributes_set;
+  LaunchPdlWhen(true, kernel, dim3(blocks), dim3(kWarps * 32), kStageBytes, stream, p, lda, ldb, ldc);
 }
 
 // k parts per row tile: enough warps for about one wave (two CTAs of 8 warps per SM), so that every warp has one

@@ -3,15 +3,16 @@
 // overlap the previous kernel's tail. Included by .cu files only.
 //
 // Note [Dependent launch]
-// Every kernel launched through LaunchPdl calls PdlWait() before its first access to memory that an earlier
-// kernel writes or reads (activations, caches, workspaces: reads AND writes, since the block cache hands a
-// freed buffer to the next op at once); only constant data (weights) may be touched before it. PdlWait returns
-// once every earlier kernel on the stream has completed and its writes are visible, so the chain stays ordered
-// even across kernels that do not use PDL. Kernels call PdlLaunchDependents() right after PdlWait(), which lets
-// the next kernel start its prologue while this one works. Not before: then each waiting kernel would launch the
-// next one too, and a chain of waiting kernels would fill the SMs (measured on the H200: decode 13.0 ms against
-// 10.6 ms without PDL). Even so, 12B decode at 32K measured 11.0 ms with every kernel launched early and 10.3 ms
-// without (session 5); what pays is launching early only the kernels that have weights to read before the wait.
+// Every kernel launched through LaunchPdl calls PdlWait() before its first access to memory that an earlier kernel
+// writes or reads (activations, caches, workspaces: reads AND writes, since the block cache hands a freed buffer to the
+// next op at once); only constant data (weights) may be touched before it, and data that kernels before the launching
+// kernel wrote, where nothing between writes it (Note [Early ring copies]). PdlWait returns once every earlier kernel
+// on the stream has completed and its writes are visible, so the chain stays ordered even across kernels that do not
+// use PDL. Kernels call PdlLaunchDependents() right after PdlWait(), which lets the next kernel start its prologue
+// while this one works. Not before: then each waiting kernel would launch the next one too, and a chain of waiting
+// kernels would fill the SMs (measured on the H200: decode 13.0 ms against 10.6 ms without PDL). Even so, 12B decode at
+// 32K measured 11.0 ms with every kernel launched early and 10.3 ms without (session 5); what pays is launching early
+// only the kernels that have weights to read before the wait.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,7 +34,9 @@ __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcon
 // alternated in one run): products early, decode at 32K 8.19 / 8.26 ms against 8.40 / 8.41 with plain launches and
 // the 8-question step 10.06 / 10.18 against 10.41 / 10.43; the norms early as well, 8.05 / 8.03 against 8.12 / 8.20
 // and 9.77 / 9.76 against 9.91 / 9.84. Every kernel early (AVSERVE_PDL=1) was slower: 8.67 / 8.70 and
-// 11.87 / 11.85. AVSERVE_PDL=0 launches everything plainly, AVSERVE_PDL=products only the products early.
+// 11.87 / 11.85. Since session 17 the sliding layers' one-row attention launches early too, to copy the ring rows of
+// earlier steps before it waits (Note [Early ring copies] in sliding_decode.cu). AVSERVE_PDL=0 launches everything
+// plainly, AVSERVE_PDL=products only the products early.
 inline const char* PdlSetting() {
   static const char* setting = [] {
     const char* env = std::getenv("AVSERVE_PDL");
