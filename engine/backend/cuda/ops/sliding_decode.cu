@@ -57,8 +57,8 @@ struct SlidingSmem {
   RopeTable<kD> rope;
 };
 
-// kEarly: launched early (dependent launch), the slice's ring rows start on their way before the wait (Note
-// [Early ring copies]).
+// kEarly: launched early (dependent launch), the slice's ring rows start on their way and the RoPE table is filled
+// before the wait (Note [Early ring copies]).
 template <int kSplits, int kGroup, bool kEarly>
 __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodeParams sp) {
   using Smem = SlidingSmem<kSplits, kGroup>;
