@@ -297,9 +297,11 @@ void CheckGemv(const GemvShape& sh, GemvKernel kernel, std::mt19937& rng) {
 // 256-wide step, n not a multiple of its 16-row tile, and enough rows of w for each of its k splits (8 down to 1
 // warp per tile on an H200's 132 SMs). Row-streaming kernel (1-4 tokens, k a multiple of 256; forced here, as
 // the size rule would give the small shapes to the mma kernel): tiles shared by several warps (few rows, long k),
-// one warp holding many tiles (30720 rows), an odd n, bias and fp32 output. Every shape runs on both kernels,
-// each twice, and must give the same bits twice (the row-streaming kernel's tile counters are reset by the launch
-// that used them).
+// one warp holding many tiles (30720 rows), an odd n, bias and fp32 output. The mma kernel stages the second round
+// of 1-4 tokens' short products in shared memory (Note [Staged second round]): two rounds a warp (3841 and 3840 rows
+// over k 4096, 100 rows over 3840) and a partial fourth (8192 rows over 3840, the sliding q|k|v shape). Every shape
+// runs on both kernels, each twice, and must give the same bits twice (the row-streaming kernel's tile counters are
+// reset by the launch that used them).
 TEST(CudaSkinnyGemmTest, MatchesLoop) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
@@ -308,7 +310,8 @@ TEST(CudaSkinnyGemmTest, MatchesLoop) {
                               GemvShape{3, 4096, 256, false, false}, GemvShape{1, 30720, 3840, false, false},
                               GemvShape{3, 12800, 512, true, false}, GemvShape{8, 8192, 1024, false, false},
                               GemvShape{2, 3841, 4096, true, true}, GemvShape{4, 257, 15360, false, false},
-                              GemvShape{1, 3840, 4096, true, false}, GemvShape{2, 10, 512, false, true}}) {
+                              GemvShape{1, 3840, 4096, true, false}, GemvShape{2, 10, 512, false, true},
+                              GemvShape{1, 8192, 3840, false, false}}) {
     for (const GemvKernel kernel : {GemvKernel::kMma, GemvKernel::kRows}) {
       SCOPED_TRACE(::testing::Message() << "m=" << sh.m << " n=" << sh.n << " k=" << sh.k << " kernel "
                                         << static_cast<int>(kernel));
