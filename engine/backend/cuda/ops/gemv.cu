@@ -324,10 +324,13 @@ struct RowStreamArgs {
 };
 
 // Units each warp of an early row-streaming product sends to L2 before it waits (AVSERVE_PREFETCH_UNITS, to measure).
+// On the H200, decode at 32K alternated in one run: 4 against 12 in session 8 (8.157 / 8.198 ms against 8.267 /
+// 8.291); 2 against 4 and 8 in session 17, with the staged products of Note [Staged second round] (7.119 / 7.126 ms
+// against 7.157 / 7.169 and 7.221 / 7.217).
 int PrefetchUnits() {
   static const int units = [] {
     const char* env = std::getenv("AVSERVE_PREFETCH_UNITS");
-    return env != nullptr ? std::max(0, std::atoi(env)) : 4;
+    return env != nullptr ? std::max(0, std::atoi(env)) : 2;
   }();
   return units;
 }
