@@ -368,10 +368,7 @@ int FillSplits(int per_sm, int num_sms, int ctas, int max_tiles, int min_tiles) 
 
 // Fewest tiles per split of a grouped launch (AVSERVE_DECODE_GROUP_TILES, to measure).
 int GroupMinTiles() {
-  static const int tiles = [] {
-    const char* env = std::getenv("AVSERVE_DECODE_GROUP_TILES");
-    return env != nullptr ? std::max(1, std::atoi(env)) : 2;
-  }();
+  static const int tiles = EnvCount("AVSERVE_DECODE_GROUP_TILES", 2, 1);
   return tiles;
 }
 

@@ -214,10 +214,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) SkinnyGemmKernel(GemmParams p,
 // The mma kernel stages its second round in products of at most this many rounds a warp (AVSERVE_GEMV_STAGE, to
 // measure; 0: never). Longer products gain little from one round in shared memory and may lose L1 to it.
 int StageMaxRounds() {
-  static const int rounds = [] {
-    const char* env = std::getenv("AVSERVE_GEMV_STAGE");
-    return env != nullptr ? std::max(0, std::atoi(env)) : 4;
-  }();
+  static const int rounds = EnvCount("AVSERVE_GEMV_STAGE", 4, 0);
   return rounds;
 }
 constexpr size_t kStageBytes = size_t{kWarps} * 2 * kUnroll * 32 * sizeof(U32x4);  // 64 KB
@@ -231,10 +228,10 @@ void Launch(const GemmParams& p, cudaStream_t stream) {
   // Staging pays only where the warp has a second round and the kernel launches early.
   constexpr int64_t kRoundK = int64_t{kSplit} * kChunk * kUnroll;  // k of one round of all of a tile's warps
   const int64_t rounds = (p.k + kRoundK - 1) / kRoundK;
-  const bool stage = ProductPdlEnabled() && p.m <= kTwoAccsMaxRows && rounds >= 2 && rounds <= StageMaxRounds();
-  if (!stage) {
-    LaunchPdlWhen(ProductPdlEnabled(), SkinnyGemmKernel<kN8, kSplit, kAccs, false>, dim3(blocks), dim3(kWarps * 32), 0,
-                  stream, p, lda, ldb, ldc);
+  const bool early = ProductPdlEnabled();
+  if (!early || p.m > kTwoAccsMaxRows || rounds < 2 || rounds > StageMaxRounds()) {
+    LaunchPdlWhen(early, SkinnyGemmKernel<kN8, kSplit, kAccs, false>, dim3(blocks), dim3(kWarps * 32), 0, stream, p,
+                  lda, ldb, ldc);
     return;
   }
   const auto kernel = SkinnyGemmKernel<kN8, kSplit, kAccs, true>;
@@ -328,10 +325,7 @@ struct RowStreamArgs {
 // 8.291); 2 against 4 and 8 in session 17, with the staged products of Note [Staged second round] (7.119 / 7.126 ms
 // against 7.157 / 7.169 and 7.221 / 7.217).
 int PrefetchUnits() {
-  static const int units = [] {
-    const char* env = std::getenv("AVSERVE_PREFETCH_UNITS");
-    return env != nullptr ? std::max(0, std::atoi(env)) : 2;
-  }();
+  static const int units = EnvCount("AVSERVE_PREFETCH_UNITS", 2, 0);
   return units;
 }
 

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
@@ -27,6 +28,12 @@ inline int NumSms() {
 inline bool EnvSwitchOn(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr || v[0] != '0';
+}
+
+// A count kept for measuring: environment variable `name` as an integer of at least `least`, or `fallback` unset.
+inline int EnvCount(const char* name, int fallback, int least) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? fallback : std::max(least, std::atoi(v));
 }
 
 // Device scratch of type S kept per CUDA stream (kernels on one stream never overlap, so one copy serves all of a

@@ -74,8 +74,9 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
   const int k0 = lo + split * per, n = max(0, min(per, hi - k0));
   const bool owns_new = qpos >= k0 && qpos < k0 + n;
 
-  // The slice's K/V rows (but the new one, which is written below) start on their way to shared memory.
-  const auto copy_ring_rows = [&] {
+  // The slice's K/V rows (but the new one, which is written below) start on their way to shared memory, and the
+  // RoPE table of the step's position is filled: before the wait when launched early (kEarly), else after it.
+  const auto start_slice = [&] {
     constexpr int kPieces = kD / 8;  // 16-byte pieces per row
     const int slot0 = k0 % p.kv_capacity;
     for (int i = threadIdx.x; i < n * kPieces; i += kThreads) {
@@ -85,17 +86,12 @@ __global__ void __launch_bounds__(kThreads) SlidingDecodeKernel(SlidingDecodePar
       CpAsync16(&sm.k[kk][c], p.k + slot * p.k_slot_stride + kv_head * p.k_head_stride + c);
       CpAsync16(&sm.v[kk][c], p.v + slot * p.v_slot_stride + kv_head * p.v_head_stride + c);
     }
-  };
-  if constexpr (kEarly) {
-    copy_ring_rows();
     FillRopeTables<kD>(sp.positions, 1, sp.rope_theta, sp.rope_pairs, &sm.rope);
-  }
+  };
+  if constexpr (kEarly) start_slice();
   PdlWait();
   PdlLaunchDependents();
-  if constexpr (!kEarly) {
-    copy_ring_rows();
-    FillRopeTables<kD>(sp.positions, 1, sp.rope_theta, sp.rope_pairs, &sm.rope);
-  }
+  if constexpr (!kEarly) start_slice();
   __syncthreads();
 
   // Warps [0, kGroup): the query heads; the new row's owner: warp kGroup its K head, warp kGroup + 1 its V head.
