@@ -3,9 +3,11 @@
 // contexts, and `batch` questions forked from one prefix decoding together (ms per lockstep step).
 //   engine_bench [--checkpoint DIR] [--backend cpu|cuda] [--threads N] [--chunk N]
 //                [--prefill 128,512,2048] [--decode_ctx 128,2048] [--decode_tokens 64] [--batch 0]
-//                [--reps 3] [--warmup 0]
+//                [--reps 3] [--warmup 0] [--load_warmup 0]
 // --warmup N: one untimed N-token prefill first (loads every kernel, caches the GEMM heuristics of the chunk
 // shapes, fills the allocator), as bench/engine_gpu/peer_transformers.py warms transformers up before timing.
+// --load_warmup N: the engine's own warm-up at load (EngineOptions::warmup_tokens), timed within the load; with
+// --reps 1 and no --warmup, the first prefill is then what a server's first request meets.
 // bench/engine_cpu.sh runs it on the tiny test checkpoints (CPU); bench/engine_gpu.sh (device_run.sh) on
 // the random 12B checkpoint (CUDA). The last line is machine-readable:
 //   engine_bench backend=<name> prefill_<n>_s=<s>... decode_<ctx>_ms=<ms>... batch<b>_<ctx>_step_ms=<ms>
@@ -36,7 +38,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 struct Args {
   std::string checkpoint = std::string(AVSERVE_SOURCE_DIR) + "/tests/data/engine/tiny";
   std::string backend = "cpu";
-  int threads = 0, chunk = 512, decode_tokens = 64, batch = 0, reps = 3, warmup = 0;
+  int threads = 0, chunk = 512, decode_tokens = 64, batch = 0, reps = 3, warmup = 0, load_warmup = 0;
   std::vector<int> prefill = {128, 512, 2048}, decode_ctx = {128, 2048};
 };
 
@@ -62,6 +64,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     else if (k == "--batch") a->batch = std::atoi(v.c_str());
     else if (k == "--reps") a->reps = std::atoi(v.c_str());
     else if (k == "--warmup") a->warmup = std::atoi(v.c_str());
+    else if (k == "--load_warmup") a->load_warmup = std::atoi(v.c_str());
     else return false;
   }
   return argc % 2 == 1 && (a->backend == "cpu" || a->backend == "cuda") && a->chunk > 0 && a->reps > 0 &&
@@ -139,14 +142,16 @@ int main(int argc, char** argv) {
   o.backend = a.backend == "cpu" ? BackendKind::kCpu : BackendKind::kCuda;
   o.num_threads = a.threads;
   o.prefill_chunk_tokens = a.chunk;
+  o.warmup_tokens = a.load_warmup;
   const auto t_load = Clock::now();
   auto engine = Engine::Load(o);
   if (!engine.ok()) {
     std::fprintf(stderr, "load failed: %s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
-  std::printf("checkpoint %s backend %s threads %d chunk %d: loaded in %.1f s\n", o.checkpoint_dir.c_str(),
-              (*engine)->backend_name().c_str(), a.threads, a.chunk, Seconds(t_load, Clock::now()));
+  std::printf("checkpoint %s backend %s threads %d chunk %d: loaded in %.1f s (warm-up of %d positions %.3f s)\n",
+              o.checkpoint_dir.c_str(), (*engine)->backend_name().c_str(), a.threads, a.chunk,
+              Seconds(t_load, Clock::now()), a.load_warmup, (*engine)->warmup_seconds());
   if (a.warmup > 0 && PrefillSeconds(**engine, a.warmup, 1) < 0) {
     std::fprintf(stderr, "warm-up prefill of %d tokens failed\n", a.warmup);
     return 1;

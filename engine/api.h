@@ -81,6 +81,13 @@ struct EngineOptions {
   // Called on the loading thread after each weight tensor is validated and, on a GPU, uploaded: bytes done so
   // far and in all (a 12B checkpoint is ~24 GB: its upload is the time a server waits before serving).
   std::function<void(int64_t bytes_done, int64_t bytes_total)> on_load_progress;
+  // After loading, Load runs a throwaway request of this many prompt positions (a video frame, audio frames and
+  // text), two generated tokens, and two questions forked from it decoding together. So the GPU's one-time costs
+  // (kernels loaded at their first launch, GEMM algorithm queries, workspace allocations, decode graphs) fall on
+  // the load instead of the first request: about 0.19 s of the 12B's first 8K prefill on an H200
+  // (bench/RESULTS.md, session 16). 0: none. A warm-up that finds too little memory is skipped; any other failure
+  // fails the load.
+  int warmup_tokens = 0;
 };
 
 struct SamplingOptions {
@@ -120,6 +127,8 @@ class Engine {
 
   virtual const ModelInfo& info() const = 0;
   virtual std::string backend_name() const = 0;
+  // What the load's warm-up took (EngineOptions::warmup_tokens), in seconds; 0 when none ran.
+  virtual double warmup_seconds() const { return 0.0; }
   // A fresh, empty sequence able to hold `max_tokens` positions (RESOURCE_EXHAUSTED if it can't).
   virtual absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) = 0;
   // Samples after the last prefilled position, then feeds each sampled token back, until a stop id,

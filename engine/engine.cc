@@ -1,6 +1,8 @@
 // Engine and Sequence (engine/api.h) over Gemma4Model: input validation, chunked prefill that never
 // splits a vision block, lazy feeding of generated tokens, forks, and the generation loop.
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <span>
 #include <string_view>
@@ -383,6 +385,10 @@ class EngineImpl final : public Engine {
 
   const ModelInfo& info() const override { return model_.config().info; }
   std::string backend_name() const override { return backend_->Name(); }
+  double warmup_seconds() const override { return warmup_seconds_; }
+
+  // EngineOptions::warmup_tokens.
+  absl::Status WarmUp(int tokens);
 
   absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) override {
     const int64_t limit = options_.max_context > 0 ? options_.max_context : info().max_context;
@@ -420,6 +426,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Backend> backend_;
   Gemma4Model model_;
   EngineOptions options_;
+  double warmup_seconds_ = 0.0;
 };
 
 // One generation step of `s`: feeds the pending token, samples the next one and hands it out.
@@ -515,14 +522,75 @@ absl::Status EngineImpl::FeedPendingTogether(const std::vector<SequenceImpl*>& s
 
 }  // namespace
 
+// The warm-up request: a video frame of side² patches (one bidirectional block), audio frames and text between
+// the markers a real prompt has, as many positions as asked (at most the context limit; media only where they fit
+// in one prefill step); then two tokens, and two forks of it decoding two tokens together.
+absl::Status EngineImpl::WarmUp(int tokens) {
+  const int64_t limit = options_.max_context > 0 ? options_.max_context : info().max_context;
+  const int n = static_cast<int>(std::min<int64_t>(tokens, limit - 8));
+  if (n <= 0) return absl::OkStatus();
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelInfo& mi = info();
+  const int step = options_.prefill_chunk_tokens;
+  int side = 1;
+  while ((side + 1) * (side + 1) <= std::min(n / 4, 256) && (side + 1) * (side + 1) + 2 <= step / 2) ++side;
+  const int vision = n >= 16 ? side * side : 0, audio = n >= 16 ? std::min(n / 8, 64) : 0;
+  PromptChunk c;
+  auto add = [&](int32_t id, TokenType type) {
+    c.ids.push_back(id);
+    c.types.push_back(type);
+  };
+  add(mi.bos_id, TokenType::kText);
+  if (vision > 0) {
+    add(mi.boi_id, TokenType::kText);
+    for (int i = 0; i < vision; ++i) {
+      add(mi.video_id, TokenType::kVideo);
+      c.vision_positions.push_back(i % side);
+      c.vision_positions.push_back(i / side);
+    }
+    c.vision_patches.assign(static_cast<size_t>(vision) * model_.config().vision.patch_dim, 0.5f);
+    add(mi.eoi_id, TokenType::kText);
+  }
+  if (audio > 0) {
+    add(mi.boa_id, TokenType::kText);
+    for (int i = 0; i < audio; ++i) add(mi.audio_id, TokenType::kAudio);
+    c.audio_frames.resize(static_cast<size_t>(audio) * model_.config().audio.frame_dim);
+    for (size_t i = 0; i < c.audio_frames.size(); ++i) c.audio_frames[i] = 0.1f * std::sin(0.05f * i);
+    add(mi.eoa_id, TokenType::kText);
+  }
+  for (int i = 0; static_cast<int>(c.ids.size()) < n; ++i) add(5 + (i * 7919) % (mi.vocab_size - 10), TokenType::kText);
+  absl::StatusOr<std::unique_ptr<Sequence>> seq = NewSequence(n + 8);
+  absl::Status st = seq.status();
+  SamplingOptions greedy;
+  greedy.max_new_tokens = 2;
+  if (st.ok()) st = (*seq)->Prefill(c, nullptr);
+  if (st.ok()) st = Generate(**seq, greedy, [](int32_t) { return true; }, nullptr);
+  std::vector<std::unique_ptr<Sequence>> forks;
+  for (int i = 0; i < 2 && st.ok(); ++i) {
+    absl::StatusOr<std::unique_ptr<Sequence>> fork = (*seq)->Fork();
+    st = fork.status();
+    if (st.ok()) forks.push_back(*std::move(fork));
+  }
+  if (st.ok()) {
+    st = GenerateBatch({forks[0].get(), forks[1].get()}, greedy, [](size_t, int32_t) { return true; }, nullptr);
+  }
+  if (absl::IsResourceExhausted(st)) return absl::OkStatus();  // the device is small: requests will say so
+  if (!st.ok()) return absl::Status(st.code(), absl::StrCat("warm-up: ", st.message()));
+  warmup_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.checkpoint_dir));
   if (options.prefill_chunk_tokens <= 0) return absl::InvalidArgumentError("prefill_chunk_tokens must be > 0");
   if (options.fork_chunk_tokens <= 0) return absl::InvalidArgumentError("fork_chunk_tokens must be > 0");
+  if (options.warmup_tokens < 0) return absl::InvalidArgumentError("warmup_tokens must be >= 0");
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(options.backend, options.num_threads));
   ASSIGN_OR_RETURN(ModelWeights weights,
                    LoadWeights(options.checkpoint_dir, config, *backend, options.on_load_progress));
-  return std::unique_ptr<Engine>(new EngineImpl(std::move(backend), std::move(config), std::move(weights), options));
+  auto engine = std::make_unique<EngineImpl>(std::move(backend), std::move(config), std::move(weights), options);
+  if (options.warmup_tokens > 0) RETURN_IF_ERROR(engine->WarmUp(options.warmup_tokens));
+  return std::unique_ptr<Engine>(std::move(engine));
 }
 
 }  // namespace avserve::engine

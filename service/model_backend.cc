@@ -318,13 +318,24 @@ absl::StatusOr<std::unique_ptr<InferenceBackend>> CreateModelBackend(const Serve
     LogEvent(LogLevel::kInfo, "loading_weights",
              {{"percent", now * 10}, {"bytes_done", done}, {"bytes_total", total}});
   };
+  // The warm-up's default: one prefill step on a GPU; none on the CPU, which has no one-time costs worth it.
+  const auto warmup_for = [&](engine::BackendKind kind) {
+    if (config.warmup_tokens >= 0) return config.warmup_tokens;
+    return kind == engine::BackendKind::kCuda ? options.prefill_chunk_tokens : 0;
+  };
+  options.warmup_tokens = warmup_for(options.backend);
   auto engine = engine::Engine::Load(options);
   if (!engine.ok() && config.backend == "auto") {
     LogEvent(LogLevel::kInfo, "cuda_unavailable", {{"reason", engine.status().ToString()}});
     options.backend = engine::BackendKind::kCpu;
+    options.warmup_tokens = warmup_for(options.backend);
     engine = engine::Engine::Load(options);
   }
   if (!engine.ok()) return engine.status();
+  if ((*engine)->warmup_seconds() > 0) {
+    LogEvent(LogLevel::kInfo, "warmed_up",
+             {{"tokens", options.warmup_tokens}, {"seconds", (*engine)->warmup_seconds()}});
+  }
   ASSIGN_OR_RETURN(auto tokenizer, engine::Tokenizer::LoadFromFile(config.checkpoint_dir + "/tokenizer.json"));
   std::string model_key = absl::StrCat((*engine)->info().model_type, "@", config.checkpoint_dir);
   return std::unique_ptr<InferenceBackend>(

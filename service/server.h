@@ -31,6 +31,9 @@ struct ServerConfig {
   int cpu_threads = 0;
   int64_t prefix_cache_bytes = int64_t{4} << 30;
   int64_t max_context_tokens = 0;              // 0 = the model's
+  // A throwaway request after loading (EngineOptions::warmup_tokens): -1 = one prefill step's worth on a GPU and
+  // none on the CPU, 0 = none.
+  int warmup_tokens = -1;
 };
 
 using BackendFactory = std::function<absl::StatusOr<std::unique_ptr<InferenceBackend>>(const ServerConfig&)>;

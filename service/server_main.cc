@@ -41,6 +41,11 @@ void AddFlags(CLI::App& app, ServerConfig& c, std::string& port_file, std::strin
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-context", c.max_context_tokens, "context limit in tokens (0 = the model's)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup-tokens", c.warmup_tokens,
+                 "prompt positions of a throwaway request run after loading, so the first request does not pay the "
+                 "GPU's one-time costs (-1 = one prefill step on a GPU, none on the CPU; 0 = none)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1 << 20));
   app.add_option("--port-file", port_file, "write {\"grpc_port\":..,\"metrics_port\":..} here once listening");
 }
 

@@ -343,6 +343,50 @@ TEST(EngineLoadTest, ReportsWeightProgressUpToTheWholeCheckpoint) {
   EXPECT_GT(calls.back().second, static_cast<int64_t>(file_bytes) * 9 / 10);
 }
 
+// The warm-up at load (EngineOptions::warmup_tokens) runs a throwaway request of frames, audio and text, and leaves
+// nothing behind: a request after it gives the same tokens and the same logits, bit for bit, as on an engine loaded
+// without it. A warm-up longer than the context limit is cut to it; a negative count is refused before loading.
+TEST(EngineLoadTest, WarmUpAtLoadLeavesRequestsAsTheyWere) {
+  const testing::Golden g = testing::Golden::Load();
+  auto run = [&](int warmup_tokens, int64_t max_context, double* warmup_seconds) {
+    EngineOptions o;
+    o.checkpoint_dir = testing::TinyF32();
+    o.num_threads = 2;
+    o.max_context = max_context;
+    o.warmup_tokens = warmup_tokens;
+    auto engine = Engine::Load(o);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return std::make_pair(std::vector<int32_t>{}, std::vector<float>{});
+    *warmup_seconds = (*engine)->warmup_seconds();
+    auto seq = (*engine)->NewSequence(64);
+    EXPECT_TRUE(seq.ok());
+    EXPECT_TRUE((*seq)->Prefill(g.Chunk("p1", 0, g.length("p1")), nullptr).ok());
+    SamplingOptions s;
+    s.max_new_tokens = 5;
+    std::vector<int32_t> tokens;
+    EXPECT_TRUE((*engine)->Generate(**seq, s, [&](int32_t t) { tokens.push_back(t); return true; }, nullptr).ok());
+    return std::make_pair(tokens, (*seq)->logits());
+  };
+  double cold_s = -1, warm_s = -1, capped_s = -1;
+  const auto cold = run(0, 0, &cold_s);
+  const auto warm = run(96, 0, &warm_s);
+  const auto capped = run(100000, 128, &capped_s);
+  EXPECT_EQ(cold_s, 0.0);
+  EXPECT_GT(warm_s, 0.0);
+  EXPECT_GT(capped_s, 0.0);
+  ASSERT_FALSE(cold.first.empty());  // the tiny model may reach a stop id before 5
+  EXPECT_EQ(warm.first, cold.first);
+  EXPECT_EQ(capped.first, cold.first);
+  ASSERT_FALSE(cold.second.empty());
+  EXPECT_EQ(warm.second, cold.second);
+  EXPECT_EQ(capped.second, cold.second);
+
+  EngineOptions bad;
+  bad.checkpoint_dir = testing::TinyF32();
+  bad.warmup_tokens = -1;
+  EXPECT_EQ(Engine::Load(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(EngineLoadTest, CudaIsAClearErrorWhereItCannotRun) {
   EngineOptions o;
   o.checkpoint_dir = testing::TinyBf16();

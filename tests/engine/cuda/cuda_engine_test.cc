@@ -20,11 +20,12 @@ namespace {
 
 using cuda::testing::HaveDevice;
 
-std::unique_ptr<Engine> Load(BackendKind kind) {
+std::unique_ptr<Engine> Load(BackendKind kind, int warmup_tokens = 0) {
   EngineOptions o;
   o.checkpoint_dir = testing::TinyBf16();
   o.backend = kind;
   o.num_threads = 2;
+  o.warmup_tokens = warmup_tokens;
   auto engine = Engine::Load(o);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return engine.ok() ? *std::move(engine) : nullptr;
@@ -100,6 +101,28 @@ PromptChunk Text(std::vector<int32_t> ids) {
 // Greedy tokens come from ArgmaxRows on the GPU, the logits staying there until logits() asks: each token of
 // Generate and of GenerateBatch (one batched step and one choice for all rows) is Sampler's greedy choice over
 // logits() at that point, and a twin that never looks at its logits emits the same tokens.
+// The warm-up at load (EngineOptions::warmup_tokens: frames, audio, text, decode steps and a batch of forks on the
+// GPU) leaves nothing behind: the same prefill logits and greedy tokens, bit for bit, as an engine loaded without it.
+TEST(CudaEngineTest, WarmUpAtLoadLeavesRequestsAsTheyWere) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  const testing::Golden golden = testing::Golden::Load();
+  std::vector<float> cold_logits, warm_logits;
+  std::vector<int32_t> cold_tokens, warm_tokens;
+  {
+    auto cold = Load(BackendKind::kCuda);
+    ASSERT_NE(cold, nullptr);
+    EXPECT_EQ(cold->warmup_seconds(), 0.0);
+    RunPrompt(*cold, golden, "p1", &cold_logits, &cold_tokens);
+  }
+  auto warm = Load(BackendKind::kCuda, 200);
+  ASSERT_NE(warm, nullptr);
+  EXPECT_GT(warm->warmup_seconds(), 0.0);
+  RunPrompt(*warm, golden, "p1", &warm_logits, &warm_tokens);
+  ASSERT_FALSE(cold_tokens.empty());
+  EXPECT_EQ(warm_tokens, cold_tokens);
+  EXPECT_EQ(warm_logits, cold_logits);
+}
+
 TEST(CudaEngineTest, GreedyTokensAreTheSamplersChoiceOverTheLogits) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   auto engine = Load(BackendKind::kCuda);
