@@ -271,7 +271,9 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 // tile (a counter per tile, reset by that warp) adds the parts in warp order, so the result does not depend on
 // timing. Measured on the H200 (bench/RESULTS.md, session 7): a decode step's 193 products and the head back to
 // back, m = 1, 6.15 ms against 7.24 ms on the mma kernel; the engine's decode step at 32K, with the size rule of
-// LaunchGemv, 8.48 / 8.55 ms against 9.00 / 9.04 ms (two alternating rounds in one run).
+// LaunchGemv, 8.48 / 8.55 ms against 9.00 / 9.04 ms (two alternating rounds in one run). That bookkeeping of shared
+// tiles is now the kernel's largest loss: skipped (wrong values, timing only), decode at 32K took 6.89 ms against
+// 7.30 (session 18); summing them at the end of each run, or in the post norm after down, lost (bench/RESULTS.md).
 //
 // Note [GeGLU in the product]
 // A decode step's MLP took three launches: gate|up, the GeGLU of its two halves, down. The GeGLU launch costs
