@@ -534,7 +534,9 @@ absl::Status EngineImpl::WarmUp(int tokens) {
   const int step = options_.prefill_chunk_tokens;
   int side = 1;
   while ((side + 1) * (side + 1) <= std::min(n / 4, 256) && (side + 1) * (side + 1) + 2 <= step / 2) ++side;
-  const int vision = n >= 16 ? side * side : 0, audio = n >= 16 ? std::min(n / 8, 64) : 0;
+  const bool media = n >= 16;  // and the checkpoint takes them
+  const int vision = media && model_.config().vision.patch_dim > 0 ? side * side : 0;
+  const int audio = media && model_.config().audio.frame_dim > 0 ? std::min(n / 8, 64) : 0;
   PromptChunk c;
   auto add = [&](int32_t id, TokenType type) {
     c.ids.push_back(id);
@@ -558,7 +560,10 @@ absl::Status EngineImpl::WarmUp(int tokens) {
     for (size_t i = 0; i < c.audio_frames.size(); ++i) c.audio_frames[i] = 0.1f * std::sin(0.05f * i);
     add(mi.eoa_id, TokenType::kText);
   }
-  for (int i = 0; static_cast<int>(c.ids.size()) < n; ++i) add(5 + (i * 7919) % (mi.vocab_size - 10), TokenType::kText);
+  const int64_t ids = std::max(1, mi.vocab_size - 10);  // text ids from 5 on, clear of the control tokens
+  for (int64_t i = 0; static_cast<int>(c.ids.size()) < n; ++i) {
+    add(static_cast<int32_t>(5 + (i * 7919) % ids), TokenType::kText);
+  }
   absl::StatusOr<std::unique_ptr<Sequence>> seq = NewSequence(n + 8);
   absl::Status st = seq.status();
   SamplingOptions greedy;
