@@ -389,9 +389,13 @@ class EngineImpl final : public Engine {
 
   // EngineOptions::warmup_tokens.
   absl::Status WarmUp(int tokens);
+  PromptChunk WarmUpPrompt(int n) const;
+
+  // Positions a sequence may hold: EngineOptions::max_context, or the model's.
+  int64_t ContextLimit() const { return options_.max_context > 0 ? options_.max_context : info().max_context; }
 
   absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(int64_t max_tokens) override {
-    const int64_t limit = options_.max_context > 0 ? options_.max_context : info().max_context;
+    const int64_t limit = ContextLimit();
     if (max_tokens <= 0 || max_tokens > limit) {
       return absl::InvalidArgumentError(absl::StrCat("max_tokens must be in [1, ", limit, "]"));
     }
@@ -522,19 +526,15 @@ absl::Status EngineImpl::FeedPendingTogether(const std::vector<SequenceImpl*>& s
 
 }  // namespace
 
-// The warm-up request: a video frame of side² patches (one bidirectional block), audio frames and text between
-// the markers a real prompt has, as many positions as asked (at most the context limit; media only where they fit
-// in one prefill step); then two tokens, and two forks of it decoding two tokens together.
-absl::Status EngineImpl::WarmUp(int tokens) {
-  const int64_t limit = options_.max_context > 0 ? options_.max_context : info().max_context;
-  const int n = static_cast<int>(std::min<int64_t>(tokens, limit - 8));
-  if (n <= 0) return absl::OkStatus();
-  const auto t0 = std::chrono::steady_clock::now();
+// The warm-up prompt of n positions: a video frame of side² patches (one bidirectional block, at most half a
+// prefill step), audio frames and text between the markers a real prompt has; media only from 16 positions on and
+// where the checkpoint takes them.
+PromptChunk EngineImpl::WarmUpPrompt(int n) const {
   const ModelInfo& mi = info();
   const int step = options_.prefill_chunk_tokens;
   int side = 1;
   while ((side + 1) * (side + 1) <= std::min(n / 4, 256) && (side + 1) * (side + 1) + 2 <= step / 2) ++side;
-  const bool media = n >= 16;  // and the checkpoint takes them
+  const bool media = n >= 16;
   const int vision = media && model_.config().vision.patch_dim > 0 ? side * side : 0;
   const int audio = media && model_.config().audio.frame_dim > 0 ? std::min(n / 8, 64) : 0;
   PromptChunk c;
@@ -564,6 +564,16 @@ absl::Status EngineImpl::WarmUp(int tokens) {
   for (int64_t i = 0; static_cast<int>(c.ids.size()) < n; ++i) {
     add(static_cast<int32_t>(5 + (i * 7919) % ids), TokenType::kText);
   }
+  return c;
+}
+
+// The warm-up request: WarmUpPrompt of as many positions as asked (at most the context limit), then two tokens,
+// and two forks of it decoding two tokens together.
+absl::Status EngineImpl::WarmUp(int tokens) {
+  const int n = static_cast<int>(std::min<int64_t>(tokens, ContextLimit() - 8));
+  if (n <= 0) return absl::OkStatus();
+  const auto t0 = std::chrono::steady_clock::now();
+  const PromptChunk c = WarmUpPrompt(n);
   absl::StatusOr<std::unique_ptr<Sequence>> seq = NewSequence(n + 8);
   absl::Status st = seq.status();
   SamplingOptions greedy;

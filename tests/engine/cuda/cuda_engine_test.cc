@@ -98,9 +98,6 @@ PromptChunk Text(std::vector<int32_t> ids) {
   return c;
 }
 
-// Greedy tokens come from ArgmaxRows on the GPU, the logits staying there until logits() asks: each token of
-// Generate and of GenerateBatch (one batched step and one choice for all rows) is Sampler's greedy choice over
-// logits() at that point, and a twin that never looks at its logits emits the same tokens.
 // The warm-up at load (EngineOptions::warmup_tokens: frames, audio, text, decode steps and a batch of forks on the
 // GPU) leaves nothing behind: the same prefill logits and greedy tokens, bit for bit, as an engine loaded without it.
 TEST(CudaEngineTest, WarmUpAtLoadLeavesRequestsAsTheyWere) {
@@ -123,6 +120,9 @@ TEST(CudaEngineTest, WarmUpAtLoadLeavesRequestsAsTheyWere) {
   EXPECT_EQ(warm_logits, cold_logits);
 }
 
+// Greedy tokens come from ArgmaxRows on the GPU, the logits staying there until logits() asks: each token of
+// Generate and of GenerateBatch (one batched step and one choice for all rows) is Sampler's greedy choice over
+// logits() at that point, and a twin that never looks at its logits emits the same tokens.
 TEST(CudaEngineTest, GreedyTokensAreTheSamplersChoiceOverTheLogits) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   auto engine = Load(BackendKind::kCuda);
