@@ -300,8 +300,8 @@ void CheckGemv(const GemvShape& sh, GemvKernel kernel, std::mt19937& rng) {
 // one warp holding many tiles (30720 rows), an odd n, bias and fp32 output. The mma kernel stages the second round
 // of 1-4 tokens' short products in shared memory (Note [Staged second round]): two rounds a warp (3841 and 3840 rows
 // over k 4096, 100 rows over 3840) and a partial fourth (8192 rows over 3840, the sliding q|k|v shape). Every shape
-// runs on both kernels, each twice, and must give the same bits twice (the row-streaming kernel's tile counters are
-// reset by the launch that used them).
+// runs on both kernels, each twice, and must give the same bits twice (the row-streaming kernel's part slots are
+// left empty by the launch that used them: a part left behind would be taken as the next launch's).
 TEST(CudaSkinnyGemmTest, MatchesLoop) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
@@ -341,7 +341,7 @@ class CudaFusedDecodeProductTest : public ::testing::Test {
 };
 
 // The MLP's gate|up product of 1, 2 and 4 tokens (F = 15,360: each warp's run of units starts and ends inside
-// tiles, so shared tiles are summed by their last warp), twice each (the tile counters are reset). Where a run
+// tiles, so shared tiles are summed through part slots), twice each (the slots are left empty). Where a run
 // ends inside a tile, the fused product splits that row's sum at another k than the plain one, so a few values
 // may round one bf16 step apart; anything more (a wrong row, a wrong pairing, a missed rounding) fails.
 TEST_F(CudaFusedDecodeProductTest, GegluProductEqualsProductThenGeglu) {

@@ -267,13 +267,25 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 // of ONE row, a warp 512 contiguous bytes, and the products are plain fp32 FMAs. Work is counted in units of
 // (2 rows, 256 k) in row-major order, and every warp of a persistent grid takes an equal contiguous run of
 // units, so no warp trails a second part-filled wave. Four units of both rows are loaded before any is used. A
-// warp whose run starts or ends inside a tile writes its partial sums to `parts`; the last warp to finish that
-// tile (a counter per tile, reset by that warp) adds the parts in warp order, so the result does not depend on
-// timing. Measured on the H200 (bench/RESULTS.md, session 7): a decode step's 193 products and the head back to
-// back, m = 1, 6.15 ms against 7.24 ms on the mma kernel; the engine's decode step at 32K, with the size rule of
-// LaunchGemv, 8.48 / 8.55 ms against 9.00 / 9.04 ms (two alternating rounds in one run). That bookkeeping of shared
-// tiles is now the kernel's largest loss: skipped (wrong values, timing only), decode at 32K took 6.89 ms against
-// 7.30 (session 18); summing them at the end of each run, or in the post norm after down, lost (bench/RESULTS.md).
+// tile that two or more warps' runs share is summed as Note [Shared tiles] says. Measured on the H200
+// (bench/RESULTS.md, session 7): a decode step's 193 products and the head back to back, m = 1, 6.15 ms against
+// 7.24 ms on the mma kernel; the engine's decode step at 32K, with the size rule of LaunchGemv, 8.48 / 8.55 ms
+// against 9.00 / 9.04 ms (two alternating rounds in one run).
+//
+// Note [Shared tiles]
+// A tile split between runs has one part per run; the run that holds the tile's first unit (the one whose run ends
+// there) adds them in run order and writes the tile. Every other run stores its part in its own slot and goes on at
+// once. Each slot is one float per sum, empty (kPartEmpty, a NaN no sum rounds to) between launches: the collector
+// spins until a slot is written, reads it and empties it again, so the value is its own flag and no fence, counter or
+// atomic is needed. The parts it waits for are mostly stored long before, as the first segments of later runs; a run
+// wholly inside the tile ends about when the collector's does. A wait needs the awaited warp to run, so runs are handed
+// to warps in reverse: the runs after a collector's belong to warps of lower index, in the same CTA or in CTAs
+// dispatched no later than its own, so every chain of waits ends at a warp that waits for nothing (the forward-progress
+// assumption of single-pass scans' look-back). The sum is the same in any timing, and the same as the counter it
+// replaced gave. Measured on the H200 (session 19, alternated in one run): decode at 32K 6.98 / 6.99 ms against 7.27 /
+// 7.20 with a per-tile counter behind fences (the last warp to finish summed); a counter without the fences, 7.08 /
+// 7.11; the tile's last run collecting at its own run's end, 7.11 / 7.15; a cooperative launch (co-residency
+// guaranteed), 7.18 / 7.17, as it cannot start before the kernel ahead of it drains.
 //
 // Note [GeGLU in the product]
 // A decode step's MLP took three launches: gate|up, the GeGLU of its two halves, down. The GeGLU launch costs
@@ -316,8 +328,7 @@ enum RowEpilogue { kPlainRows, kGegluRows };
 struct RowStreamArgs {
   int64_t lda, ldb, ldc;
   int units_per_tile, total_units;  // RowStreamApplies keeps the count of units below 2^31
-  int* counters;  // [tiles], zero between launches
-  float* parts;   // [2 * warps, kM * kRowsPerUnit]
+  float* parts;  // [2 * warps, kM * kRowsPerUnit], empty between launches (kPartEmpty)
   int prefetch_units;  // launched early (dependent launch): units of weights sent to L2 before the wait
   int64_t pair_rows = 0;  // kGegluRows: tile t is rows t (gate) and pair_rows + t (up) of b
 };
@@ -338,16 +349,35 @@ __device__ __forceinline__ const bf16* TileRow(const GemmParams& p, const RowStr
   return p.b + row * r.ldb;
 }
 
+// An empty part slot: all bits set, a NaN that no sum rounds to (the GPU's arithmetic NaN is 0x7fffffff).
+constexpr uint32_t kPartEmpty = 0xffffffffu;
+
+__device__ __forceinline__ void StorePart(float* p, float v) {
+  asm volatile("st.relaxed.gpu.global.f32 [%0], %1;\n" ::"l"(p), "f"(v) : "memory");
+}
+
+// Waits until the part at p has been written, reads it and leaves the slot empty for the next launch.
+__device__ __forceinline__ float TakePart(float* p) {
+  float v;
+  do {
+    asm volatile("ld.relaxed.gpu.global.f32 %0, [%1];\n" : "=f"(v) : "l"(p) : "memory");
+  } while (__float_as_uint(v) == kPartEmpty);
+  StorePart(p, __uint_as_float(kPartEmpty));
+  return v;
+}
+
 template <int kM, int kU, int kEpi>
 __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKernel(GemmParams p, RowStreamArgs r) {
   constexpr int kOut = kM * kRowsPerUnit;  // sums per unit: (token, row)
   const int lane = threadIdx.x % 32;
-  const int warps = gridDim.x * kRowWarps, gw = blockIdx.x * kRowWarps + threadIdx.x / 32;
+  const int runs = gridDim.x * kRowWarps;
+  // Runs go to warps in reverse, so that a warp only ever waits for warps of lower index (Note [Shared tiles]).
+  const int run = runs - 1 - (blockIdx.x * kRowWarps + threadIdx.x / 32);
   const int ut = r.units_per_tile, total = r.total_units;
-  auto start = [&](int w) { return static_cast<int>(int64_t{w} * total / warps); };
-  // The warp whose run holds `unit`.
-  auto owner = [&](int unit) { return static_cast<int>((int64_t{unit + 1} * warps - 1) / total); };
-  const int u_begin = start(gw), u_end = start(gw + 1);
+  auto start = [&](int w) { return static_cast<int>(int64_t{w} * total / runs); };
+  // The run that holds `unit`.
+  auto owner = [&](int unit) { return static_cast<int>((int64_t{unit + 1} * runs - 1) / total); };
+  const int u_begin = start(run), u_end = start(run + 1);
   if (r.prefetch_units > 0 && u_begin < u_end) {  // weights only (Note [Dependent launch]): the kernel before runs
     const int tile = u_begin / ut, units = min(r.prefetch_units, min(u_end, (tile + 1) * ut) - u_begin);
     const int64_t k0 = int64_t{u_begin - tile * ut} * kUnitK + 8 * lane;
@@ -362,7 +392,6 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
   const bf16* x0 = p.a + 8 * lane;
   for (int seg = u_begin; seg < u_end;) {
     const int tile = seg / ut, seg_end = min(u_end, (tile + 1) * ut);
-    const int64_t row0 = int64_t{tile} * kRowsPerUnit;
     const bf16* w_row[kRowsPerUnit];
 #pragma unroll
     for (int j = 0; j < kRowsPerUnit; ++j) w_row[j] = TileRow<kEpi>(p, r, tile, j) + 8 * lane;
@@ -400,35 +429,26 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
         if (lane == i * kRowsPerUnit + j) mine = v;
       }
     }
+    seg = seg_end;
     const int first = owner(tile * ut), last = owner((tile + 1) * ut - 1);
-    bool write = first == last;
-    if (!write) {  // the tile is shared: park this part, and the last warp to finish sums them in warp order
+    if (first != last) {  // a shared tile (Note [Shared tiles])
+      // Slot 2w holds run w's part of the tile its run starts in, 2w + 1 of the tile it ends in.
       auto slot = [&](int w) { return 2 * w + (start(w) / ut == tile ? 0 : 1); };
-      if (lane < kOut) r.parts[slot(gw) * kOut + lane] = mine;
-      __threadfence();
-      int done = 0;
-      if (lane == 0) done = atomicAdd(&r.counters[tile], 1);
-      done = __shfl_sync(0xffffffffu, done, 0);
-      if (done == last - first) {
-        __threadfence();
-        mine = 0.f;
-        for (int w = first; w <= last; ++w) {
-          if (lane < kOut) mine += __ldcg(r.parts + slot(w) * kOut + lane);
-        }
-        if (lane == 0) r.counters[tile] = 0;
-        write = true;
+      if (run != first) {
+        if (lane < kOut) StorePart(r.parts + slot(run) * kOut + lane, mine);
+        continue;
+      }
+      for (int w = first + 1; w <= last; ++w) {
+        if (lane < kOut) mine += TakePart(r.parts + slot(w) * kOut + lane);
       }
     }
-    const int64_t row = row0 + lane % kRowsPerUnit, token = lane / kRowsPerUnit;
-    if constexpr (kEpi == kGegluRows) {
-      if (write) {  // lane 2i holds token i's gate sum, lane 2i + 1 its up sum
-        const float up = __shfl_down_sync(0xffffffffu, mine, 1);
-        if (lane < kOut && lane % 2 == 0) {
-          static_cast<bf16*>(p.c)[token * r.ldc + tile] =
-              __float2bfloat16(GegluProduct(Bf16Round(mine), Bf16Round(up)));
-        }
+    const int64_t row = int64_t{tile} * kRowsPerUnit + lane % kRowsPerUnit, token = lane / kRowsPerUnit;
+    if constexpr (kEpi == kGegluRows) {  // lane 2i holds token i's gate sum, lane 2i + 1 its up sum
+      const float up = __shfl_down_sync(0xffffffffu, mine, 1);
+      if (lane < kOut && lane % 2 == 0) {
+        static_cast<bf16*>(p.c)[token * r.ldc + tile] = __float2bfloat16(GegluProduct(Bf16Round(mine), Bf16Round(up)));
       }
-    } else if (write && lane < kOut && row < p.n) {
+    } else if (lane < kOut && row < p.n) {
       if (p.bias != nullptr) mine += __bfloat162float(p.bias[row]);
       if (p.c_fp32) {
         static_cast<float*>(p.c)[token * r.ldc + row] = mine;
@@ -436,26 +456,18 @@ __global__ void __launch_bounds__(kRowWarps * 32, kRowCtasPerSm<kM>) RowStreamKe
         static_cast<bf16*>(p.c)[token * r.ldc + row] = __float2bfloat16(mine);
       }
     }
-    seg = seg_end;
   }
 }
 
-// Per-stream tile counters and parts (a kernel of one stream must not see another's counters): 2 MB and a few
-// hundred KB per stream, allocated at its first row-streaming product and kept for the process.
-struct RowStreamScratch {
-  int* counters = nullptr;
-  float* parts = nullptr;
-};
-constexpr int64_t kRowStreamMaxTiles = int64_t{1} << 19;
-
-RowStreamScratch ScratchFor(cudaStream_t stream) {
-  return PerStreamScratch<RowStreamScratch>(stream, [](cudaStream_t st) {
-    RowStreamScratch s;
+// Per-stream part slots (a kernel of one stream must not take another's parts): a few hundred KB per stream, all
+// empty, allocated at its first row-streaming product and kept for the process; every launch leaves them empty.
+float* PartsFor(cudaStream_t stream) {
+  return PerStreamScratch<float*>(stream, [](cudaStream_t st) {
     const size_t parts = size_t{2} * NumSms() * kRowCtasPerSm<1> * kRowWarps * kRowStreamMaxRows * kRowsPerUnit;
-    AVSERVE_CUDA_CHECK(cudaMalloc(&s.counters, kRowStreamMaxTiles * sizeof(int)));
-    AVSERVE_CUDA_CHECK(cudaMalloc(&s.parts, parts * sizeof(float)));
-    AVSERVE_CUDA_CHECK(cudaMemsetAsync(s.counters, 0, kRowStreamMaxTiles * sizeof(int), st));
-    return s;
+    float* p = nullptr;
+    AVSERVE_CUDA_CHECK(cudaMalloc(&p, parts * sizeof(float)));
+    AVSERVE_CUDA_CHECK(cudaMemsetAsync(p, 0xff, parts * sizeof(float), st));  // kPartEmpty
+    return p;
   });
 }
 
@@ -465,11 +477,10 @@ void LaunchRowStream(const GemmParams& p, RowStreamArgs r, cudaStream_t stream) 
   r.lda = p.lda != 0 ? p.lda : p.k, r.ldb = p.ldb != 0 ? p.ldb : p.k, r.ldc = p.ldc != 0 ? p.ldc : p.n;
   r.units_per_tile = static_cast<int>(p.k / kUnitK);
   r.total_units = static_cast<int>(RowUnits(p));
-  const RowStreamScratch s = ScratchFor(stream);
-  r.counters = s.counters, r.parts = s.parts;
+  r.parts = PartsFor(stream);
   const bool early = ProductPdlEnabled();
   r.prefetch_units = early ? PrefetchUnits() : 0;
-  // Every warp gets at least one unit (the tile bookkeeping counts on it).
+  // Every warp gets at least one unit (the slots count on it).
   const int64_t blocks = std::min<int64_t>(int64_t{NumSms()} * kRowCtasPerSm<kM>, r.total_units / kRowWarps);
   LaunchPdlWhen(early, RowStreamKernel<kM, kU, kEpi>, dim3(static_cast<unsigned>(blocks)), dim3(kRowWarps * 32), 0,
                 stream, p, r);
@@ -487,8 +498,7 @@ void LaunchRowStreamFor(const GemmParams& p, const RowStreamArgs& r, cudaStream_
 
 bool RowStreamApplies(const GemmParams& p) {
   const int64_t units = RowUnits(p);
-  return p.m <= kRowStreamMaxRows && p.k % kUnitK == 0 && RowTiles(p) <= kRowStreamMaxTiles && units >= kRowWarps &&
-         units < (int64_t{1} << 31);
+  return p.m <= kRowStreamMaxRows && p.k % kUnitK == 0 && units >= kRowWarps && units < (int64_t{1} << 31);
 }
 
 // Row streaming wins once each warp has a long run (H200, session 7: the 118-2,013 MB products, 20-230 units a
