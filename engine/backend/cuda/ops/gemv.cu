@@ -282,10 +282,11 @@ void LaunchSplit(const GemmParams& p, cudaStream_t stream) {
 // to warps in reverse: the runs after a collector's belong to warps of lower index, in the same CTA or in CTAs
 // dispatched no later than its own, so every chain of waits ends at a warp that waits for nothing (the forward-progress
 // assumption of single-pass scans' look-back). The sum is the same in any timing, and the same as the counter it
-// replaced gave. Measured on the H200 (session 19, alternated in one run): decode at 32K 6.98 / 6.99 ms against 7.27 /
-// 7.20 with a per-tile counter behind fences (the last warp to finish summed); a counter without the fences, 7.08 /
-// 7.11; the tile's last run collecting at its own run's end, 7.11 / 7.15; a cooperative launch (co-residency
-// guaranteed), 7.18 / 7.17, as it cannot start before the kernel ahead of it drains.
+// replaced gave. Measured on the H200 (session 19, bench/RESULTS.md): decode at 32K 6.98 / 6.99 ms against 7.27 / 7.20
+// (alternated in one run) with a per-tile counter behind fences, the last warp to finish summing. Each alternated with
+// that counter in its own run: a counter without the fences 7.08 / 7.11 ms, the tile's last run collecting at its own
+// run's end 7.11 / 7.15, and a cooperative launch (co-residency guaranteed) 7.18 / 7.17, as it cannot start before the
+// kernel ahead of it drains.
 //
 // Note [GeGLU in the product]
 // A decode step's MLP took three launches: gate|up, the GeGLU of its two halves, down. The GeGLU launch costs
