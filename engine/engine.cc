@@ -570,11 +570,12 @@ PromptChunk EngineImpl::WarmUpPrompt(int n) const {
 // The warm-up request: WarmUpPrompt of as many positions as asked (at most the context limit), then two tokens,
 // and two forks of it decoding two tokens together.
 absl::Status EngineImpl::WarmUp(int tokens) {
-  const int n = static_cast<int>(std::min<int64_t>(tokens, ContextLimit() - 8));
+  constexpr int kRoom = 8;  // positions past the prompt: its two tokens, and each fork's two
+  const int n = static_cast<int>(std::min<int64_t>(tokens, ContextLimit() - kRoom));
   if (n <= 0) return absl::OkStatus();
   const auto t0 = std::chrono::steady_clock::now();
   const PromptChunk c = WarmUpPrompt(n);
-  absl::StatusOr<std::unique_ptr<Sequence>> seq = NewSequence(n + 8);
+  absl::StatusOr<std::unique_ptr<Sequence>> seq = NewSequence(n + kRoom);
   absl::Status st = seq.status();
   SamplingOptions greedy;
   greedy.max_new_tokens = 2;
