@@ -73,6 +73,33 @@ def errors(a, b):
     return e.max(), e.mean(), float((a[0] == b[0]).mean()), len(common)
 
 
+def margins(hf32, hf, eng, eager, hf32_dir):
+    """Top-1 agreement over the positions whose fp32 top-1 leads its runner-up by at least k times the bf16 noise.
+
+    The noise is the RMS difference per logit between transformers' bf16 and fp32 runs (over the compared rows): a
+    position whose two best logits are closer than that has no top-1 that two bf16 computations must share."""
+    path = os.path.join(hf32_dir, "top2.f32")
+    if not os.path.exists(path):
+        return
+    top2 = np.fromfile(path, np.float32).reshape(-1, 2)
+    gap = top2[:, 0] - top2[:, 1]
+    common = sorted(set(hf[1]) & set(hf32[1]))
+    noise = float(np.sqrt(np.mean([np.mean((hf[1][r].astype(np.float64) - hf32[1][r]) ** 2) for r in common])))
+    scale = float(np.sqrt(np.mean([np.mean(hf32[1][r].astype(np.float64) ** 2) for r in common])))
+    print("  top-1 by margin: bf16 noise %.3e per logit (logits' RMS %.3e); fp32 gap median %.3e" %
+          (noise, scale, float(np.median(gap))))
+    pairs = [("avserve vs transformers bf16", eng[0], hf[0]), ("avserve vs fp32", eng[0], hf32[0]),
+             ("transformers bf16 vs fp32", hf[0], hf32[0])]
+    if eager is not None:
+        pairs.insert(1, ("eager vs sdpa", eager[0], hf[0]))
+    print("    %-12s %9s  %s" % ("gap >=", "positions", "  ".join("%s" % p[0] for p in pairs)))
+    for k in (0, 0.125, 0.25, 0.5, 1, 2):
+        sel = gap >= k * noise
+        print("    %5g x noise %8d  %s" % (k, int(sel.sum()), "  ".join(
+            "%*.4f" % (len(p[0]), float((p[1][sel] == p[2][sel]).mean()) if sel.any() else float("nan"))
+            for p in pairs)))
+
+
 def compare(work, hf_dir=None):
     hf = load(hf_dir or os.path.join(work, "hf"))
     eng = load(os.path.join(work, "engine"))
@@ -92,6 +119,7 @@ def compare(work, hf_dir=None):
             mx32, mean32, agree32, _ = errors(run, hf32)
             print("  %-18s vs transformers fp32: rel err max %.3e mean %.3e; top-1 agreement %.4f"
                   % (name, mx32, mean32, agree32))
+        margins(hf32, hf, eng, load(eager_dir) if os.path.isdir(eager_dir) else None, hf32_dir)
     return 0 if mx <= 2e-2 and agree >= 0.99 else 1
 
 

@@ -156,8 +156,10 @@ def make(work, tokens):
 
 
 def save(d, lg, rows):
-    """top-1 of every position and fp32 logits of `rows`, in logits_dump's format."""
+    """top-1 of every position and fp32 logits of `rows`, in logits_dump's format; also the two largest logits of
+    every position (top2.f32, [positions, 2]): their gap is how firmly the position's top-1 is decided."""
     os.makedirs(d, exist_ok=True)
     lg.argmax(-1).int().cpu().numpy().tofile(os.path.join(d, "top1.i32"))
+    lg.topk(2, dim=-1).values.float().cpu().numpy().tofile(os.path.join(d, "top2.f32"))
     np.asarray(rows, np.int32).tofile(os.path.join(d, "rows.i32"))
     lg[rows].float().cpu().numpy().tofile(os.path.join(d, "logits_rows.f32"))

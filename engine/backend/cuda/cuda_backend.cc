@@ -162,8 +162,9 @@ absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& d
   }
   const auto* src = static_cast<const unsigned char*>(host);
   auto* out = static_cast<unsigned char*>(dst.data);
-  for (size_t off = 0, chunk = 0; off < bytes; off += kStagingBytes, ++chunk) {
-    const int slot = static_cast<int>(chunk % 2);
+  for (size_t off = 0; off < bytes; off += kStagingBytes) {
+    const int slot = next_staging_;
+    next_staging_ ^= 1;
     const size_t n = std::min(kStagingBytes, bytes - off);
     RETURN_IF_ERROR(CudaStatus(cudaEventSynchronize(staging_done_[slot].get()), "Upload: staging wait"));
     std::memcpy(staging_[slot].get(), src + off, n);
@@ -171,7 +172,14 @@ absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& d
                                "Upload: cudaMemcpyAsync"));
     RETURN_IF_ERROR(CudaStatus(cudaEventRecord(staging_done_[slot].get(), stream()), "Upload: event"));
   }
-  return CudaStatus(cudaStreamSynchronize(stream()), "Upload: synchronize");
+  // Note [Uploads in stream order]
+  // The host's bytes are in pinned staging before the copy is queued, so `host` may go away at once, and every
+  // reader of dst is on this stream after the copy. So an upload need not wait for its copy: a decode step's ids
+  // and positions no longer hold the GPU idle while the host waits twice for a copy of a few bytes, and a weight
+  // upload fills one staging slot while the other's copy runs. A slot is refilled only after its last copy has
+  // left it (the event above). AVSERVE_ASYNC_UPLOAD=0 waits for each upload's copy, as before.
+  static const bool async = EnvSwitchOn("AVSERVE_ASYNC_UPLOAD");
+  return async ? absl::OkStatus() : CudaStatus(cudaStreamSynchronize(stream()), "Upload: synchronize");
 }
 
 absl::Status CudaBackend::Download(const Tensor& src, void* host, size_t bytes) {
