@@ -297,6 +297,9 @@ def train(args):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)
+    focus_t, _, focus_w = args.focus.partition(":")
+    focus_w = float(focus_w) if focus_t else 1.0
+    assert not focus_t or any(focus_t == tid for _, tid, _ in tw.TEMPLATES), "--focus: no such template"
     t0 = time.time()
     budget = args.minutes * 60
 
@@ -322,7 +325,16 @@ def train(args):
         labels = t["labels"]
         sel = labels != td.IGNORE
         aux_sel = t["aux"] != td.IGNORE
-        loss = F.cross_entropy(logits[sel].float(), labels[sel])
+        if focus_w == 1.0:
+            loss = F.cross_entropy(logits[sel].float(), labels[sel])
+        else:  # the focus template's answer and <turn|> weigh focus_w times the others
+            w = torch.ones(labels.shape, device=dev)
+            for i, (ats, tps) in enumerate(zip(b["answer_at"], b["templates"])):
+                for a, tp in zip(ats, tps):
+                    if tp == focus_t:
+                        w[i, int(a)] = w[i, int(a) + 1] = focus_w
+            ce = F.cross_entropy(logits[sel].float(), labels[sel], reduction="none")
+            loss = (ce * w[sel]).sum() / w[sel].sum()
         if args.aux_weight > 0 and bool(aux_sel.any()):
             loss = loss + args.aux_weight * F.cross_entropy(logits[aux_sel].float(), t["aux"][aux_sel])
         aux2_sel = t["aux2"] != td.IGNORE
@@ -500,6 +512,8 @@ def main():
                     help="binding targets: the shape on screen also at each second's sound position")
     ap.add_argument("--short-frac", type=float, default=0.15, help="time share of the 1-4 s clips")
     ap.add_argument("--init", help="start from this checkpoint folder (from_pretrained)")
+    ap.add_argument("--focus", default="", help="TEMPLATE:W: that question template's answer loss weighs W times "
+                    "the others' (e.g. word_while_shape:3)")
     ap.add_argument("--skip-fp32-eval", action="store_true")
     train(ap.parse_args())
 
