@@ -298,8 +298,9 @@ def train(args):
     gen = torch.Generator(device=dev).manual_seed(0)
     rng = np.random.default_rng(0)
     focus_t, _, focus_w = args.focus.partition(":")
+    if focus_t and (not focus_w or not any(focus_t == tid for _, tid, _ in tw.TEMPLATES)):
+        sys.exit(f"--focus {args.focus}: want TEMPLATE:W with TEMPLATE one of samples/toy/toyworld.py's TEMPLATES")
     focus_w = float(focus_w) if focus_t else 1.0
-    assert not focus_t or any(focus_t == tid for _, tid, _ in tw.TEMPLATES), "--focus: no such template"
     t0 = time.time()
     budget = args.minutes * 60
 
