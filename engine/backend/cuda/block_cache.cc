@@ -2,7 +2,9 @@
 
 #include <cuda_runtime.h>
 
+#include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/check.h"
+#include "engine/base/status_macros.h"
 
 namespace avserve::engine::cuda {
 
@@ -13,7 +15,7 @@ size_t BlockCache::RoundUp(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-absl::StatusOr<void*> BlockCache::Take(size_t bytes) {
+absl::StatusOr<void*> BlockCache::Take(size_t bytes, size_t keep_free) {
   const size_t size = RoundUp(bytes);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -25,6 +27,7 @@ absl::StatusOr<void*> BlockCache::Take(size_t bytes) {
       return ptr;
     }
   }
+  if (keep_free > 0) RETURN_IF_ERROR(MakeRoom(size, keep_free));
   void* ptr = nullptr;
   cudaError_t err = cudaMalloc(&ptr, size);
   if (err == cudaErrorMemoryAllocation) {
@@ -37,6 +40,18 @@ absl::StatusOr<void*> BlockCache::Take(size_t bytes) {
     return CudaStatus(err, "cudaMalloc");
   }
   return ptr;
+}
+
+absl::Status BlockCache::MakeRoom(size_t bytes, size_t keep_free) {
+  size_t free = 0, total = 0;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    RETURN_IF_ERROR(CudaStatus(cudaMemGetInfo(&free, &total), "cudaMemGetInfo"));
+    if (free >= keep_free && free - keep_free >= bytes) return absl::OkStatus();
+    if (attempt == 0) Trim();  // idle blocks count as free once given back
+  }
+  return absl::ResourceExhaustedError(absl::StrCat("device memory: ", bytes, " bytes more would leave less than the ",
+                                                   keep_free, " kept free for the kernels' workspaces (", free,
+                                                   " of ", total, " free)"));
 }
 
 void BlockCache::Give(void* ptr, size_t bytes) {

@@ -27,8 +27,12 @@ class BlockCache {
 
   // Size class of a request: 512 B steps up to 1 MiB, then 2 MiB steps.
   static size_t RoundUp(size_t bytes);
-  // A block of RoundUp(bytes) bytes; RESOURCE_EXHAUSTED when the device has no room even after a Trim.
-  absl::StatusOr<void*> Take(size_t bytes);
+  // A block of RoundUp(bytes) bytes; RESOURCE_EXHAUSTED when the device has no room even after a Trim. A new
+  // block is also refused when it would leave less than `keep_free` bytes of device memory free (MakeRoom).
+  absl::StatusOr<void*> Take(size_t bytes, size_t keep_free = 0);
+  // OK when `bytes` more of device memory would leave at least `keep_free` free, after a Trim if need be;
+  // RESOURCE_EXHAUSTED, saying how much is free, when not.
+  absl::Status MakeRoom(size_t bytes, size_t keep_free);
   // Returns a block from Take (same `bytes`). No synchronisation (see the file comment).
   void Give(void* ptr, size_t bytes);
   // Frees every idle block (cudaFree synchronises the device).

@@ -109,6 +109,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   b->device_ = device_index;
   b->pages_ = PageBuffer::Supported(device_index) && EnvSwitchOn("AVSERVE_KV_PAGES");
   b->graphs_on_ = EnvSwitchOn("AVSERVE_CUDA_GRAPHS");
+  b->keep_free_ = static_cast<size_t>(EnvCount("AVSERVE_CUDA_KEEP_FREE_MB", kKeepFreeBytes >> 20, 0)) << 20;
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
   for (int i = 0; i < 2; ++i) {
@@ -118,8 +119,22 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   return b;
 }
 
+// Note [Memory kept free]
+// The ops return no status, so an op that cannot get its workspace (the attention's, ops/gemm_attention.cu; the
+// split-KV partials) can only stop the process. And the service runs the device full on purpose: it forks up to 8
+// questions, fewer when the engine says RESOURCE_EXHAUSTED (service/question_group.cc). So the model's allocations
+// (weights, KV caches, a step's temporaries: Allocate, AllocateShareable, ForkBuffer) are refused while they would
+// leave less than keep_free_ of device memory free, and only the ops' workspaces (AllocateForOp) may use that memory.
+// 512 MiB holds the 12B's smallest full-layer attention workspace at a 262,144-token context (K in fp16, 268 MB, and
+// one position's scores, 8.4 MB) and the runtime's lazy loads of kernels. Cached blocks are reused without the check; a
+// new block asks cudaMemGetInfo first (a few microseconds, beside cudaMalloc's tens).
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::Allocate(size_t bytes) {
-  ASSIGN_OR_RETURN(void* ptr, blocks_->Take(bytes));
+  ASSIGN_OR_RETURN(void* ptr, blocks_->Take(bytes, keep_free_));
+  return std::unique_ptr<Buffer>(new CudaBuffer(blocks_, ptr, bytes));
+}
+
+absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateForOp(size_t bytes) {
+  ASSIGN_OR_RETURN(void* ptr, blocks_->Take(bytes, 0));
   return std::unique_ptr<Buffer>(new CudaBuffer(blocks_, ptr, bytes));
 }
 
@@ -139,12 +154,14 @@ absl::StatusOr<std::unique_ptr<Buffer>> WithTrimRetry(BlockCache& blocks, Make m
 
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::AllocateShareable(size_t bytes) {
   if (!pages_) return Allocate(bytes);
+  RETURN_IF_ERROR(blocks_->MakeRoom(bytes, keep_free_));
   return WithTrimRetry(*blocks_, [&] { return PageBuffer::Create(bytes, device_, stream()); });
 }
 
 absl::StatusOr<std::unique_ptr<Buffer>> CudaBackend::ForkBuffer(const Buffer& src, size_t prefix_bytes) {
   AVSERVE_CHECK(prefix_bytes <= src.bytes() && prefix_bytes % 2 == 0, "ForkBuffer: bad prefix");
   if (const auto* pages = dynamic_cast<const PageBuffer*>(&src)) {
+    RETURN_IF_ERROR(blocks_->MakeRoom(src.bytes() - prefix_bytes, keep_free_));  // at most this many new pages
     return WithTrimRetry(*blocks_, [&] { return PageBuffer::Fork(*pages, prefix_bytes); });
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Buffer> fork, Allocate(src.bytes()));
@@ -482,7 +499,7 @@ void CudaBackend::Rope(const Tensor& x, const Tensor& positions, const RopeParam
 // stream is ordered after this call's kernels). Tries smaller sizes down to `min_bytes` when memory is short.
 std::unique_ptr<Buffer> CudaBackend::AttentionWorkspace(size_t bytes, size_t min_bytes) {
   for (size_t want = bytes;; want = std::max(min_bytes, want / 2)) {
-    auto ws = Allocate(want);
+    auto ws = AllocateForOp(want);
     if (ws.ok()) return *std::move(ws);
     AVSERVE_CHECK(want > min_bytes, "Attention: no device memory for the attention workspace");
   }

@@ -20,6 +20,10 @@ class CudaBackend final : public Backend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int device_index = 0);
 
+  // Device memory that Allocate, AllocateShareable and ForkBuffer leave free (Note [Memory kept free]);
+  // AVSERVE_CUDA_KEEP_FREE_MB sets another amount.
+  static constexpr size_t kKeepFreeBytes = size_t{512} << 20;
+
   std::string Name() const override { return name_; }
   Device device() const override { return Device::kCuda; }
   bool SharesHostMemory() const override { return false; }
@@ -83,6 +87,8 @@ class CudaBackend final : public Backend {
   CudaBackend() = default;
   // Scratch for one attention call (split-KV partials or GEMM-path scores), from blocks_.
   std::unique_ptr<Buffer> AttentionWorkspace(size_t bytes, size_t min_bytes);
+  // A block for an op's own workspace: it may use the memory that Allocate keeps free.
+  absl::StatusOr<std::unique_ptr<Buffer>> AllocateForOp(size_t bytes);
   // The split-KV partials' workspace of p (none for one split); sets p.workspace.
   std::unique_ptr<Buffer> SplitWorkspace(AttentionParams& p);
 
@@ -90,6 +96,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<BlockCache> blocks_;  // every Allocate (weights, KV caches, step temporaries)
   int num_sms_ = 0;
   int device_ = 0;
+  size_t keep_free_ = kKeepFreeBytes;
   bool pages_ = false;  // KV storage in shareable pages (page_buffer.h; AVSERVE_KV_PAGES=0 turns them off)
   CudaStream stream_;
   CublasHandle cublas_;

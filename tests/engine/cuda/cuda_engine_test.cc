@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/api.h"
+#include "engine/backend/cuda/cuda_backend.h"
 #include "engine/model/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/engine/cuda/test_util.h"
@@ -231,6 +234,68 @@ TEST(CudaEngineTest, ForksDecodingTogetherMatchEachAlone) {
       EXPECT_EQ(shared[i], unshared[i]) << "fork " << i << ": shared prefix against none";
     }
   }
+}
+
+// Note [Memory kept free] (engine/backend/cuda/cuda_backend.cc): with less than the kept amount of device memory
+// free, a sequence prefilled before decodes on as it would have, new work is refused with RESOURCE_EXHAUSTED (no
+// crash), and once the memory is back the same work runs and the first request answers as before.
+TEST(CudaEngineTest, NearlyFullDeviceRefusesNewWorkAndKeepsWhatRuns) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  if (std::getenv("AVSERVE_CUDA_KEEP_FREE_MB") != nullptr) GTEST_SKIP() << "AVSERVE_CUDA_KEEP_FREE_MB is set";
+  const testing::Golden golden = testing::Golden::Load();
+  auto engine = Load(BackendKind::kCuda);
+  ASSERT_NE(engine, nullptr);
+  std::vector<float> logits;
+  std::vector<int32_t> reference;
+  RunPrompt(*engine, golden, "p1", &logits, &reference);  // its blocks stay cached for `kept` below
+  ASSERT_FALSE(reference.empty());
+  auto kept = engine->NewSequence(256);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_TRUE((*kept)->Prefill(golden.Chunk("p1", 0, golden.length("p1")), nullptr).ok());
+  // New work with blocks of new sizes: 3,000 tokens of text in a 4,096-token sequence, then 4 tokens.
+  const auto long_work = [&]() -> absl::Status {
+    auto seq = engine->NewSequence(4096);
+    if (!seq.ok()) return seq.status();
+    std::vector<int32_t> ids(3000);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = 3 + static_cast<int32_t>((i * 37) % 400);
+    if (absl::Status st = (*seq)->Prefill(Text(ids), nullptr); !st.ok()) return st;
+    SamplingOptions s;
+    s.max_new_tokens = 4;
+    return engine->Generate(**seq, s, [](int32_t) { return true; }, nullptr);
+  };
+
+  // Fill the device up to half of what the backend keeps free.
+  size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  const size_t leave = cuda::CudaBackend::kKeepFreeBytes / 2, step = size_t{64} << 20;
+  ASSERT_GT(free, leave + step);
+  void* hog = nullptr;
+  for (size_t ask = free - leave; hog == nullptr && ask > step; ask -= step) {
+    if (cudaMalloc(&hog, ask) != cudaSuccess) {
+      cudaGetLastError();
+      hog = nullptr;
+    }
+  }
+  ASSERT_NE(hog, nullptr);
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  EXPECT_LT(free, cuda::CudaBackend::kKeepFreeBytes);
+  std::vector<int32_t> kept_tokens;
+  SamplingOptions s;
+  s.max_new_tokens = 32;
+  const absl::Status kept_ran = engine->Generate(**kept, s, [&](int32_t t) {
+    kept_tokens.push_back(t);
+    return true;
+  }, nullptr);
+  const absl::Status refused = long_work();
+  ASSERT_EQ(cudaFree(hog), cudaSuccess);
+  EXPECT_TRUE(kept_ran.ok()) << kept_ran;
+  EXPECT_EQ(kept_tokens, reference);
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  const absl::Status ran = long_work();
+  EXPECT_TRUE(ran.ok()) << ran;
+  std::vector<int32_t> again;
+  RunPrompt(*engine, golden, "p1", &logits, &again);
+  EXPECT_EQ(again, reference);
 }
 
 }  // namespace
