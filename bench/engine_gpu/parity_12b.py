@@ -92,7 +92,7 @@ def margins(hf32, hf, eng, eager, hf32_dir):
              ("transformers bf16 vs fp32", hf[0], hf32[0])]
     if eager is not None:
         pairs.insert(1, ("eager vs sdpa", eager[0], hf[0]))
-    print("    %-12s %9s  %s" % ("gap >=", "positions", "  ".join("%s" % p[0] for p in pairs)))
+    print("    %-12s %9s  %s" % ("gap >=", "positions", "  ".join(p[0] for p in pairs)))
     for k in (0, 0.125, 0.25, 0.5, 1, 2):
         sel = gap >= k * noise
         print("    %5g x noise %8d  %s" % (k, int(sel.sum()), "  ".join(

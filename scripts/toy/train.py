@@ -329,11 +329,12 @@ def train(args):
         if focus_w == 1.0:
             loss = F.cross_entropy(logits[sel].float(), labels[sel])
         else:  # the focus template's answer and <turn|> weigh focus_w times the others
-            w = torch.ones(labels.shape, device=dev)
+            w = np.ones(tuple(labels.shape), np.float32)  # built on the host, one copy (not a launch per answer)
             for i, (ats, tps) in enumerate(zip(b["answer_at"], b["templates"])):
                 for a, tp in zip(ats, tps):
                     if tp == focus_t:
-                        w[i, int(a)] = w[i, int(a) + 1] = focus_w
+                        w[i, int(a):int(a) + 2] = focus_w
+            w = torch.from_numpy(w).to(dev)
             ce = F.cross_entropy(logits[sel].float(), labels[sel], reduction="none")
             loss = (ce * w[sel]).sum() / w[sel].sum()
         if args.aux_weight > 0 and bool(aux_sel.any()):

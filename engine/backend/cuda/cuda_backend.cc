@@ -109,6 +109,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int device_inde
   b->device_ = device_index;
   b->pages_ = PageBuffer::Supported(device_index) && EnvSwitchOn("AVSERVE_KV_PAGES");
   b->graphs_on_ = EnvSwitchOn("AVSERVE_CUDA_GRAPHS");
+  b->async_upload_ = EnvSwitchOn("AVSERVE_ASYNC_UPLOAD");
   b->keep_free_ = static_cast<size_t>(EnvCount("AVSERVE_CUDA_KEEP_FREE_MB", kKeepFreeBytes >> 20, 0)) << 20;
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->cublas_, CublasHandle::Create());
@@ -195,8 +196,7 @@ absl::Status CudaBackend::Upload(const void* host, size_t bytes, const Tensor& d
   // and positions no longer hold the GPU idle while the host waits twice for a copy of a few bytes, and a weight
   // upload fills one staging slot while the other's copy runs. A slot is refilled only after its last copy has
   // left it (the event above). AVSERVE_ASYNC_UPLOAD=0 waits for each upload's copy, as before.
-  static const bool async = EnvSwitchOn("AVSERVE_ASYNC_UPLOAD");
-  return async ? absl::OkStatus() : CudaStatus(cudaStreamSynchronize(stream()), "Upload: synchronize");
+  return async_upload_ ? absl::OkStatus() : CudaStatus(cudaStreamSynchronize(stream()), "Upload: synchronize");
 }
 
 absl::Status CudaBackend::Download(const Tensor& src, void* host, size_t bytes) {

@@ -103,6 +103,7 @@ class CudaBackend final : public Backend {
   PinnedBuffer<unsigned char> staging_[2];  // double-buffered host staging for Upload
   CudaEvent staging_done_[2];
   int next_staging_ = 0;  // the staging slot the next upload chunk fills (they alternate across calls)
+  bool async_upload_ = true;  // Note [Uploads in stream order]; AVSERVE_ASYNC_UPLOAD=0 waits for each copy
   bool graphs_on_ = true;
   bool capturing_ = false;
   int64_t capture_key_ = 0;
